@@ -1,0 +1,137 @@
+"""The `asg` command line: demo, pretrain, round, evaluate, ingest.
+
+    asg --help
+    asg demo
+    asg pretrain --out models/checkpoints/shapes-base
+    asg round --round-idx 1 --checkpoint asg_home/objects/checkpoints/round-0
+    asg evaluate --checkpoint models/checkpoints/shapes-base
+    asg ingest ./my_images
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import flows  # noqa: F401 - sets offline defaults for Prefect and MLflow before they are imported
+
+
+def _round_config(args):
+    from flows.round import RoundConfig
+
+    fields = {"source": args.source, "n_images": args.images, "seed": args.seed}
+    if args.quick:
+        fields.update(finetune_steps={"solver": 20, "proposer": 10, "generator": 20}, evaluation="tiny")
+    return RoundConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def _add_round_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", help="unlabeled images: world://unlabeled?n=1000&seed=0 (default) or a folder URL")
+    p.add_argument("--images", type=int, help="images used by the round (default 1000)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--quick", action="store_true", help="few fine-tune steps and a tiny evaluation (smoke runs)")
+
+
+def _checkpoint(path: str) -> str:
+    if "://" not in path and not (Path(path) / "config.json").is_file():
+        raise SystemExit(f"asg: checkpoint not found: {path} (no config.json)")
+    return path
+
+
+def cmd_demo(args) -> None:
+    from flows.demo import SHIPPED_BASE, demo_flow
+
+    config = _round_config(args)
+    if args.images is not None and args.source is None:
+        config = config.model_copy(update={"source": f"world://unlabeled?n={args.images}&seed={config.seed}"})
+    demo_flow(config, base_checkpoint=args.checkpoint or str(SHIPPED_BASE))
+
+
+def cmd_pretrain(args) -> None:
+    from flows.pretrain import pretrain_flow
+
+    if args.backbone != "shapes":
+        from models.registry import backbone_class
+
+        backbone_class(args.backbone)  # raises a one-line error for unknown names
+    pretrain_flow(args.out, backbone=args.backbone, size=args.size, seed_scenes=args.seed_scenes, steps=args.steps,
+                  lr=args.lr, seed=args.seed, control_steps=args.control_steps)
+
+
+def cmd_round(args) -> None:
+    from flows.round import round_flow
+
+    result = round_flow(args.round_idx, _checkpoint(args.checkpoint), _round_config(args))
+    print(json.dumps(result, indent=1))
+
+
+def cmd_evaluate(args) -> None:
+    from tasks.evaluate import evaluate_checkpoint
+    from world.evaluation import EvalConfig
+
+    config = EvalConfig.tiny() if args.tiny else EvalConfig(seed=args.seed)
+    result = evaluate_checkpoint.fn(_checkpoint(args.checkpoint), -1, config)
+    print(json.dumps(result.metrics, indent=1))
+
+
+def cmd_ingest(args) -> None:
+    from tasks.ingest import ingest_images
+
+    result = ingest_images.fn(args.source, args.image_size)
+    print(json.dumps(result.metrics, indent=1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asg", description="Ask, Solve, Generate: self-evolution of a unified "
+                                     "multimodal model from unlabeled images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="evaluate the base, run one round, evaluate again, print before/after")
+    _add_round_options(p)
+    p.add_argument("--checkpoint", help="base checkpoint folder (default: the shipped shapes base)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("pretrain", help="train a base on the labeled seed set and check it converged")
+    p.add_argument("--out", required=True, help="checkpoint folder or URL to write")
+    p.add_argument("--backbone", default="shapes", help="backbone name (default shapes)")
+    p.add_argument("--size", default="default", choices=["default", "tiny"])
+    p.add_argument("--seed-scenes", type=int, default=300, help="labeled seed scenes (default 300)")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, cosine-decayed (default 3e-3)")
+    p.add_argument("--control-steps", type=int, default=310, help="steps of the convergence check")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("round", help="run one self-evolution round from a checkpoint")
+    p.add_argument("--round-idx", type=int, required=True, help="round index (0-based)")
+    p.add_argument("--checkpoint", required=True, help="input checkpoint folder or URL")
+    _add_round_options(p)
+    p.set_defaults(func=cmd_round)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on the held-out shapes-world sets")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--tiny", action="store_true", help="a few items only (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ingest", help="ingest unlabeled images from a folder URL or world:// source")
+    p.add_argument("source", help="folder path, file://, s3://… or world://unlabeled?n=…&seed=…")
+    p.add_argument("--image-size", type=int, default=32, help="side images are resized to (default 32)")
+    p.set_defaults(func=cmd_ingest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"asg: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""One self-evolution round as a Prefect flow: ingest, propose, solve and vote, generate,
+score, filter, fine-tune, evaluate. Owns the round's MLflow run.
+
+    asg round --round-idx 0 --checkpoint models/checkpoints/shapes-base
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from flows.tracking import Tracker
+from storage.checkpoints import checkpoint_uri, local_checkpoint
+from storage.settings import Settings
+from tasks.evaluate import evaluate_checkpoint
+from tasks.filter import filter_examples
+from tasks.finetune import finetune_roles
+from tasks.generate import generate_images
+from tasks.ingest import ingest_images
+from tasks.propose import propose_questions
+from tasks.report import write_round_report
+from tasks.score import score_generations
+from tasks.solve import solve_and_vote
+from world.evaluation import EvalConfig
+
+
+class RoundConfig(BaseModel):
+    """Parameters of a round (the deployment's parameter schema)."""
+
+    source: str = Field("world://unlabeled?n=1000&seed=0", description="unlabeled images: world://… or a folder URL")
+    n_images: int = Field(1000, ge=1, description="images sampled from the source for this round")
+    image_size: int = Field(32, ge=8, description="backbone input size images are resized to")
+    n_candidates: int = Field(3, ge=1, description="K candidate questions per image")
+    n_samples: int = Field(7, ge=1, description="N Solver answers per question")
+    n_per_prompt: int = Field(3, ge=1, description="L generated images per spec")
+    n_check_answers: int = Field(3, ge=1, description="Solver answers per check when scoring an image")
+    temperature: float = Field(1.0, gt=0, description="Proposer and Generator sampling temperature")
+    finetune_steps: dict[str, int] = Field({"solver": 150, "proposer": 60, "generator": 100},
+                                           description="optimizer steps per role")
+    lr: float = Field(1e-3, gt=0, description="peak LoRA learning rate")
+    batch_size: int = Field(64, ge=1)
+    replay_fraction: float = Field(0.5, ge=0, le=1, description="share of each batch replayed from the seed set")
+    seed_scenes: int = Field(300, ge=1, description="seed set size used for replay (same as pretraining)")
+    min_majority_fraction: float = Field(0.4, ge=0, le=1)
+    accept_reward: float = Field(0.7, ge=0, le=1, description="R_g at which a generated image is accepted")
+    evaluation: Literal["default", "tiny", "none"] = "default"
+    seed: int = 0
+
+    def eval_config(self) -> EvalConfig:
+        return EvalConfig.tiny() if self.evaluation == "tiny" else EvalConfig(seed=self.seed)
+
+
+@flow(name="asg-round", log_prints=True)
+def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfig(),
+               experiment: str = "asg-evolution") -> dict:
+    settings = Settings.from_env()
+    tracker = Tracker(settings.mlflow_uri, experiment)
+    output = checkpoint_uri(settings, f"round-{round_idx}")
+    with tracker.run(f"round-{round_idx}", tags={"round_idx": str(round_idx)}):
+        tracker.log_params({"round_idx": round_idx, "input_checkpoint": checkpoint, "output_checkpoint": output,
+                            **config.model_dump()})
+        stages = [
+            ingest_images(config.source, config.image_size),
+            propose_questions(round_idx, checkpoint, config.source, config.n_images, config.n_candidates,
+                              config.temperature, config.seed),
+        ]
+        stages.append(solve_and_vote(round_idx, checkpoint, config.n_samples, config.seed))
+        stages.append(generate_images(round_idx, checkpoint, config.source, config.n_images, config.n_per_prompt,
+                                      config.temperature, config.seed))
+        stages.append(score_generations(round_idx, checkpoint, config.n_check_answers, config.seed))
+        stages.append(filter_examples(round_idx, config.min_majority_fraction, config.accept_reward))
+        stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, config.lr,
+                                     config.batch_size, config.replay_fraction, config.seed_scenes, config.seed))
+        if config.evaluation != "none":
+            stages.append(evaluate_checkpoint(output, round_idx, config.eval_config()))
+        for stage in stages:
+            tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
+            tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})
+        report_dir = settings.home / "reports" / f"round-{round_idx}"
+        write_round_report(round_idx, str(report_dir))
+        tracker.log_artifacts(str(report_dir), "report")
+        tracker.log_artifacts(str(local_checkpoint(output, settings)), "checkpoint")
+    return {"checkpoint": output, **{f"{s.stage}.{k}": v for s in stages for k, v in s.metrics.items()}}

@@ -1,0 +1,413 @@
+"""The embedded tiny unified backbone: one LlamaForCausalLM over text words and image codes.
+
+Understanding and autoregressive image generation share one transformer (Chameleon/Emu3
+style). Images are 16 tokens of the world's exact 8x8 patch codebook; a learned row and
+column embedding is added to every image token because 1-D positions alone leave
+left/right relations at chance. The roles are three peft LoRA adapters on the frozen base;
+with adapters disabled the base is the KL/ratio reference.
+
+    backbone = ShapesBackbone.create(ShapesConfig.tiny(), seed=0)
+    backbone.attach_roles()
+    answers = backbone.solve([SolveRequest(image, "how many objects are there ?")], seed=0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
+from models.sampling import full_entropy, sample_next
+from models.vocabulary import Vocabulary
+from world import codebook
+from world.scenes import GRID
+
+STE_TOKENS = 5  # METHOD.md: entropy of the first 5 answer tokens
+MAX_NEW = {"answer": 4, "ask": 16, "spec": 40, "caption": 24}
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class ShapesConfig:
+    """Size of the embedded backbone; `hidden_size` is the complexity dial."""
+
+    hidden_size: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    intermediate_size: int = 384
+    max_positions: int = 128
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    chunk_size: int = 512  # rows per forward pass in batched inference
+
+    @classmethod
+    def tiny(cls) -> "ShapesConfig":
+        """A few-thousand-parameter model for unit tests."""
+        return cls(hidden_size=32, n_layers=2, n_heads=2, intermediate_size=64, lora_r=4, lora_alpha=8)
+
+
+class ShapesNetwork(nn.Module):
+    """LlamaForCausalLM plus 2-D (row, column) embeddings added to image tokens."""
+
+    def __init__(self, config: ShapesConfig, vocab_size: int):
+        super().__init__()
+        llama = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
+            num_key_value_heads=config.n_heads, max_position_embeddings=config.max_positions,
+            tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        )
+        llama._attn_implementation = "sdpa"
+        self.lm: LlamaForCausalLM | PeftModel = LlamaForCausalLM(llama)
+        self.rows = nn.Embedding(GRID, config.hidden_size)
+        self.cols = nn.Embedding(GRID, config.hidden_size)
+        nn.init.normal_(self.rows.weight, std=0.02)
+        nn.init.normal_(self.cols.weight, std=0.02)
+        # A linear patch encoder (ViT-style) over each code's pixels: colour and shape become
+        # linearly readable, so understanding generalises across the 253 codes.
+        pixels = torch.from_numpy(codebook.codebook()).float().reshape(codebook.N_CODES, -1) / 255.0
+        self.register_buffer("code_pixels", pixels, persistent=False)
+        self.patch = nn.Linear(pixels.shape[1], config.hidden_size)
+        self.image_offset = vocab_size - codebook.N_CODES
+
+    def embed(self, ids: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        x = self.lm.get_input_embeddings()(ids)
+        is_image = (cells >= 0).unsqueeze(-1)
+        c = cells.clamp(min=0)
+        codes = (ids - self.image_offset).clamp(min=0, max=codebook.N_CODES - 1)
+        visual = self.rows(c // GRID) + self.cols(c % GRID) + self.patch(self.code_pixels[codes])
+        return x + is_image * visual
+
+    def forward(self, ids, cells, attention_mask, position_ids, cache=None, hidden=False):
+        out = self.lm(inputs_embeds=self.embed(ids, cells), attention_mask=attention_mask,
+                      position_ids=position_ids, cache=cache, use_cache=cache is not None,
+                      output_hidden_states=hidden)
+        return out
+
+
+@dataclass(frozen=True)
+class _Batch:
+    ids: torch.Tensor
+    cells: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    loss_mask: torch.Tensor
+
+
+class ShapesBackbone:
+    """The embedded shapes-world unified model behind the `Backbone` protocol."""
+
+    name = "shapes"
+    image_size = 32
+    config_class = ShapesConfig
+
+    def __init__(self, config: ShapesConfig, vocab: Vocabulary, network: ShapesNetwork):
+        self.config = config
+        self.vocab = vocab
+        self.network = network.eval()
+        self.roles_attached = isinstance(network.lm, PeftModel)
+        v = len(vocab)
+        lo, hi = vocab.word_id_range()
+        self._text_allowed = torch.zeros(v, dtype=torch.bool)
+        self._text_allowed[lo:hi] = True
+        self._text_allowed[vocab.id("<eos>")] = True
+        self._image_allowed = torch.zeros(v, dtype=torch.bool)
+        self._image_allowed[vocab.image_offset:] = True
+
+    # ----- construction and persistence -------------------------------------------------
+    @classmethod
+    def create(cls, config: ShapesConfig, seed: int) -> "ShapesBackbone":
+        torch.manual_seed(seed)
+        vocab = Vocabulary.build()
+        return cls(config, vocab, ShapesNetwork(config, len(vocab)))
+
+    @classmethod
+    def load(cls, path: Path | str) -> "ShapesBackbone":
+        path = Path(path)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path} (missing {config_file.name})")
+        meta = json.loads(config_file.read_text())
+        if meta.get("backbone") != cls.name:
+            raise ValueError(f"checkpoint {path} is for backbone {meta.get('backbone')!r}, not {cls.name!r}")
+        config = ShapesConfig(**meta["config"])
+        vocab = Vocabulary.from_tokens(meta["vocab"])
+        network = ShapesNetwork(config, len(vocab))
+        _load_base(network, path / "base.safetensors")
+        backbone = cls(config, vocab, network)
+        if meta.get("roles"):
+            backbone.attach_roles()
+            for role in meta["roles"]:
+                set_peft_model_state_dict(backbone.network.lm, load_file(path / f"adapter_{role}.safetensors"),
+                                          adapter_name=role)
+        return backbone.eval()
+
+    def save(self, path: Path | str) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(self._base_state_dict(), path / "base.safetensors")
+        roles = list(ROLES) if self.roles_attached else []
+        for role in roles:
+            save_file(get_peft_model_state_dict(self.network.lm, adapter_name=role),
+                      path / f"adapter_{role}.safetensors")
+        meta = {"backbone": self.name, "config": asdict(self.config), "vocab": list(self.vocab.tokens),
+                "roles": roles}
+        (path / "config.json").write_text(json.dumps(meta, indent=1))
+
+    def _base_state_dict(self) -> dict[str, torch.Tensor]:
+        """Base weights under plain Llama names: LoRA weights and the tied lm_head left out."""
+        out = {}
+        for name, tensor in self.network.state_dict().items():
+            if "lora_" in name:
+                continue
+            name = name.replace("lm.base_model.model.", "lm.").replace(".base_layer.", ".")
+            if name != "lm.lm_head.weight":
+                out[name] = tensor.detach().clone().contiguous()
+        return out
+
+    def attach_roles(self) -> None:
+        """Add the proposer/solver/generator LoRA adapters (zero-initialised) on the frozen base."""
+        if self.roles_attached:
+            return
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+        lora = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
+                          lora_dropout=self.config.lora_dropout, target_modules=LORA_TARGETS)
+        self.network.lm = get_peft_model(self.network.lm, lora, adapter_name=ROLES[0])
+        for role in ROLES[1:]:
+            self.network.lm.add_adapter(role, lora)
+        self.roles_attached = True
+        self.network.eval()  # new LoRA dropout modules start in training mode
+
+    def eval(self) -> "ShapesBackbone":
+        self.network.eval()
+        return self
+
+    def trainable_parameters(self, role: str | None) -> list[nn.Parameter]:
+        if role is None:
+            if self.roles_attached:
+                raise ValueError("the base is frozen once roles are attached; train a role instead")
+            return list(self.network.parameters())
+        self._check_role(role)
+        return [p for n, p in self.network.named_parameters() if f".{role}." in n and "lora_" in n]
+
+    # ----- role switching ---------------------------------------------------------------
+    def _check_role(self, role: str) -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        if not self.roles_attached:
+            raise ValueError("this backbone has no role adapters yet; call attach_roles() first")
+
+    @contextlib.contextmanager
+    def role(self, role: str | None) -> Iterator[None]:
+        """Run under a role's adapter, or under the reference base when role is None."""
+        if not self.roles_attached:
+            yield
+            return
+        if role is None:
+            with self.network.lm.disable_adapter():
+                yield
+            return
+        self._check_role(role)
+        self.network.lm.set_adapter(role)
+        for name, p in self.network.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(f".{role}." in name)
+        yield
+
+    # ----- sequence building ------------------------------------------------------------
+    def _image_tokens(self, image: np.ndarray) -> tuple[list[int], list[int]]:
+        if image.shape != (self.image_size, self.image_size, 3):
+            raise ValueError(f"image of shape {image.shape} given; the shapes backbone takes "
+                             f"({self.image_size}, {self.image_size}, 3) uint8 arrays")
+        codes = codebook.encode(image)
+        v = self.vocab
+        ids = [v.id("<img>")] + v.image_ids(codes) + [v.id("</img>")]
+        return ids, [-1] + list(range(len(codes))) + [-1]
+
+    def _prefix(self, kind: str, image: np.ndarray | None, text: str = "", framing: str = "canonical"):
+        v = self.vocab
+        ids, cells = [v.id("<bos>")], [-1]
+        if kind == "t2i":
+            ids += [v.id("<gen>")] + v.encode_text(text) + [v.id("<img>")]
+            return ids, cells + [-1] * (len(ids) - 1)
+        if kind == "embed_text":
+            ids += [v.id("<emb>")] + v.encode_text(text)
+            return ids, cells + [-1] * (len(ids) - 1)
+        img_ids, img_cells = self._image_tokens(image)
+        ids, cells = ids + img_ids, cells + img_cells
+        if kind == "vqa":
+            tail = [v.id("<vqa>"), v.framing_id(framing)] + v.encode_text(text) + [v.id("<ans>")]
+        elif kind in ("caption", "ask", "spec"):
+            tail = [v.id({"caption": "<cap>", "ask": "<ask>", "spec": "<spec>"}[kind])]
+        elif kind == "embed_image":
+            tail = []
+        else:
+            raise ValueError(f"unknown example kind {kind!r}")
+        return ids + tail, cells + [-1] * len(tail)
+
+    def _target(self, example: TrainingExample) -> tuple[list[int], list[int]]:
+        if example.kind == "t2i":
+            codes = codebook.encode(example.target_image)
+            return self.vocab.image_ids(codes) + [self.vocab.id("</img>")], list(range(len(codes))) + [-1]
+        ids = self.vocab.encode_text(example.target) + [self.vocab.id("<eos>")]
+        return ids, [-1] * len(ids)
+
+    def _pad(self, rows: list[tuple[list[int], list[int], list[int]]]) -> _Batch:
+        """Left-pad (ids, cells, loss flags) rows into one batch."""
+        width = max(len(r[0]) for r in rows)
+        if width > self.config.max_positions:
+            raise ValueError(f"sequence of {width} tokens exceeds max_positions={self.config.max_positions}")
+        n = len(rows)
+        ids = torch.zeros(n, width, dtype=torch.long)
+        cells = torch.full((n, width), -1, dtype=torch.long)
+        mask = torch.zeros(n, width, dtype=torch.long)
+        loss = torch.zeros(n, width, dtype=torch.bool)
+        for i, (r_ids, r_cells, r_loss) in enumerate(rows):
+            k = len(r_ids)
+            ids[i, width - k:] = torch.tensor(r_ids)
+            cells[i, width - k:] = torch.tensor(r_cells)
+            mask[i, width - k:] = 1
+            loss[i, width - k:] = torch.tensor(r_loss, dtype=torch.bool)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return _Batch(ids, cells, mask, positions, loss)
+
+    # ----- decoding ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _decode(self, prefixes: list[tuple[list[int], list[int]]], max_new: int, image_mode: bool,
+                temperature: list[float], top_p: list[float], seed: int):
+        """Batched KV-cached decoding; returns token ids and full-vocab entropies per row."""
+        generator = torch.Generator().manual_seed(seed)
+        tokens: list[list[int]] = []
+        entropies: list[list[float]] = []
+        step = self.config.chunk_size
+        for start in range(0, len(prefixes), step):
+            chunk = prefixes[start:start + step]
+            t, h = self._decode_chunk(chunk, max_new, image_mode, torch.tensor(temperature[start:start + step]),
+                                      torch.tensor(top_p[start:start + step]), generator)
+            tokens += t
+            entropies += h
+        return tokens, entropies
+
+    def _decode_chunk(self, chunk, max_new, image_mode, temperature, top_p, generator):
+        batch = self._pad([(ids, cells, [False] * len(ids)) for ids, cells in chunk])
+        n = len(chunk)
+        eos = self.vocab.id("<eos>")
+        allowed = (self._image_allowed if image_mode else self._text_allowed).expand(n, -1)
+        cache = DynamicCache()
+        out = self.network(batch.ids, batch.cells, batch.mask, batch.positions, cache=cache)
+        logits, cache = out.logits[:, -1], out.cache
+        mask, pos = batch.mask, batch.positions[:, -1:]
+        done = torch.zeros(n, dtype=torch.bool)
+        picked, ents = [], []
+        for k in range(max_new):
+            ents.append(full_entropy(logits))
+            nxt = sample_next(logits, allowed, temperature, top_p, generator)
+            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+            picked.append(nxt)
+            done |= nxt == eos
+            if bool(done.all()) or k == max_new - 1:
+                break
+            cells = torch.full((n, 1), k if image_mode else -1, dtype=torch.long)
+            mask = torch.cat([mask, torch.ones(n, 1, dtype=torch.long)], 1)
+            pos = pos + 1
+            out = self.network(nxt.unsqueeze(1), cells, mask, pos, cache=cache)
+            logits, cache = out.logits[:, -1], out.cache
+        ids = torch.stack(picked, 1).tolist()
+        hs = torch.stack(ents, 1).tolist()
+        rows_t, rows_h = [], []
+        for row_ids, row_h in zip(ids, hs):
+            length = row_ids.index(eos) if eos in row_ids else len(row_ids)
+            rows_t.append(row_ids[:length])
+            rows_h.append(row_h[:max(length, 1)])
+        return rows_t, rows_h
+
+    # ----- the protocol -----------------------------------------------------------------
+    def propose_questions(self, images, n_per_image, temperature, seed):
+        with self.role("proposer"):
+            prefixes = [self._prefix("ask", im) for im in images for _ in range(n_per_image)]
+            toks, _ = self._decode(prefixes, MAX_NEW["ask"], False, [temperature] * len(prefixes),
+                                   [1.0] * len(prefixes), seed)
+        texts = [self.vocab.decode_text(t) for t in toks]
+        return [texts[i * n_per_image:(i + 1) * n_per_image] for i in range(len(images))]
+
+    def propose_specs(self, images, temperature, seed):
+        with self.role("proposer"):
+            prefixes = [self._prefix("spec", im) for im in images]
+            toks, _ = self._decode(prefixes, MAX_NEW["spec"], False, [temperature] * len(prefixes),
+                                   [1.0] * len(prefixes), seed)
+        return [self.vocab.decode_text(t) for t in toks]
+
+    def solve(self, requests: list[SolveRequest], seed: int) -> list[SolveResult]:
+        with self.role("solver"):
+            prefixes = [self._prefix("vqa", r.image, r.question, r.framing) for r in requests]
+            toks, ents = self._decode(prefixes, MAX_NEW["answer"], False, [r.temperature for r in requests],
+                                      [r.top_p for r in requests], seed)
+        return [SolveResult(self.vocab.decode_text(t), tuple(h[:STE_TOKENS])) for t, h in zip(toks, ents)]
+
+    def caption(self, images):
+        with self.role("solver"):
+            prefixes = [self._prefix("caption", im) for im in images]
+            toks, _ = self._decode(prefixes, MAX_NEW["caption"], False, [0.0] * len(prefixes),
+                                   [1.0] * len(prefixes), seed=0)
+        return [self.vocab.decode_text(t) for t in toks]
+
+    def generate_images(self, prompts, n_per_prompt, temperature, seed):
+        with self.role("generator"):
+            prefixes = [self._prefix("t2i", None, p) for p in prompts for _ in range(n_per_prompt)]
+            toks, _ = self._decode(prefixes, codebook.TOKENS_PER_IMAGE, True, [temperature] * len(prefixes),
+                                   [1.0] * len(prefixes), seed)
+        off = self.vocab.image_offset
+        images = [codebook.decode([t - off for t in row]) for row in toks]
+        return [images[i * n_per_prompt:(i + 1) * n_per_prompt] for i in range(len(prompts))]
+
+    @torch.no_grad()
+    def _embed(self, prefixes) -> np.ndarray:
+        out_rows = []
+        with self.role(None):
+            for start in range(0, len(prefixes), self.config.chunk_size):
+                chunk = prefixes[start:start + self.config.chunk_size]
+                batch = self._pad([(ids, cells, [False] * len(ids)) for ids, cells in chunk])
+                hidden = self.network(batch.ids, batch.cells, batch.mask, batch.positions, hidden=True).hidden_states[-1]
+                m = batch.mask.unsqueeze(-1).float()
+                out_rows.append(((hidden * m).sum(1) / m.sum(1)).numpy())
+        return np.concatenate(out_rows) if out_rows else np.zeros((0, self.config.hidden_size), np.float32)
+
+    def embed_texts(self, texts):
+        return self._embed([self._prefix("embed_text", None, t) for t in texts])
+
+    def embed_images(self, images):
+        return self._embed([self._prefix("embed_image", im) for im in images])
+
+    def example_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
+        rows = []
+        for ex in examples:
+            p_ids, p_cells = self._prefix(ex.kind, ex.image, ex.prompt, ex.framing)
+            t_ids, t_cells = self._target(ex)
+            rows.append((p_ids + t_ids, p_cells + t_cells, [False] * len(p_ids) + [True] * len(t_ids)))
+        batch = self._pad(rows)
+        with self.role(role):
+            logits = self.network(batch.ids, batch.cells, batch.mask, batch.positions).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), -1)
+        target = batch.ids[:, 1:]
+        tok_nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        flags = batch.loss_mask[:, 1:].float()
+        return (tok_nll * flags).sum(1) / flags.sum(1)
+
+
+def _load_base(network: ShapesNetwork, file: Path) -> None:
+    missing, unexpected = network.load_state_dict(load_file(file), strict=False)
+    # lm_head is tied to the input embeddings, so it is the one key a base file leaves out.
+    if unexpected or set(missing) - {"lm.lm_head.weight"}:
+        raise ValueError(f"{file} does not match the configured network: missing {missing}, unexpected {unexpected}")

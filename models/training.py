@@ -1,0 +1,92 @@
+"""One weighted-likelihood training loop for pretraining the base and updating a role.
+
+The loss of a batch is mean_i(weight_i * nll_i) where nll_i is the mean target-token
+negative log-likelihood of example i; AdamW with linear warm-up and cosine decay to
+`min_lr_ratio * lr`, gradient clipping at 1.0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from models.protocol import Backbone, TrainingExample
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.01
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate at `step` (0-based): linear warm-up, then cosine to min_lr_ratio * lr.
+
+        >>> TrainConfig(steps=100, lr=1.0, warmup_steps=0, min_lr_ratio=0.0).lr_at(50)
+        0.5
+        """
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        span = max(1, self.steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        floor = self.lr * self.min_lr_ratio
+        return floor + (self.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(backbone: Backbone, role: str | None, batches: Iterator[list[TrainingExample]], config: TrainConfig,
+          on_step: Callable[[int, float, float], None] | None = None) -> list[float]:
+    """Run `config.steps` optimizer steps; returns the loss of every step.
+
+    role None trains the whole base (pretraining); a role name trains only its adapter.
+    `on_step(step, loss, lr)` is called after each step (progress bars, metric logging).
+    """
+    torch.manual_seed(config.seed)
+    params = [p for p in backbone.trainable_parameters(role)]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    network = backbone.network
+    network.train()
+    losses = []
+    try:
+        for step in range(config.steps):
+            lr = config.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = next(batches)
+            weights = torch.tensor([ex.weight for ex in batch], dtype=torch.float32)
+            loss = (weights * backbone.example_nll(role, batch)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            losses.append(float(loss))
+            if on_step is not None:
+                on_step(step, losses[-1], lr)
+    finally:
+        network.eval()
+    return losses
+
+
+def mixture_batches(examples: list[TrainingExample], mix: dict[str, float], batch_size: int,
+                    seed: int) -> Iterator[list[TrainingExample]]:
+    """Endless batches drawing each example's kind from `mix`, then an example of that kind."""
+    import random
+
+    rng = random.Random(seed)
+    by_kind: dict[str, list[TrainingExample]] = {}
+    for ex in examples:
+        by_kind.setdefault(ex.kind, []).append(ex)
+    kinds = [k for k in mix if by_kind.get(k)]
+    if not kinds:
+        raise ValueError(f"no examples of any kind in the mix {sorted(mix)}")
+    weights = [mix[k] for k in kinds]
+    while True:
+        yield [rng.choice(by_kind[k]) for k in rng.choices(kinds, weights=weights, k=batch_size)]

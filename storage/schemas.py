@@ -1,0 +1,76 @@
+"""LanceDB table schemas: one pyarrow schema per table, each row keyed by a deterministic id.
+
+Tables (plural nouns) and who writes them:
+| table | key | written by |
+|---|---|---|
+| images | image_id (sha256 of the stored PNG) | ingest |
+| ingest_errors | error_id (sha256 of the path) | ingest |
+| questions | question_id = r{round}:{image_id}:k{k} | propose |
+| answers | answer_id = {question_id}:s{i} | solve |
+| votes | question_id | solve |
+| specs | spec_id = r{round}:{image_id} | generate |
+| generations | generation_id = {spec_id}:g{l} | generate |
+| scores | generation_id | score |
+| filter_decisions | item_id | filter |
+| training_examples | example_id | filter |
+| evaluations | evaluation_id = {checkpoint}:{suite} | evaluate |
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+
+def _schema(*fields: pa.Field) -> pa.Schema:
+    return pa.schema(list(fields), metadata={"asg_schema_version": str(SCHEMA_VERSION)})
+
+
+s, i, f, b = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "images": _schema(
+        pa.field("image_id", s, nullable=False), pa.field("source", s), pa.field("source_uri", s),
+        pa.field("width", i), pa.field("height", i), pa.field("png", pa.large_binary())),
+    "ingest_errors": _schema(
+        pa.field("error_id", s, nullable=False), pa.field("source", s), pa.field("path", s),
+        pa.field("reason", s), pa.field("message", s)),
+    "questions": _schema(
+        pa.field("question_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
+        pa.field("candidate_idx", i), pa.field("raw_text", s), pa.field("question", s),
+        pa.field("validator_a", s), pa.field("validator_b", s), pa.field("well_formed", b),
+        pa.field("greedy_answer", s), pa.field("ste_raw", f), pa.field("ste_difficulty", f),
+        pa.field("selected", b)),
+    "answers": _schema(
+        pa.field("answer_id", s, nullable=False), pa.field("question_id", s), pa.field("round_idx", i),
+        pa.field("sample_idx", i), pa.field("framing", s), pa.field("temperature", f), pa.field("top_p", f),
+        pa.field("text", s), pa.field("normalized", s), pa.field("token_entropies", pa.list_(f))),
+    "votes": _schema(
+        pa.field("question_id", s, nullable=False), pa.field("round_idx", i), pa.field("n_samples", i),
+        pa.field("majority", s), pa.field("majority_fraction", f), pa.field("answer_entropy", f),
+        pa.field("margin", f), pa.field("sample_ste_mean", f), pa.field("theta_easy", f), pa.field("bucket", s)),
+    "specs": _schema(
+        pa.field("spec_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
+        pa.field("raw_text", s), pa.field("prompt", s), pa.field("checks_json", s), pa.field("n_checks", i),
+        pa.field("q_spec", f), pa.field("valid", b)),
+    "generations": _schema(
+        pa.field("generation_id", s, nullable=False), pa.field("spec_id", s), pa.field("round_idx", i),
+        pa.field("sample_idx", i), pa.field("prompt", s), pa.field("png", pa.large_binary())),
+    "scores": _schema(
+        pa.field("generation_id", s, nullable=False), pa.field("spec_id", s), pa.field("round_idx", i),
+        pa.field("fidelity", f), pa.field("cycle", f), pa.field("diversity", f), pa.field("contradiction", f),
+        pa.field("q_spec", f), pa.field("reward", f), pa.field("caption", s), pa.field("check_answers_json", s)),
+    "filter_decisions": _schema(
+        pa.field("item_id", s, nullable=False), pa.field("round_idx", i), pa.field("item_kind", s),
+        pa.field("kept", b), pa.field("reason", s)),
+    "training_examples": _schema(
+        pa.field("example_id", s, nullable=False), pa.field("round_idx", i), pa.field("role", s),
+        pa.field("kind", s), pa.field("source_id", s), pa.field("image_table", s), pa.field("image_key", s),
+        pa.field("prompt", s), pa.field("target", s), pa.field("weight", f)),
+    "evaluations": _schema(
+        pa.field("evaluation_id", s, nullable=False), pa.field("checkpoint_uri", s), pa.field("round_idx", i),
+        pa.field("suite", s), pa.field("metrics_json", s)),
+}
+
+KEYS: dict[str, str] = {name: schema.names[0] for name, schema in SCHEMAS.items()}

@@ -1,0 +1,52 @@
+"""Where asg keeps its data, read from the environment with local defaults.
+
+| variable | default | what |
+|---|---|---|
+| ASG_HOME | ./asg_home | root of every local default below |
+| ASG_LANCEDB_URI | $ASG_HOME/lancedb | LanceDB database (a folder or s3://bucket/prefix) |
+| ASG_OBJECTS_URI | $ASG_HOME/objects | checkpoints and other objects (a folder or s3://…) |
+| MLFLOW_TRACKING_URI | sqlite:///$ASG_HOME/mlflow.db | MLflow tracking store |
+| ASG_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION | unset | S3 access |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    lancedb_uri: str
+    objects_uri: str
+    mlflow_uri: str
+    s3_endpoint_url: str | None = None
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        home = Path(os.environ.get("ASG_HOME", "asg_home")).resolve()
+        return cls(
+            home=home,
+            lancedb_uri=os.environ.get("ASG_LANCEDB_URI", str(home / "lancedb")),
+            objects_uri=os.environ.get("ASG_OBJECTS_URI", str(home / "objects")),
+            mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
+            s3_endpoint_url=os.environ.get("ASG_S3_ENDPOINT_URL"),
+        )
+
+    def fsspec_options(self) -> dict:
+        """Options for fsspec/s3fs (empty for local paths)."""
+        if not self.s3_endpoint_url:
+            return {}
+        return {"key": os.environ.get("AWS_ACCESS_KEY_ID"), "secret": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+                "endpoint_url": self.s3_endpoint_url}
+
+    def lancedb_options(self) -> dict | None:
+        """storage_options for lancedb.connect (None for local paths)."""
+        if not self.s3_endpoint_url:
+            return None
+        return {"aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID", ""),
+                "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+                "aws_endpoint": self.s3_endpoint_url,
+                "aws_region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), "allow_http": "true"}

@@ -1,0 +1,89 @@
+"""Table verbs over LanceDB: connect, idempotent upserts, filtered reads.
+
+Every stage writes with `upsert`: a merge on the table's deterministic key, optionally
+deleting the stage's stale rows in the same commit (`replace_where`), so re-running a stage
+converges to the same rows and never duplicates.
+
+    db = connect(Settings.from_env())
+    version = upsert(db, "votes", rows, replace_where="round_idx = 0")
+    frame = read(db, "votes", where="round_idx = 0")
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import lancedb
+import pandas as pd
+import pyarrow as pa
+
+from storage.schemas import KEYS, SCHEMAS
+from storage.settings import Settings
+
+
+def connect(settings: Settings):
+    return lancedb.connect(settings.lancedb_uri, storage_options=settings.lancedb_options(),
+                           read_consistency_interval=timedelta(0))
+
+
+def table_names(db) -> list[str]:
+    return list(db.list_tables().tables)
+
+
+def open_table(db, name: str):
+    """The table, created empty with its schema on first use."""
+    if name not in SCHEMAS:
+        raise ValueError(f"unknown table {name!r}; tables are {', '.join(SCHEMAS)}")
+    if name in table_names(db):
+        return db.open_table(name)
+    return db.create_table(name, schema=SCHEMAS[name], exist_ok=True)
+
+
+def upsert(db, name: str, rows: list[dict] | pd.DataFrame, replace_where: str | None = None) -> int:
+    """Merge rows on the table key; with `replace_where`, also delete matching rows not in `rows`.
+
+    Returns the table version after the write.
+    """
+    table = open_table(db, name)
+    schema = SCHEMAS[name]
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=schema.names)
+    missing = set(schema.names) - set(frame.columns)
+    if missing:
+        raise ValueError(f"rows for table {name!r} lack columns {sorted(missing)}")
+    key = KEYS[name]
+    if frame[key].duplicated().any():
+        dupes = frame[key][frame[key].duplicated()].head(3).tolist()
+        raise ValueError(f"rows for table {name!r} repeat keys, e.g. {dupes}")
+    data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    if len(data) == 0 and replace_where is None:
+        return table.version
+    if len(data) == 0:
+        table.delete(replace_where)
+        return table.version
+    merge = table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
+    if replace_where is not None:
+        merge = merge.when_not_matched_by_source_delete(replace_where)
+    merge.execute(data)
+    return table.version
+
+
+def read(db, name: str, where: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """Rows of a table (empty frame with the schema's columns when the table does not exist)."""
+    if name not in table_names(db):
+        return pd.DataFrame(columns=columns or SCHEMAS[name].names)
+    query = db.open_table(name).search()
+    if where:
+        query = query.where(where)
+    if columns:
+        query = query.select(columns)
+    return query.limit(None).to_pandas() if hasattr(query, "limit") else query.to_pandas()
+
+
+def count(db, name: str, where: str | None = None) -> int:
+    if name not in table_names(db):
+        return 0
+    return db.open_table(name).count_rows(where)
+
+
+def sql_quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,51 @@
+"""Shared inputs of the stage tasks: the round's backbone and the round's images, by reference."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from models.registry import load_backbone
+from storage.checkpoints import local_checkpoint
+from storage.image_files import decode_png
+from storage.settings import Settings
+from storage.tables import read, sql_quote
+from tasks.logic.selection import round_sample
+
+
+@lru_cache(maxsize=2)
+def _cached_backbone(path: str, stamp: float):
+    backbone = load_backbone(path)
+    backbone.attach_roles()
+    return backbone
+
+
+def backbone_for(checkpoint_uri: str, settings: Settings):
+    """The backbone of a checkpoint, loaded once per process and checkpoint version."""
+    path = local_checkpoint(checkpoint_uri, settings)
+    return _cached_backbone(str(path), (path / "config.json").stat().st_mtime)
+
+
+def round_images(db, source: str, n_images: int, round_idx: int, seed: int) -> tuple[list[str], list[np.ndarray]]:
+    """The round's images: a deterministic, round-dependent sample of those ingested from `source`."""
+    frame = read(db, "images", where=f"source = {sql_quote(source)}", columns=["image_id"])
+    if frame.empty:
+        raise ValueError(f"no images ingested from {source!r}; run the ingest stage first")
+    ids = round_sample(frame["image_id"].tolist(), n_images, round_idx, seed)
+    return ids, images_by_id(db, "images", "image_id", ids)
+
+
+def images_by_id(db, table: str, key: str, ids: list[str]) -> list[np.ndarray]:
+    if not ids:
+        return []
+    found = {}
+    for start in range(0, len(ids), 2000):
+        chunk = ids[start:start + 2000]
+        where = f"{key} IN ({', '.join(sql_quote(i) for i in chunk)})"
+        frame = read(db, table, where=where, columns=[key, "png"])
+        found.update(zip(frame[key], frame["png"]))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise KeyError(f"{len(missing)} ids missing from table {table!r}, e.g. {missing[:3]}")
+    return [decode_png(found[i]) for i in ids]

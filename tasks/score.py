@@ -1,0 +1,74 @@
+"""Score stage: the current Solver judges every generated image.
+
+Per image: QA fidelity over the spec's checks (n Solver answers each), contradiction rate,
+cycle consistency (caption it, compare with the prompt in the base model's own embedding
+space, plus image-prompt similarity) and leave-one-out diversity within its spec's group;
+R_g combines them. Writes `scores`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from prefect import task
+
+from models.protocol import SolveRequest
+from storage.settings import Settings
+from storage.tables import connect, read, upsert
+from tasks.logic.answers import normalize_answer
+from tasks.logic.generation_scores import (check_fidelity, contradicts, cycle_consistency, generation_reward,
+                                           leave_one_out_diversity)
+from tasks.logic.sampling_plan import framing_for, sampler_ladder
+from tasks.round_inputs import backbone_for, images_by_id
+from tasks.stage_result import StageResult
+
+
+@task(name="score-generations")
+def score_generations(round_idx: int, checkpoint_uri: str, n_answers: int = 3, seed: int = 0) -> StageResult:
+    settings = Settings.from_env()
+    db = connect(settings)
+    backbone = backbone_for(checkpoint_uri, settings)
+    gens = read(db, "generations", where=f"round_idx = {round_idx}",
+                columns=["generation_id", "spec_id", "sample_idx", "prompt"])
+    gens = gens.sort_values("generation_id").reset_index(drop=True)
+    specs = read(db, "specs", where=f"round_idx = {round_idx} AND valid = true",
+                 columns=["spec_id", "checks_json", "q_spec"]).set_index("spec_id")
+    images = images_by_id(db, "generations", "generation_id", gens["generation_id"].tolist())
+    ladder = sampler_ladder(n_answers)
+    requests, owners = [], []
+    for g, (row, image) in enumerate(zip(gens.itertuples(), images)):
+        for c, (question, _) in enumerate(json.loads(specs.loc[row.spec_id, "checks_json"])):
+            for i, (t, p) in enumerate(ladder):
+                requests.append(SolveRequest(image, question, framing_for(i), t, p))
+                owners.append((g, c))
+    results = backbone.solve(requests, seed=seed * 1000 + round_idx + 47)
+    answers: dict[tuple[int, int], list[str]] = {}
+    for owner, result in zip(owners, results):
+        answers.setdefault(owner, []).append(normalize_answer(result.text))
+    captions = backbone.caption(images)
+    prompt_emb = backbone.embed_texts(gens["prompt"].tolist())
+    caption_emb = backbone.embed_texts(captions)
+    image_emb = backbone.embed_images(images)
+    diversity = {}
+    for spec_id, group in gens.groupby("spec_id"):
+        idx = group.index.tolist()
+        for i, d in zip(idx, leave_one_out_diversity([images[i] for i in idx])):
+            diversity[i] = d
+    rows = []
+    for g, row in enumerate(gens.itertuples()):
+        checks = json.loads(specs.loc[row.spec_id, "checks_json"])
+        per_check = [answers[(g, c)] for c in range(len(checks))]
+        fidelity = sum(check_fidelity(a, exp) for a, (_, exp) in zip(per_check, checks)) / len(checks)
+        contradiction = sum(contradicts(a, exp) for a, (_, exp) in zip(per_check, checks)) / len(checks)
+        cycle = cycle_consistency(prompt_emb[g], caption_emb[g], image_emb[g])
+        q_spec = float(specs.loc[row.spec_id, "q_spec"])
+        rows.append({"generation_id": row.generation_id, "spec_id": row.spec_id, "round_idx": round_idx,
+                     "fidelity": fidelity, "cycle": cycle, "diversity": diversity[g], "contradiction": contradiction,
+                     "q_spec": q_spec,
+                     "reward": generation_reward(q_spec, fidelity, cycle, diversity[g], contradiction),
+                     "caption": captions[g], "check_answers_json": json.dumps(per_check)})
+    version = upsert(db, "scores", rows, replace_where=f"round_idx = {round_idx}")
+    n = max(1, len(rows))
+    metrics = {"scored": len(rows), **{f"mean_{k}": sum(r[k] for r in rows) / n
+                                       for k in ("fidelity", "cycle", "diversity", "contradiction", "reward")}}
+    return StageResult("score", round_idx, {"scores": version}, len(rows), metrics)

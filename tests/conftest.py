@@ -1,0 +1,43 @@
+"""Shared fixtures: an isolated ASG_HOME per test, one Prefect test server per session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="asg-tests-"))
+os.environ.update({
+    "PREFECT_HOME": str(_SESSION_HOME / "prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_TO_API_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "TMPDIR": str(_SESSION_HOME / "tmp"),
+})
+(_SESSION_HOME / "tmp").mkdir(exist_ok=True)
+tempfile.tempdir = None  # re-read TMPDIR
+
+SHIPPED_BASE = Path(__file__).resolve().parent.parent / "models" / "checkpoints" / "shapes-base"
+
+
+@pytest.fixture
+def asg_home(tmp_path, monkeypatch) -> Path:
+    """A fresh ASG_HOME: its own LanceDB, object store and MLflow SQLite store."""
+    home = tmp_path / "asg_home"
+    monkeypatch.setenv("ASG_HOME", str(home))
+    for key in ("ASG_LANCEDB_URI", "ASG_OBJECTS_URI", "MLFLOW_TRACKING_URI", "ASG_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect server (temporary SQLite) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,155 @@
+"""Pure logic of tasks/logic with values computed by hand in each test."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tasks.logic.answers import normalize_answer
+from tasks.logic.buckets import assign_buckets, bucket, easy_threshold
+from tasks.logic.filtering import FilterPolicy, generation_decision, proposer_weight, question_decision
+from tasks.logic.generation_scores import (check_fidelity, contradicts, cycle_consistency, generation_reward,
+                                           group_zscores, leave_one_out_diversity, set_diversity)
+from tasks.logic.proposals import parse_question_proposal, parse_spec
+from tasks.logic.sampling_plan import framing_for, sampler_ladder
+from tasks.logic.selection import pick_candidate, round_sample
+from tasks.logic.soft_match import soft_match
+from tasks.logic.ste import cold_start, raw_ste, ste_difficulties, ste_percentile
+from tasks.logic.voting import vote
+
+
+def test_vote_majority_fraction_entropy_margin():
+    v = vote(["red", "red", "red", "blue", "blue", "green", "red"])
+    assert v.majority == "red"
+    assert v.fraction == pytest.approx(4 / 7)
+    expected_h = -(4 / 7 * math.log(4 / 7) + 2 / 7 * math.log(2 / 7) + 1 / 7 * math.log(1 / 7))
+    assert v.entropy == pytest.approx(expected_h)
+    assert v.margin == pytest.approx(4 / 7 - 2 / 7)
+
+
+def test_vote_tie_goes_to_first_seen_and_unanimous_has_zero_entropy():
+    assert vote(["blue", "red", "red", "blue"]).majority == "blue"
+    assert vote(["red", "blue", "blue", "red"]).majority == "red"
+    tie = vote(["a", "b"])
+    assert tie.margin == 0.0 and tie.entropy == pytest.approx(math.log(2))
+    same = vote(["yes"] * 7)
+    assert (same.fraction, same.entropy, same.margin) == (1.0, 0.0, 1.0)
+    with pytest.raises(ValueError):
+        vote([])
+
+
+def test_raw_ste_max_and_mean_of_first_five_tokens():
+    ents = [0.1, 0.9, 0.3, 0.2, 0.4, 5.0]
+    assert raw_ste(ents) == 0.9  # the 6th token is past the first five
+    assert raw_ste(ents, aggregate="mean") == pytest.approx((0.1 + 0.9 + 0.3 + 0.2 + 0.4) / 5)
+    assert raw_ste([]) == 0.0
+    with pytest.raises(ValueError, match="aggregate"):
+        raw_ste([1.0], aggregate="median")
+
+
+def test_ste_percentile_cold_start_below_eight_values():
+    assert ste_percentile(2.0, [1.0] * 7) == pytest.approx(0.5)  # sigmoid(0)
+    assert ste_percentile(3.0, []) == pytest.approx(1 / (1 + math.exp(-1.5)))
+    # values <= 1e-6 do not count toward the eight
+    assert ste_percentile(1.0, [0.0] * 20 + [0.5] * 7) == pytest.approx(cold_start(1.0))
+
+
+def test_ste_percentile_full_window_uses_last_128_and_half_ties():
+    history = [0.1 * i for i in range(1, 11)]  # 0.1 .. 1.0
+    # 0.55: five values below -> 5/10
+    assert ste_percentile(0.55, history) == pytest.approx(0.5)
+    # 0.5 equals one value: 4 below + 0.5 -> 0.45
+    assert ste_percentile(0.5, history) == pytest.approx(0.45)
+    old = [100.0] * 50 + [0.2] * 128  # the 50 large values fall out of the window
+    assert ste_percentile(1.0, old) == pytest.approx(1.0)
+
+
+def test_ste_difficulties_window_rolls_with_each_value():
+    out = ste_difficulties([1.0, 2.0], history=[1.5] * 7)
+    assert out[0] == pytest.approx(cold_start(1.0))  # 7 values: cold start
+    assert out[1] == pytest.approx(1.0)  # 8 values now: 2.0 above all of them
+
+
+def test_easy_threshold_and_buckets():
+    assert easy_threshold([0.5] * 31) == 0.15
+    # Q1 0.3, Q3 0.9 -> 0.3 + 0.25 * 0.6 = 0.45
+    assert easy_threshold([0.0, 0.4, 0.8, 1.2] * 8) == pytest.approx(0.45)
+    assert easy_threshold([0.0] * 40) == 0.10  # clipped below
+    assert easy_threshold([5.0] * 40) == 1.2  # clipped above
+    assert bucket(0.1, 0.6, 0.3, theta_easy=0.15) == "easy"
+    assert bucket(0.8, 6 / 7, 0.7, theta_easy=0.15) == "easy"
+    assert bucket(1.2, 0.2, 0.0, theta_easy=0.15) == "unsolvable"
+    assert bucket(1.0, 0.3, 0.1, theta_easy=0.15) == "hard"
+    assert bucket(1.0, 0.5, 0.4, theta_easy=0.15) == "medium"
+    out = assign_buckets([(0.1, 0.6, 0.3), (0.5, 0.5, 0.2)], history=[])
+    assert out == [("easy", 0.15), ("medium", 0.15)]
+
+
+def test_normalize_and_soft_match():
+    assert normalize_answer("  The Red. ") == "red"
+    assert normalize_answer("4") == "four"
+    assert normalize_answer("True") == "yes"
+    assert soft_match("three", "3") == 1.0
+    assert soft_match("red square", "red") == 0.8
+    assert soft_match("100", "104") == 0.7  # 4% relative error
+    assert soft_match("100", "90") == 0.4  # 11%
+    assert soft_match("two", "four") == 0.0
+    assert soft_match("big red", "red blue") == pytest.approx(1 / 3)
+
+
+def test_parse_question_proposal_and_spec_quality():
+    p = parse_question_proposal("how many circles are there ? | two | three")
+    assert p.well_formed and p.question == "how many circles are there ?" and p.validators == ("two", "three")
+    assert not parse_question_proposal("how many circles ? | two | two").well_formed
+    assert not parse_question_proposal("red circle").well_formed
+    spec = parse_spec("a red circle | what color is the circle ? = red | how many objects are there ? = one | junk")
+    assert spec.prompt == "a red circle" and len(spec.checks) == 2 and spec.n_raw_checks == 3
+    # 0.5 * 1 + 0.3 * 2/3 + 0.2 * 1 - 0 = 0.9
+    assert spec.quality == pytest.approx(0.9)
+    yes_no = parse_spec("a circle | is there a circle ? = yes | is there a square ? = no")
+    assert yes_no.quality == pytest.approx(0.5 + 0.3 + 0.2 - 0.2)
+    assert parse_spec("").quality == 0.0
+
+
+def test_generation_scores_by_hand():
+    assert check_fidelity(["red", "red", "blue"], "red") == pytest.approx(0.7 + 0.3 * 2 / 3)
+    assert check_fidelity(["blue", "blue", "blue"], "red") == pytest.approx(0.3)
+    assert contradicts(["no", "no", "yes"], "yes") and not contradicts(["red"], "blue")
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    assert cycle_consistency(a, a, a) == 1.0
+    assert cycle_consistency(a, b, a) == pytest.approx(0.5)
+    assert cycle_consistency(a, -a, -a) == 0.0
+    black, white = np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 3), 255, np.uint8)
+    assert set_diversity([black, white]) == 1.0 and set_diversity([black]) == 0.0
+    # each image's mean distance to the other two: black (0 + 1) / 2, white (1 + 1) / 2
+    assert leave_one_out_diversity([black, black, white]) == [0.5, 0.5, 1.0]
+    assert leave_one_out_diversity([black]) == [0.0]
+    assert generation_reward(1.0, 1.0, 0.5, 0.2, 0.0) == pytest.approx(0.684 + 0.1055 + 0.021)
+    assert generation_reward(0.5, 0.0, 0.0, 0.0, 1.0) == 0.0
+    assert group_zscores([1.0, 1.0]) == [0.0, 0.0]
+    assert group_zscores([0.0, 2.0]) == [-1.0, 1.0]
+
+
+def test_sampler_ladder_matches_method_quantiles():
+    ladder = sampler_ladder(7)
+    assert ladder[0] == (0.5, 0.3) and ladder[1] == (2.5, 1.0)
+    assert ladder[6] == (0.7, 0.37)
+    assert [framing_for(i) for i in (0, 6, 7)] == ["canonical", "evidence", "canonical"]
+
+
+def test_selection_and_filtering():
+    assert pick_candidate([(0.9, True, 0.1), (0.5, True, 0.6)]) == 1  # non-easy preferred
+    assert pick_candidate([(0.9, True, 0.1), (0.5, True, 0.1)]) == 0  # all easy: highest u
+    assert pick_candidate([(0.9, False, 0.9)]) is None
+    ids = [f"img{i}" for i in range(10)]
+    assert round_sample(ids, 4, 0, 0) == round_sample(list(reversed(ids)), 4, 0, 0)
+    assert round_sample(ids, 4, 0, 0) != round_sample(ids, 4, 1, 0)
+    assert sorted(round_sample(ids, 20, 0, 0)) == sorted(ids)
+    item = {"well_formed": True, "bucket": "hard", "majority_fraction": 0.3, "ste_difficulty": 0.8}
+    assert question_decision(item) == (False, "low-agreement")
+    assert question_decision(item, FilterPolicy(min_majority_fraction=0.25)) == (True, "hard")
+    assert proposer_weight(item) == 0.8 and proposer_weight({**item, "bucket": "unsolvable"}) == 0.0
+    assert generation_decision(0.9, True, 0.8) == (True, "accepted")
+    assert generation_decision(0.9, False, 0.8) == (False, "not-best-of-group")
+    assert generation_decision(0.5, True, 0.8) == (False, "low-reward")
+    assert generation_decision(0.9, True, 0.2) == (False, "weak-spec")

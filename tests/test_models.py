@@ -1,0 +1,154 @@
+"""The shapes backbone on a tiny config built here: shapes, determinism, training, STE, persistence."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from models.protocol import Backbone, SolveRequest, TrainingExample
+from models.registry import create_backbone, load_backbone
+from models.sampling import full_entropy, sample_next
+from models.shapes_backbone import ShapesBackbone, ShapesConfig
+from models.training import TrainConfig, train
+from world import splits
+from world.render import render
+
+
+@pytest.fixture
+def backbone() -> ShapesBackbone:
+    b = ShapesBackbone.create(ShapesConfig.tiny(), seed=0)
+    b.attach_roles()
+    # Non-zero LoRA B weights so that adapters change outputs (peft initialises B to zero).
+    with torch.no_grad():
+        for name, p in b.network.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(hash(name) % 1000))
+    return b
+
+
+def _images(n: int) -> list[np.ndarray]:
+    return [render(splits.scene_at("seed", i, 0)) for i in range(n)]
+
+
+def test_backbone_implements_protocol(backbone):
+    assert isinstance(backbone, Backbone)
+
+
+def test_output_shapes(backbone):
+    images = _images(3)
+    qs = backbone.propose_questions(images, n_per_image=2, temperature=1.0, seed=0)
+    assert len(qs) == 3 and all(len(q) == 2 and all(isinstance(t, str) for t in q) for q in qs)
+    assert len(backbone.propose_specs(images, 1.0, seed=0)) == 3
+    res = backbone.solve([SolveRequest(im, "how many objects are there ?") for im in images], seed=0)
+    assert len(res) == 3 and all(1 <= len(r.token_entropies) <= 5 for r in res)
+    gens = backbone.generate_images(["a red circle", "two squares"], n_per_prompt=2, temperature=1.0, seed=0)
+    assert [len(g) for g in gens] == [2, 2] and gens[0][0].shape == (32, 32, 3) and gens[0][0].dtype == np.uint8
+    assert backbone.embed_texts(["a red circle", "x"]).shape == (2, 32)
+    assert backbone.embed_images(images).shape == (3, 32)
+    assert len(backbone.caption(images)) == 3
+
+
+def test_determinism_under_seed(backbone):
+    images = _images(4)
+    requests = [SolveRequest(im, "what color is the square ?", temperature=1.5) for im in images] * 3
+    a = backbone.solve(requests, seed=7)
+    b = backbone.solve(requests, seed=7)
+    assert a == b
+    g1 = backbone.generate_images(["a circle"], 4, 1.0, seed=3)
+    g2 = backbone.generate_images(["a circle"], 4, 1.0, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(g1[0], g2[0]))
+
+
+def test_ste_equals_entropy_of_a_separate_forward_pass(backbone):
+    image = _images(1)[0]
+    question = "what shape is the red object ?"
+    result = backbone.solve([SolveRequest(image, question, temperature=0.0)], seed=0)[0]
+    ids, cells = backbone._prefix("vqa", image, question, "canonical")
+    with backbone.role("solver"), torch.no_grad():
+        for k, expected in enumerate(result.token_entropies):
+            answer_ids = backbone.vocab.encode_text(result.text)[:k]
+            seq = torch.tensor([ids + answer_ids])
+            cell = torch.tensor([cells + [-1] * k])
+            mask = torch.ones_like(seq)
+            logits = backbone.network(seq, cell, mask, (mask.cumsum(-1) - 1)).logits[:, -1]
+            assert float(full_entropy(logits)[0]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_roles_differ_and_reference_is_base(backbone):
+    image = _images(1)[0]
+    ex = [TrainingExample("vqa", image=image, prompt="how many objects are there ?", target="two")]
+    with torch.no_grad():
+        solver, proposer, ref = (float(backbone.example_nll(r, ex)[0]) for r in ("solver", "proposer", None))
+    assert solver != pytest.approx(ref) and proposer != pytest.approx(solver)
+
+
+def test_train_step_changes_only_the_role_adapter(backbone):
+    image = _images(1)[0]
+    examples = [TrainingExample("vqa", image=image, prompt="how many objects are there ?", target="two"),
+                TrainingExample("t2i", prompt="a red circle", target_image=image)]
+    named = dict(backbone.network.named_parameters())
+    before = {n: p.detach().clone() for n, p in named.items()}
+
+    def batches():
+        while True:
+            yield examples
+
+    losses = train(backbone, "solver", batches(), TrainConfig(steps=3, lr=1e-2, warmup_steps=0))
+    changed = {n for n, p in named.items() if not torch.equal(p, before[n])}
+    assert changed and all(".solver." in n for n in changed)
+    assert any("lora_A.solver" in n for n in changed)
+    assert losses[-1] < losses[0]
+
+
+def test_pretraining_trains_the_whole_base():
+    b = ShapesBackbone.create(ShapesConfig.tiny(), seed=0)
+    image = _images(1)[0]
+    ex = [TrainingExample("caption", image=image, target="one red circle")]
+    before = b.network.rows.weight.detach().clone()
+    train(b, None, iter(lambda: ex, None), TrainConfig(steps=2, lr=1e-2, warmup_steps=0))
+    assert not torch.equal(before, b.network.rows.weight)
+    b.attach_roles()
+    with pytest.raises(ValueError, match="frozen"):
+        b.trainable_parameters(None)
+
+
+def test_save_load_round_trip(backbone, tmp_path):
+    backbone.save(tmp_path / "ck")
+    meta = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert meta["backbone"] == "shapes" and meta["roles"] == ["proposer", "solver", "generator"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "adapter_generator.safetensors", "adapter_proposer.safetensors", "adapter_solver.safetensors",
+        "base.safetensors", "config.json"]
+    loaded = load_backbone(tmp_path / "ck")
+    requests = [SolveRequest(im, "is there a red circle ?", temperature=1.0) for im in _images(3)]
+    assert loaded.solve(requests, seed=1) == backbone.solve(requests, seed=1)
+    image = _images(1)[0]
+    ex = [TrainingExample("t2i", prompt="a red circle", target_image=image)]
+    with torch.no_grad():
+        assert float(loaded.example_nll("generator", ex)[0]) == pytest.approx(
+            float(backbone.example_nll("generator", ex)[0]), abs=1e-6)
+
+
+def test_sampler_respects_mask_and_top_p():
+    logits = torch.tensor([[5.0, 4.0, 0.0, -1.0]])
+    allowed = torch.tensor([[False, True, True, True]])
+    g = torch.Generator().manual_seed(0)
+    picks = {int(sample_next(logits, allowed, torch.tensor([1.0]), torch.tensor([0.01]), g)) for _ in range(20)}
+    assert picks == {1}  # token 0 masked; top-p keeps only the best allowed token
+    greedy = sample_next(logits, allowed, torch.tensor([0.0]), torch.tensor([1.0]), g)
+    assert int(greedy) == 1
+
+
+def test_errors_name_their_input(tmp_path):
+    with pytest.raises(ValueError, match="unknown backbone 'nope'"):
+        create_backbone("nope", seed=0)
+    with pytest.raises(FileNotFoundError, match="missing-ckpt"):
+        load_backbone(tmp_path / "missing-ckpt")
+    b = create_backbone("shapes", seed=0, size="tiny")
+    with pytest.raises(ValueError, match=r"shape \(16, 16, 3\)"):
+        b.solve([SolveRequest(np.zeros((16, 16, 3), np.uint8), "how many objects are there ?")], seed=0)
+    with pytest.raises(ValueError, match="role"):
+        b.attach_roles()
+        b.trainable_parameters("critic")

@@ -1,0 +1,52 @@
+"""LanceDB table verbs on a real temporary database: idempotent upserts, stale-row removal."""
+
+import pandas as pd
+import pytest
+
+from storage.settings import Settings
+from storage.tables import connect, count, read, upsert
+
+
+def _votes(n: int, round_idx: int = 0, majority: str = "red") -> list[dict]:
+    return [{"question_id": f"r{round_idx}:q{i:03d}", "round_idx": round_idx, "n_samples": 7, "majority": majority,
+             "majority_fraction": 0.5, "answer_entropy": 1.0, "margin": 0.1, "sample_ste_mean": 0.2,
+             "theta_easy": 0.15, "bucket": "medium"} for i in range(n)]
+
+
+@pytest.fixture
+def db(asg_home):
+    return connect(Settings.from_env())
+
+
+def test_upsert_twice_gives_the_same_rows(db):
+    upsert(db, "votes", _votes(25))
+    first = read(db, "votes").sort_values("question_id").reset_index(drop=True)
+    upsert(db, "votes", _votes(25))
+    second = read(db, "votes").sort_values("question_id").reset_index(drop=True)
+    assert len(first) == 25 == count(db, "votes")  # more than LanceDB's default search limit of 10
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_upsert_updates_matches_and_replace_where_drops_stale_rows_of_that_slice_only(db):
+    upsert(db, "votes", _votes(10, round_idx=0))
+    upsert(db, "votes", _votes(4, round_idx=1))
+    upsert(db, "votes", _votes(6, round_idx=0, majority="blue"), replace_where="round_idx = 0")
+    round0 = read(db, "votes", where="round_idx = 0")
+    assert len(round0) == 6 and set(round0["majority"]) == {"blue"}
+    assert count(db, "votes", "round_idx = 1") == 4
+
+
+def test_bad_rows_are_refused_and_nothing_is_written(db):
+    rows = _votes(3)
+    with pytest.raises(ValueError, match="repeat keys"):
+        upsert(db, "votes", rows + rows[:1])
+    with pytest.raises(ValueError, match="lack columns"):
+        upsert(db, "votes", pd.DataFrame([{"question_id": "x"}]))
+    with pytest.raises(ValueError, match="unknown table 'nope'"):
+        upsert(db, "nope", rows)
+    assert count(db, "votes") == 0
+
+
+def test_reading_a_missing_table_gives_an_empty_frame_with_columns(db):
+    frame = read(db, "answers", columns=["answer_id", "text"])
+    assert frame.empty and list(frame.columns) == ["answer_id", "text"]
