@@ -36,7 +36,7 @@ def _add_round_options(p: argparse.ArgumentParser) -> None:
 
 def _checkpoint(path: str) -> str:
     if "://" not in path and not (Path(path) / "config.json").is_file():
-        raise SystemExit(f"asg: checkpoint not found: {path} (no config.json)")
+        raise FileNotFoundError(f"checkpoint not found: {path} (no config.json)")
     return path
 
 
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="shapes", help="backbone name (default shapes)")
     p.add_argument("--size", default="default", choices=["default", "tiny"])
     p.add_argument("--seed-scenes", type=int, default=300, help="labeled seed scenes (default 300)")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    p.add_argument("--steps", type=int, default=5000, help="optimizer steps (default 5000)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, cosine-decayed (default 3e-3)")
     p.add_argument("--control-steps", type=int, default=310, help="steps of the convergence check")
     p.add_argument("--seed", type=int, default=0)

@@ -15,13 +15,13 @@ from prefect import flow
 from flows.tracking import Tracker
 from models.training import TrainConfig
 from storage.settings import Settings
-from tasks.pretrain import check_convergence, pretrain_base
+from tasks.pretrain import check_convergence, pretrain_base, write_checkpoint_card
 from world.evaluation import EvalConfig
 
 
 @flow(name="asg-pretrain", log_prints=True)
 def pretrain_flow(checkpoint_uri: str, backbone: str = "shapes", size: str = "default", seed_scenes: int = 300,
-                  steps: int = 3000, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
+                  steps: int = 5000, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
                   control_steps: int = 310, control_lr: float = 1e-3, eval_size: str = "default") -> dict:
     settings = Settings.from_env()
     tracker = Tracker(settings.mlflow_uri, "asg-pretrain")
@@ -41,6 +41,13 @@ def pretrain_flow(checkpoint_uri: str, backbone: str = "shapes", size: str = "de
         tracker.log_metrics(control)
         summary = {**result.metrics, **control, "final_loss": sum(result.losses[-50:]) / max(1, len(result.losses[-50:]))}
         tracker.log_dict(summary, "pretrain_summary.json")
+        write_checkpoint_card(checkpoint_uri, {
+            "command": " ".join(["asg pretrain", f"--out {checkpoint_uri}", f"--backbone {backbone}", f"--size {size}",
+                                 f"--seed-scenes {seed_scenes}", f"--steps {steps}", f"--lr {lr}", f"--seed {seed}",
+                                 f"--control-steps {control_steps}"]),
+            "seed": seed, "seed_scenes": seed_scenes, "steps": steps, "batch_size": batch_size, "lr": lr,
+            "control_lr": control_lr, "metrics": summary,
+            "validation_vqa": [[s, a] for s, a in result.validation]})
     print(f"pretrained {checkpoint_uri}: VQA {summary['vqa_accuracy']:.3f}, GenEval-2D {summary['geneval_overall']:.3f}, "
           f"matched-control VQA delta {control['control_vqa_delta']:+.3f}")
     return summary

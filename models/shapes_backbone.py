@@ -24,6 +24,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
@@ -286,13 +287,14 @@ class ShapesBackbone:
     # ----- decoding ---------------------------------------------------------------------
     @torch.no_grad()
     def _decode(self, prefixes: list[tuple[list[int], list[int]]], max_new: int, image_mode: bool,
-                temperature: list[float], top_p: list[float], seed: int):
+                temperature: list[float], top_p: list[float], seed: int, desc: str = "decode"):
         """Batched KV-cached decoding; returns token ids and full-vocab entropies per row."""
         generator = torch.Generator().manual_seed(seed)
         tokens: list[list[int]] = []
         entropies: list[list[float]] = []
         step = self.config.chunk_size
-        for start in range(0, len(prefixes), step):
+        starts = range(0, len(prefixes), step)
+        for start in tqdm(starts, desc=desc, unit="batch", disable=len(starts) < 4, leave=False):
             chunk = prefixes[start:start + step]
             t, h = self._decode_chunk(chunk, max_new, image_mode, torch.tensor(temperature[start:start + step]),
                                       torch.tensor(top_p[start:start + step]), generator)
@@ -338,7 +340,7 @@ class ShapesBackbone:
         with self.role("proposer"):
             prefixes = [self._prefix("ask", im) for im in images for _ in range(n_per_image)]
             toks, _ = self._decode(prefixes, MAX_NEW["ask"], False, [temperature] * len(prefixes),
-                                   [1.0] * len(prefixes), seed)
+                                   [1.0] * len(prefixes), seed, desc="propose")
         texts = [self.vocab.decode_text(t) for t in toks]
         return [texts[i * n_per_image:(i + 1) * n_per_image] for i in range(len(images))]
 
@@ -346,28 +348,28 @@ class ShapesBackbone:
         with self.role("proposer"):
             prefixes = [self._prefix("spec", im) for im in images]
             toks, _ = self._decode(prefixes, MAX_NEW["spec"], False, [temperature] * len(prefixes),
-                                   [1.0] * len(prefixes), seed)
+                                   [1.0] * len(prefixes), seed, desc="specs")
         return [self.vocab.decode_text(t) for t in toks]
 
     def solve(self, requests: list[SolveRequest], seed: int) -> list[SolveResult]:
         with self.role("solver"):
             prefixes = [self._prefix("vqa", r.image, r.question, r.framing) for r in requests]
             toks, ents = self._decode(prefixes, MAX_NEW["answer"], False, [r.temperature for r in requests],
-                                      [r.top_p for r in requests], seed)
+                                      [r.top_p for r in requests], seed, desc="solve")
         return [SolveResult(self.vocab.decode_text(t), tuple(h[:STE_TOKENS])) for t, h in zip(toks, ents)]
 
     def caption(self, images):
         with self.role("solver"):
             prefixes = [self._prefix("caption", im) for im in images]
             toks, _ = self._decode(prefixes, MAX_NEW["caption"], False, [0.0] * len(prefixes),
-                                   [1.0] * len(prefixes), seed=0)
+                                   [1.0] * len(prefixes), seed=0, desc="caption")
         return [self.vocab.decode_text(t) for t in toks]
 
     def generate_images(self, prompts, n_per_prompt, temperature, seed):
         with self.role("generator"):
             prefixes = [self._prefix("t2i", None, p) for p in prompts for _ in range(n_per_prompt)]
             toks, _ = self._decode(prefixes, codebook.TOKENS_PER_IMAGE, True, [temperature] * len(prefixes),
-                                   [1.0] * len(prefixes), seed)
+                                   [1.0] * len(prefixes), seed, desc="generate")
         off = self.vocab.image_offset
         images = [codebook.decode([t - off for t in row]) for row in toks]
         return [images[i * n_per_prompt:(i + 1) * n_per_prompt] for i in range(len(prompts))]

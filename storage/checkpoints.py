@@ -55,3 +55,12 @@ def local_checkpoint(uri: str, settings: Settings) -> Path:
 def staging_dir(settings: Settings) -> Path:
     settings.home.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="ckpt-", dir=settings.home))
+
+
+def write_card(uri: str, card: dict, settings: Settings) -> None:
+    """Write card.json (how the checkpoint was made and what it scored) into the checkpoint folder."""
+    import json
+
+    fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
+    with fs.open(f"{path.rstrip('/')}/card.json", "w") as f:
+        json.dump(card, f, indent=1, sort_keys=True)

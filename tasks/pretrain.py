@@ -21,7 +21,7 @@ from storage.settings import Settings
 from world.evaluation import EvalConfig, evaluate, evaluate_vqa
 from world.seed_set import seed_examples
 
-PRETRAIN_MIX = {"vqa": 0.40, "caption": 0.10, "ask": 0.10, "spec": 0.10, "t2i": 0.30}
+PRETRAIN_MIX = {"vqa": 0.45, "caption": 0.10, "ask": 0.10, "spec": 0.15, "t2i": 0.20}
 
 
 @dataclass(frozen=True)
@@ -81,3 +81,10 @@ def check_convergence(checkpoint_uri: str, seed_scenes: int, steps: int, lr: flo
     bar.close()
     after = evaluate_vqa(backbone, eval_config)["vqa_accuracy"]
     return {"control_vqa_before": before, "control_vqa_after": after, "control_vqa_delta": after - before}
+
+
+@task(name="write-checkpoint-card")
+def write_checkpoint_card(checkpoint_uri: str, card: dict) -> None:
+    from storage.checkpoints import write_card
+
+    write_card(checkpoint_uri, card, Settings.from_env())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.protocol import SolveRequest
 from tasks.logic.answers import normalize_answer
 from world import benchmarks, language, parser, splits
 from world.render import render
@@ -35,8 +36,6 @@ class EvalConfig:
 
 
 def evaluate_vqa(backbone, config: EvalConfig) -> dict[str, float]:
-    from models.protocol import SolveRequest  # the protocol's request type; no torch at import time
-
     items = benchmarks.vqa_items(config.vqa_scenes, config.seed)
     images = benchmarks.vqa_images(items, config.seed)
     results = backbone.solve([SolveRequest(images[it.image_index], it.question, temperature=0.0) for it in items],
