@@ -77,7 +77,7 @@ class ShapesNetwork(nn.Module):
         nn.init.normal_(self.cols.weight, std=0.02)
         # A linear patch encoder (ViT-style) over each code's pixels: colour and shape become
         # linearly readable, so understanding generalises across the 253 codes.
-        pixels = torch.from_numpy(codebook.codebook()).float().reshape(codebook.N_CODES, -1) / 255.0
+        pixels = torch.tensor(codebook.codebook(), dtype=torch.float32).reshape(codebook.N_CODES, -1) / 255.0
         self.register_buffer("code_pixels", pixels, persistent=False)
         self.patch = nn.Linear(pixels.shape[1], config.hidden_size)
         self.image_offset = vocab_size - codebook.N_CODES

@@ -153,3 +153,21 @@ def test_selection_and_filtering():
     assert generation_decision(0.9, False, 0.8) == (False, "not-best-of-group")
     assert generation_decision(0.5, True, 0.8) == (False, "low-reward")
     assert generation_decision(0.9, True, 0.2) == (False, "weak-spec")
+
+
+def test_rewards_by_hand():
+    from tasks.logic.rewards import g, informativeness, proposer_reward, shaped_solver_reward, solver_reward
+
+    assert g(0.675) == 1.0
+    assert g(0.675 + 0.525) == pytest.approx(math.exp(-0.5))
+    # H = 0, M = 0.9: 0.5 * exp(-0.675^2 / (2 * 0.525^2)) + 0
+    assert informativeness(0.0, 0.9) == pytest.approx(0.5 * math.exp(-(0.675 ** 2) / (2 * 0.525 ** 2)))
+    assert informativeness(0.675, 0.45) == pytest.approx(0.5 + 0.25)
+    assert solver_reward(True, 0.6) == 0.6 and solver_reward(False, 0.6) == pytest.approx(-0.15)
+    # p = 4/7, 9 words before the answer: pen = 0.5 -> 0.95
+    assert shaped_solver_reward(0.6, 4 / 7, 9) == pytest.approx((4 / 7) ** 0.7 * 0.95 * 0.6)
+    assert shaped_solver_reward(0.6, 1.0, 2) == pytest.approx(0.6)
+    # d = 0.5, H = 0.9, s = 0.75: 0.35 + 0.3 * clip(0.45 + 0.1, -1, 1) = 0.35 + 0.165
+    assert proposer_reward(0.5, 0.9, 0.75, easy=False) == pytest.approx(0.515)
+    assert proposer_reward(0.5, 0.9, 0.75, easy=True) == 0.2
+    assert proposer_reward(0.9, 0.0, 1.0, easy=False) == pytest.approx(0.63)  # H_SC = 0: STE term only

@@ -152,3 +152,32 @@ def test_errors_name_their_input(tmp_path):
     with pytest.raises(ValueError, match="role"):
         b.attach_roles()
         b.trainable_parameters("critic")
+
+
+def test_policy_updates_move_only_the_role_and_skip_nan_losses(backbone):
+    from models.policy_training import PolicyConfig, policy_update
+
+    images = _images(4)
+    examples = [TrainingExample("vqa", image=im, prompt="how many objects are there ?", target=t, weight=w)
+                for im, t, w in zip(images, ["one", "two", "three", "four"], [1.0, -0.5, 0.5, -1.0])]
+    named = dict(backbone.network.named_parameters())
+    before = {n: p.detach().clone() for n, p in named.items()}
+    betas = []
+    stats = policy_update(backbone, "solver", examples, 4, PolicyConfig(steps=3, lr=1e-2, objective="reinforce"),
+                          update_beta=lambda b, kl: betas.append(kl) or b * 2)
+    assert [s.beta for s in stats] == [0.01, 0.02, 0.04] and len(betas) == 3
+    assert all(s.kl >= 0 for s in stats)  # k3 is non-negative
+    changed = {n for n, p in named.items() if not torch.equal(p, before[n])}
+    assert changed and all(".solver." in n for n in changed)
+
+    clipped = policy_update(backbone, "generator",
+                            [TrainingExample("t2i", prompt="a red circle", target_image=im, weight=1.0) for im in images],
+                            2, PolicyConfig(steps=2, objective="clipped", ratio_to="rollout"))
+    assert len(clipped) == 2 and not any(s.skipped for s in clipped)
+
+    snapshot = {n: p.detach().clone() for n, p in named.items()}
+    bad = [TrainingExample("vqa", image=images[0], prompt="how many objects are there ?", target="one",
+                           weight=float("nan"))]
+    stats = policy_update(backbone, "solver", bad, 1, PolicyConfig(steps=2))
+    assert all(s.skipped for s in stats)
+    assert all(torch.equal(p, snapshot[n]) for n, p in named.items())

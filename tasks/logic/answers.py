@@ -23,3 +23,23 @@ def normalize_answer(text: str) -> str:
     if len(words) == 1:
         return _YES_NO.get(words[0], words[0])
     return " ".join(words)
+
+
+def map_to_validators(answer: str, validators: tuple[str, ...] | list[str], threshold: float = 0.8) -> str:
+    """Map a normalised answer onto the Proposer's hidden two-answer validator when it matches one.
+
+    The best soft match at or above `threshold` wins; otherwise the answer stays as it is.
+
+    >>> map_to_validators("the red one", ("red", "blue"))
+    'red'
+    >>> map_to_validators("green", ("red", "blue"))
+    'green'
+    """
+    from tasks.logic.soft_match import soft_match
+
+    norm = normalize_answer(answer)
+    scored = [(soft_match(norm, v), -i, normalize_answer(v)) for i, v in enumerate(validators) if v]
+    if not scored:
+        return norm
+    best = max(scored)
+    return best[2] if best[0] >= threshold else norm

@@ -1,0 +1,107 @@
+"""Policy-gradient updates of one role's adapter on stored rollouts (METHOD.md, Updates).
+
+Each example carries its advantage in `weight`. Log-likelihoods are mean target-token
+log-probabilities from `Backbone.example_nll`; the reference is the base with adapters off.
+
+- "reinforce" (Solver): L = A * CE + beta * KL, KL the non-negative k3 estimate against the base;
+  beta adapts every step through `update_beta(beta, kl)`.
+- "clipped" (Proposer against the base, Generator GRPO against the rollout policy):
+  L = -min(rho A, clip(rho, 1 - eps, 1 + eps) A) + beta * KL-term, rho = pi / pi_old (`ratio_to`
+  "rollout") or pi / pi_base ("base"); the Proposer's KL-term is max(0, logp_pi - logp_ref).
+
+A step whose loss is NaN or infinite is skipped: the adapter keeps its previous weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+
+from models.protocol import Backbone, TrainingExample
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    steps: int = 100
+    lr: float = 1e-3
+    objective: Literal["reinforce", "clipped"] = "reinforce"
+    ratio_to: Literal["base", "rollout"] = "base"
+    kl_term: Literal["k3", "positive_gap"] = "k3"
+    clip_eps: float = 0.2
+    beta: float = 0.01
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class StepStats:
+    loss: float
+    policy_loss: float
+    kl: float
+    beta: float
+    mean_advantage: float
+    skipped: bool
+
+
+def _kl(new_nll: torch.Tensor, ref_nll: torch.Tensor, kind: str) -> torch.Tensor:
+    log_ratio = new_nll - ref_nll  # log pi_ref - log pi (per example, mean over tokens)
+    if kind == "k3":
+        return torch.exp(log_ratio) - 1 - log_ratio
+    return torch.clamp(-log_ratio, min=0)  # max(0, logp_pi - logp_ref)
+
+
+def _rollout_nll(backbone: Backbone, role: str, examples: list[TrainingExample], chunk: int = 256) -> torch.Tensor:
+    """NLL of every example under the role's adapter before the update (the rollout policy)."""
+    with torch.no_grad():
+        return torch.cat([backbone.example_nll(role, examples[i:i + chunk]) for i in range(0, len(examples), chunk)])
+
+
+def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample], batch_size: int,
+                  config: PolicyConfig, update_beta: Callable[[float, float], float] = lambda beta, kl: beta,
+                  on_step: Callable[[int, StepStats], None] | None = None) -> list[StepStats]:
+    """`config.steps` updates on batches sampled (seeded) from `examples`; returns per-step statistics."""
+    if not examples:
+        return []
+    generator = torch.Generator().manual_seed(config.seed)
+    params = backbone.trainable_parameters(role)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    old_nll = _rollout_nll(backbone, role, examples) if config.ratio_to == "rollout" else None
+    beta = config.beta
+    stats: list[StepStats] = []
+    network = backbone.network
+    for step in range(config.steps):
+        index = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=generator)
+        batch = [examples[i] for i in index.tolist()]
+        advantages = torch.tensor([ex.weight for ex in batch], dtype=torch.float32)
+        with torch.no_grad():
+            ref_nll = backbone.example_nll(None, batch)
+        old = old_nll[index] if old_nll is not None else None
+        network.train()
+        new_nll = backbone.example_nll(role, batch)
+        kl = _kl(new_nll, ref_nll, config.kl_term)
+        if config.objective == "reinforce":
+            policy = advantages * new_nll
+        else:
+            anchor = old if config.ratio_to == "rollout" else ref_nll
+            ratio = torch.exp(anchor - new_nll)
+            clipped = torch.clamp(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
+            policy = -torch.minimum(ratio * advantages, clipped * advantages)
+        loss = (policy + beta * kl).mean()
+        skipped = not bool(torch.isfinite(loss))
+        if not skipped:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+        network.eval()
+        mean_kl = float(kl.detach().mean())
+        stats.append(StepStats(float(loss.detach()), float(policy.detach().mean()), mean_kl, beta,
+                               float(advantages.mean()), skipped))
+        if not skipped:
+            beta = update_beta(beta, mean_kl)
+        if on_step is not None:
+            on_step(step, stats[-1])
+    return stats
