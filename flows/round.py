@@ -37,8 +37,18 @@ class RoundConfig(BaseModel):
     n_per_prompt: int = Field(3, ge=1, description="L generated images per spec")
     n_check_answers: int = Field(3, ge=1, description="Solver answers per check when scoring an image")
     temperature: float = Field(1.0, gt=0, description="Proposer and Generator sampling temperature")
-    finetune_steps: dict[str, int] = Field({"solver": 150, "proposer": 60, "generator": 100},
-                                           description="optimizer steps per role")
+    preset: Literal["paper", "verified"] = Field(
+        "paper", description="paper: METHOD.md's rewards and RL updates; verified: imitation of confident and "
+                             "Solver-verified items with seed replay")
+    mode: Literal["joint", "understanding", "generation"] = Field(
+        "joint", description="ablation: collect and train only the understanding or only the generation side")
+    use_ste: bool = Field(True, description="ablation: STE off selects the first well-formed candidate")
+    ste_aggregate: Literal["max", "mean"] = Field("max", description="ablation: mean instead of max STE")
+    use_framings: bool = Field(True, description="ablation: off answers every sample under the canonical framing")
+    use_fidelity: bool = Field(True, description="ablation: leave QA fidelity out of R_g")
+    use_cycle: bool = Field(True, description="ablation: leave cycle consistency out of R_g")
+    finetune_steps: dict[str, int] = Field({"solver": 120, "proposer": 60, "generator": 120},
+                                           description="update steps per role (3 understanding : 2 generation)")
     lr: float = Field(1e-3, gt=0, description="peak LoRA learning rate")
     batch_size: int = Field(64, ge=1)
     replay_fraction: float = Field(0.5, ge=0, le=1, description="share of each batch replayed from the seed set")
@@ -61,18 +71,22 @@ def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfi
     with tracker.run(f"round-{round_idx}", tags={"round_idx": str(round_idx)}):
         tracker.log_params({"round_idx": round_idx, "input_checkpoint": checkpoint, "output_checkpoint": output,
                             **config.model_dump()})
-        stages = [
-            ingest_images(config.source, config.image_size),
-            propose_questions(round_idx, checkpoint, config.source, config.n_images, config.n_candidates,
-                              config.temperature, config.seed),
-        ]
-        stages.append(solve_and_vote(round_idx, checkpoint, config.n_samples, config.seed))
-        stages.append(generate_images(round_idx, checkpoint, config.source, config.n_images, config.n_per_prompt,
-                                      config.temperature, config.seed))
-        stages.append(score_generations(round_idx, checkpoint, config.n_check_answers, config.seed))
-        stages.append(filter_examples(round_idx, config.min_majority_fraction, config.accept_reward))
+        stages = [ingest_images(config.source, config.image_size)]
+        if config.mode != "generation":
+            stages.append(propose_questions(round_idx, checkpoint, config.source, config.n_images,
+                                            config.n_candidates, config.temperature, config.seed, config.use_ste,
+                                            config.ste_aggregate))
+            stages.append(solve_and_vote(round_idx, checkpoint, config.n_samples, config.seed, config.use_framings))
+        if config.mode != "understanding":
+            stages.append(generate_images(round_idx, checkpoint, config.source, config.n_images,
+                                          config.n_per_prompt, config.temperature, config.seed))
+            stages.append(score_generations(round_idx, checkpoint, config.n_check_answers, config.seed,
+                                            config.use_fidelity, config.use_cycle))
+        stages.append(filter_examples(round_idx, config.preset, config.mode, config.min_majority_fraction,
+                                      config.accept_reward))
         stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, config.lr,
-                                     config.batch_size, config.replay_fraction, config.seed_scenes, config.seed))
+                                     config.batch_size, config.replay_fraction, config.seed_scenes, config.preset,
+                                     config.seed))
         if config.evaluation != "none":
             stages.append(evaluate_checkpoint(output, round_idx, config.eval_config()))
         for stage in stages:

@@ -65,6 +65,7 @@ def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample]
     """`config.steps` updates on batches sampled (seeded) from `examples`; returns per-step statistics."""
     if not examples:
         return []
+    torch.manual_seed(config.seed)  # LoRA dropout draws from the global generator
     generator = torch.Generator().manual_seed(config.seed)
     params = backbone.trainable_parameters(role)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

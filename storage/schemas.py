@@ -13,6 +13,7 @@ Tables (plural nouns) and who writes them:
 | scores | generation_id | score |
 | filter_decisions | item_id | filter |
 | training_examples | example_id | filter |
+| role_states | state_id = r{round}:{name} (EMA baselines, adaptive beta) | filter, fine-tune |
 | evaluations | evaluation_id = {checkpoint}:{suite} | evaluate |
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _schema(*fields: pa.Field) -> pa.Schema:
@@ -40,20 +41,24 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("question_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
         pa.field("candidate_idx", i), pa.field("raw_text", s), pa.field("question", s),
         pa.field("validator_a", s), pa.field("validator_b", s), pa.field("well_formed", b),
-        pa.field("greedy_answer", s), pa.field("ste_raw", f), pa.field("ste_difficulty", f),
-        pa.field("selected", b)),
+        pa.field("reject_reason", s), pa.field("greedy_answer", s), pa.field("ste_raw", f),
+        pa.field("ste_difficulty", f), pa.field("selected", b)),
     "answers": _schema(
         pa.field("answer_id", s, nullable=False), pa.field("question_id", s), pa.field("round_idx", i),
         pa.field("sample_idx", i), pa.field("framing", s), pa.field("temperature", f), pa.field("top_p", f),
-        pa.field("text", s), pa.field("normalized", s), pa.field("token_entropies", pa.list_(f))),
+        pa.field("text", s), pa.field("normalized", s), pa.field("mapped", s), pa.field("token_entropies", pa.list_(f)),
+        pa.field("is_majority", b), pa.field("answer_share", f), pa.field("reward", f),
+        pa.field("shaped_reward", f)),
     "votes": _schema(
         pa.field("question_id", s, nullable=False), pa.field("round_idx", i), pa.field("n_samples", i),
         pa.field("majority", s), pa.field("majority_fraction", f), pa.field("answer_entropy", f),
-        pa.field("margin", f), pa.field("sample_ste_mean", f), pa.field("theta_easy", f), pa.field("bucket", s)),
+        pa.field("margin", f), pa.field("sample_ste_mean", f), pa.field("theta_easy", f), pa.field("bucket", s),
+        pa.field("informativeness", f), pa.field("proposer_reward", f)),
     "specs": _schema(
         pa.field("spec_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
         pa.field("raw_text", s), pa.field("prompt", s), pa.field("checks_json", s), pa.field("n_checks", i),
-        pa.field("q_spec", f), pa.field("valid", b)),
+        pa.field("q_spec", f), pa.field("attempts", i), pa.field("alignment", f),
+        pa.field("source_answers_json", s), pa.field("accept_reason", s), pa.field("valid", b)),
     "generations": _schema(
         pa.field("generation_id", s, nullable=False), pa.field("spec_id", s), pa.field("round_idx", i),
         pa.field("sample_idx", i), pa.field("prompt", s), pa.field("png", pa.large_binary())),
@@ -67,7 +72,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     "training_examples": _schema(
         pa.field("example_id", s, nullable=False), pa.field("round_idx", i), pa.field("role", s),
         pa.field("kind", s), pa.field("source_id", s), pa.field("image_table", s), pa.field("image_key", s),
-        pa.field("prompt", s), pa.field("target", s), pa.field("weight", f)),
+        pa.field("prompt", s), pa.field("target", s), pa.field("framing", s), pa.field("weight", f),
+        pa.field("reward", f), pa.field("advantage", f)),
+    "role_states": _schema(
+        pa.field("state_id", s, nullable=False), pa.field("round_idx", i), pa.field("name", s),
+        pa.field("value", f)),
     "evaluations": _schema(
         pa.field("evaluation_id", s, nullable=False), pa.field("checkpoint_uri", s), pa.field("round_idx", i),
         pa.field("suite", s), pa.field("metrics_json", s)),

@@ -1,7 +1,14 @@
-"""Filter stage: turn the round's votes and scores into weighted training examples per role.
+"""Filter stage: decide what trains which role, record why for every item, store the examples.
 
-Writes `filter_decisions` (every candidate item, kept or not, with its reason) and
-`training_examples` (role, kind, the stored image it refers to, prompt, target, weight).
+Two presets:
+- "paper" (faithful to METHOD.md): Solver REINFORCE examples are all N answers of medium/hard
+  questions with advantage r~_i - b (EMA baseline carried across rounds); Proposer examples are the
+  well-formed candidates of each image with bucket-wise EMA-shifted, max-normalised R_P; Generator
+  examples are the L images of each spec with Q_spec >= 0.35, advantage = group z-score of R_g.
+- "verified" (this project's variant): weighted imitation of medium/hard majority answers, of
+  questions by STE difficulty, and of Solver-verified generated images, whose checks also become
+  Solver examples.
+`mode` "understanding" or "generation" keeps only that side (ablations).
 """
 
 from __future__ import annotations
@@ -12,59 +19,163 @@ from prefect import task
 
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
-from tasks.logic.filtering import FilterPolicy, generation_decision, proposer_weight, question_decision
+from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalized
+from tasks.logic.filtering import (PRESETS, FilterPolicy, generation_decision, proposer_group_rewards,
+                                   proposer_weight, question_decision)
+from tasks.logic.generation_scores import group_zscores
 from tasks.stage_result import StageResult
 
 
-def _example(round_idx, role, kind, source_id, image_table, image_key, prompt, target, weight):
+def _example(round_idx, role, kind, source_id, image_table, image_key, prompt, target, weight, reward=0.0,
+             advantage=0.0, framing="canonical"):
     return {"example_id": f"r{round_idx}:{role}:{kind}:{source_id}", "round_idx": round_idx, "role": role,
             "kind": kind, "source_id": source_id, "image_table": image_table, "image_key": image_key,
-            "prompt": prompt, "target": target, "weight": float(weight)}
+            "prompt": prompt, "target": target, "framing": framing, "weight": float(weight),
+            "reward": float(reward), "advantage": float(advantage)}
 
 
-@task(name="filter-examples")
-def filter_examples(round_idx: int, min_majority_fraction: float = 0.4, accept_reward: float = 0.7) -> StageResult:
-    policy = FilterPolicy(min_majority_fraction=min_majority_fraction, accept_reward=accept_reward)
-    db = connect(Settings.from_env())
-    where = f"round_idx = {round_idx}"
-    questions = read(db, "questions", where=f"{where} AND selected = true")
-    votes = read(db, "votes", where=where)
-    items = questions.merge(votes, on=["question_id", "round_idx"], how="inner")
-    decisions, examples = [], []
-    for item in items.sort_values("question_id").to_dict("records"):
+def _decision(round_idx, item_id, kind, kept, reason):
+    return {"item_id": item_id, "round_idx": round_idx, "item_kind": kind, "kept": bool(kept), "reason": reason}
+
+
+def previous_states(db, round_idx: int) -> dict[str, float]:
+    """EMA baselines and betas stored by the latest earlier round."""
+    frame = read(db, "role_states", where=f"round_idx < {round_idx}")
+    if frame.empty:
+        return {}
+    latest = frame[frame["round_idx"] == frame["round_idx"].max()]
+    return dict(zip(latest["name"], latest["value"]))
+
+
+def _paper_understanding(round_idx, items, candidates, answers, states, decisions, examples):
+    solver_rows = []
+    for item in items:
+        kept, reason = question_decision(item, FilterPolicy(min_majority_fraction=0.0))
+        decisions.append(_decision(round_idx, item["question_id"], "question", kept, reason))
+        if kept:
+            solver_rows.extend(answers.get(item["question_id"], []))
+    advantages, baseline = ema_advantages([a["shaped_reward"] for a in solver_rows], states.get("solver_baseline", 0.0))
+    for a, adv, in zip(solver_rows, advantages):
+        examples.append(_example(round_idx, "solver", "vqa", a["answer_id"], "images", a["image_id"], a["question"],
+                                 a["mapped"], adv, a["shaped_reward"], adv, a["framing"]))
+    new_states = {"solver_baseline": baseline}
+    bucket_baselines = {k.split(":", 1)[1]: v for k, v in states.items() if k.startswith("proposer_baseline:")}
+    for image_id in sorted(candidates):
+        group = [c for c in candidates[image_id] if c["well_formed"]]
+        if not group:
+            continue
+        rewards, buckets = zip(*proposer_group_rewards(group))
+        shifted, bucket_baselines = bucket_shifted(rewards, buckets, bucket_baselines)
+        for c, r, adv in zip(group, rewards, max_normalized(shifted)):
+            examples.append(_example(round_idx, "proposer", "ask", c["question_id"], "images", image_id, "",
+                                     c["raw_text"], adv, r, adv))
+    new_states.update({f"proposer_baseline:{b}": v for b, v in bucket_baselines.items()})
+    return new_states
+
+
+def _paper_generation(round_idx, scores, specs, policy, decisions, examples):
+    for spec_id, group in scores.groupby("spec_id", sort=True):
+        q_spec = float(specs.loc[spec_id, "q_spec"])
+        advantages = group_zscores(group["reward"].tolist())
+        spread = any(a != 0 for a in advantages)
+        for row, adv in zip(group.to_dict("records"), advantages):
+            kept = q_spec >= policy.min_q_spec and spread
+            reason = "weak-spec" if q_spec < policy.min_q_spec else ("grpo-group" if spread else "no-reward-spread")
+            decisions.append(_decision(round_idx, row["generation_id"], "generation", kept, reason))
+            if kept:
+                examples.append(_example(round_idx, "generator", "t2i", row["generation_id"], "generations",
+                                         row["generation_id"], specs.loc[spec_id, "prompt"], "", adv, row["reward"], adv))
+
+
+def _verified_understanding(round_idx, items, policy, decisions, examples):
+    for item in items:
         kept, reason = question_decision(item, policy)
-        decisions.append({"item_id": item["question_id"], "round_idx": round_idx, "item_kind": "question",
-                          "kept": kept, "reason": reason})
+        decisions.append(_decision(round_idx, item["question_id"], "question", kept, reason))
         if kept:
             examples.append(_example(round_idx, "solver", "vqa", item["question_id"], "images", item["image_id"],
                                      item["question"], item["majority"], item["majority_fraction"]))
         weight = proposer_weight(item)
         if weight > 0:
             examples.append(_example(round_idx, "proposer", "ask", item["question_id"], "images", item["image_id"],
-                                     "", item["raw_text"], weight))
-    scores = read(db, "scores", where=where).sort_values("generation_id")
-    specs = read(db, "specs", where=where).set_index("spec_id")
-    best = scores.loc[scores.groupby("spec_id")["reward"].idxmax(), "generation_id"].tolist() if len(scores) else []
+                                     "", item["raw_text"], weight, item["proposer_reward"]))
+
+
+def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
+    best = set(scores.loc[scores.groupby("spec_id")["reward"].idxmax(), "generation_id"]) if len(scores) else set()
     for row in scores.to_dict("records"):
         kept, reason = generation_decision(row["reward"], row["generation_id"] in best, row["q_spec"], policy)
-        decisions.append({"item_id": row["generation_id"], "round_idx": round_idx, "item_kind": "generation",
-                          "kept": kept, "reason": reason})
+        decisions.append(_decision(round_idx, row["generation_id"], "generation", kept, reason))
         if not kept:
             continue
         spec = specs.loc[row["spec_id"]]
         gid = row["generation_id"]
         examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
-                                 row["reward"]))
+                                 row["reward"], row["reward"]))
         examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images", spec["image_id"], "",
-                                 spec["raw_text"], row["reward"]))
+                                 spec["raw_text"], row["reward"], row["reward"]))
         for c, (question, expected) in enumerate(json.loads(spec["checks_json"])):
             examples.append(_example(round_idx, "solver", "vqa", f"{gid}:c{c}", "generations", gid, question,
-                                     expected, row["reward"]))
+                                     expected, row["reward"], row["reward"]))
+
+
+@task(name="filter-examples")
+def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", min_majority_fraction: float = 0.4,
+                    accept_reward: float = 0.7) -> StageResult:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown filter preset {preset!r}; presets are {', '.join(PRESETS)}")
+    policy = FilterPolicy(min_majority_fraction=min_majority_fraction, accept_reward=accept_reward)
+    db = connect(Settings.from_env())
+    where = f"round_idx = {round_idx}"
+    decisions: list[dict] = []
+    examples: list[dict] = []
+    states: dict[str, float] = previous_states(db, round_idx)
+    new_states: dict[str, float] = {}
+    if mode in ("joint", "understanding"):
+        questions = read(db, "questions", where=where)
+        votes = read(db, "votes", where=where)
+        items = questions[questions["selected"]].merge(votes, on=["question_id", "round_idx"], how="inner")
+        items = items.sort_values("question_id").to_dict("records")
+        for q in questions[~questions["well_formed"]].sort_values("question_id").to_dict("records"):
+            decisions.append(_decision(round_idx, q["question_id"], "candidate", False, q["reject_reason"]))
+        if preset == "paper":
+            answers = read(db, "answers", where=where).sort_values("answer_id")
+            info = questions.set_index("question_id")
+            by_question: dict[str, list[dict]] = {}
+            for a in answers.to_dict("records"):
+                a.update(image_id=info.loc[a["question_id"], "image_id"], question=info.loc[a["question_id"], "question"])
+                by_question.setdefault(a["question_id"], []).append(a)
+            cands = questions.merge(votes[["question_id", "proposer_reward", "bucket"]], on="question_id", how="left")
+            by_image: dict[str, list[dict]] = {}
+            for c in cands.sort_values("question_id").to_dict("records"):
+                c["proposer_reward"] = None if c["proposer_reward"] != c["proposer_reward"] else c["proposer_reward"]
+                by_image.setdefault(c["image_id"], []).append(c)
+            new_states = _paper_understanding(round_idx, items, by_image, by_question, states, decisions, examples)
+        else:
+            _verified_understanding(round_idx, items, policy, decisions, examples)
+    if mode in ("joint", "generation"):
+        scores = read(db, "scores", where=where).sort_values("generation_id").reset_index(drop=True)
+        specs = read(db, "specs", where=where).set_index("spec_id")
+        if preset == "paper":
+            _paper_generation(round_idx, scores, specs, policy, decisions, examples)
+        else:
+            _verified_generation(round_idx, scores, specs, policy, decisions, examples)
+    # Baselines roll forward round to round; the fine-tune stage owns the "beta:" rows.
+    carried = {k: v for k, v in {**states, **new_states}.items() if not k.startswith("beta:")}
+    state_rows = [{"state_id": f"r{round_idx}:{k}", "round_idx": round_idx, "name": k, "value": v}
+                  for k, v in sorted(carried.items())]
     versions = {"filter_decisions": upsert(db, "filter_decisions", decisions, replace_where=where),
-                "training_examples": upsert(db, "training_examples", examples, replace_where=where)}
-    kept_q = [d for d in decisions if d["item_kind"] == "question" and d["kept"]]
-    kept_g = [d for d in decisions if d["item_kind"] == "generation" and d["kept"]]
-    metrics = {"questions_kept": len(kept_q), "generations_kept": len(kept_g), "examples": len(examples),
-               **{f"examples_{role}": sum(e["role"] == role for e in examples)
-                  for role in ("proposer", "solver", "generator")}}
+                "training_examples": upsert(db, "training_examples", examples, replace_where=where),
+                "role_states": upsert(db, "role_states", state_rows,
+                                      replace_where=f"{where} AND NOT (name LIKE 'beta:%')")}
+    metrics = {"questions_kept": sum(d["kept"] for d in decisions if d["item_kind"] == "question"),
+               "generations_kept": sum(d["kept"] for d in decisions if d["item_kind"] == "generation"),
+               "candidates_rejected": sum(d["item_kind"] == "candidate" for d in decisions),
+               "examples": len(examples)}
+    for role in ("proposer", "solver", "generator"):
+        own = [e for e in examples if e["role"] == role]
+        metrics[f"examples_{role}"] = len(own)
+        if own:
+            metrics[f"{role}_mean_reward"] = sum(e["reward"] for e in own) / len(own)
+            metrics[f"{role}_mean_advantage"] = sum(e["advantage"] for e in own) / len(own)
+            metrics[f"{role}_advantage_abs_mean"] = sum(abs(e["advantage"]) for e in own) / len(own)
     return StageResult("filter", round_idx, versions, len(examples), metrics)

@@ -1,9 +1,12 @@
-"""Fine-tune stage: update each role's adapter on its kept examples, mixed with seed replay.
+"""Fine-tune stage: update each role's adapter on its stored examples.
 
-Starts from the round's input checkpoint (base + the previous round's adapters), trains the
-Solver, Proposer and Generator adapters in turn, and writes the new checkpoint folder.
-Seed replay (`replay_fraction`) keeps each role anchored to the labeled seed set it was
-pretrained on; the matched control uses the same replay and steps.
+Starts from the round's input checkpoint (base + the previous round's adapters) and writes a new
+checkpoint folder. Preset "paper": policy-gradient updates (METHOD.md) with the KL/ratio reference
+being the base with adapters disabled — Solver KL-regularised REINFORCE with adaptive beta, Proposer
+ratio clipped against the base plus beta * max(0, logp_pi - logp_ref), Generator GRPO clipped
+against the rollout policy with a KL to the base. Preset "verified": weighted imitation mixed with
+replay of the labeled seed set (`replay_fraction`). Betas carry over between rounds in `role_states`.
+The default step counts keep the paper's 3 understanding : 2 generation update steps.
 """
 
 from __future__ import annotations
@@ -13,34 +16,41 @@ import random
 from prefect import task
 from tqdm.auto import tqdm
 
+from models.policy_training import PolicyConfig, policy_update
 from models.protocol import TrainingExample
 from models.registry import load_backbone
 from models.training import TrainConfig, train
 from models.vocabulary import FRAMINGS
 from storage.checkpoints import local_checkpoint, publish_checkpoint, staging_dir
 from storage.settings import Settings
-from storage.tables import connect, read
+from storage.tables import connect, read, upsert
+from tasks.filter import previous_states
+from tasks.logic.advantages import BETA_INIT, adaptive_beta
 from tasks.round_inputs import images_by_id
 from tasks.stage_result import StageResult
 from world.seed_set import seed_examples
 
 ROLE_KINDS = {"solver": ("vqa", "caption"), "proposer": ("ask", "spec"), "generator": ("t2i",)}
+PAPER_OBJECTIVES = {
+    "solver": dict(objective="reinforce", kl_term="k3"),
+    "proposer": dict(objective="clipped", ratio_to="base", kl_term="positive_gap"),
+    "generator": dict(objective="clipped", ratio_to="rollout", kl_term="k3"),
+}
 
 
 def stored_examples(db, round_idx: int, role: str) -> list[TrainingExample]:
     frame = read(db, "training_examples", where=f"round_idx = {round_idx} AND role = '{role}'")
     frame = frame.sort_values("example_id")
     out = []
-    for table in ("images", "generations"):
+    for table, key in (("images", "image_id"), ("generations", "generation_id")):
         part = frame[frame["image_table"] == table]
-        key = "image_id" if table == "images" else "generation_id"
         images = images_by_id(db, table, key, part["image_key"].tolist())
         for row, image in zip(part.to_dict("records"), images):
             if row["kind"] == "t2i":
                 out.append(TrainingExample("t2i", prompt=row["prompt"], target_image=image, weight=row["weight"]))
             else:
                 out.append(TrainingExample(row["kind"], image=image, prompt=row["prompt"], target=row["target"],
-                                           weight=row["weight"]))
+                                           framing=row["framing"], weight=row["weight"]))
     return out
 
 
@@ -48,37 +58,71 @@ def replay_examples(seed_scenes: int, seed: int, role: str) -> list[TrainingExam
     return [TrainingExample(**e) for e in seed_examples(seed_scenes, seed, FRAMINGS) if e["kind"] in ROLE_KINDS[role]]
 
 
-@task(name="finetune-roles")
-def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
-                   batch_size: int, replay_fraction: float, seed_scenes: int, seed: int = 0) -> StageResult:
-    settings = Settings.from_env()
-    db = connect(settings)
-    # A private copy, not the per-process cache: the input checkpoint must stay as it was.
-    backbone = load_backbone(local_checkpoint(checkpoint_uri, settings))
-    backbone.attach_roles()
-    metrics: dict[str, float] = {}
-    for role, n_steps in steps.items():
-        own = stored_examples(db, round_idx, role)
-        replay = replay_examples(seed_scenes, seed, role)
-        metrics[f"{role}_examples"] = len(own)
-        if n_steps <= 0 or not own:
-            continue
-        batches = _mixed(own, replay, replay_fraction, batch_size, seed + round_idx)
-        bar = tqdm(total=n_steps, desc=f"finetune {role}", unit="step")
-        losses = train(backbone, role, batches, TrainConfig(steps=n_steps, lr=lr, warmup_steps=min(20, n_steps // 5),
-                                                            seed=seed + round_idx),
-                       lambda *_: bar.update(1))
-        bar.close()
-        metrics[f"{role}_loss_first"] = losses[0]
-        metrics[f"{role}_loss_last"] = sum(losses[-10:]) / len(losses[-10:])
-    local = staging_dir(settings)
-    backbone.save(local)
-    publish_checkpoint(local, output_uri, settings)
-    return StageResult("finetune", round_idx, {}, sum(int(metrics.get(f"{r}_examples", 0)) for r in steps), metrics)
-
-
 def _mixed(own, replay, replay_fraction, batch_size, seed):
     """Endless batches drawing each example from replay with probability `replay_fraction`."""
     rng = random.Random(seed)
     while True:
         yield [rng.choice(replay if replay and rng.random() < replay_fraction else own) for _ in range(batch_size)]
+
+
+def _imitate(backbone, role, own, n_steps, lr, batch_size, replay_fraction, seed_scenes, seed) -> dict[str, float]:
+    replay = replay_examples(seed_scenes, seed, role)
+    bar = tqdm(total=n_steps, desc=f"finetune {role}", unit="step")
+    losses = train(backbone, role, _mixed(own, replay, replay_fraction, batch_size, seed),
+                   TrainConfig(steps=n_steps, lr=lr, warmup_steps=min(20, n_steps // 5), seed=seed),
+                   lambda *_: bar.update(1))
+    bar.close()
+    return {f"{role}_loss_first": losses[0], f"{role}_loss_last": sum(losses[-10:]) / len(losses[-10:])}
+
+
+def _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, seed) -> tuple[dict[str, float], float]:
+    bar = tqdm(total=n_steps, desc=f"update {role}", unit="step")
+    stats = policy_update(backbone, role, own, batch_size,
+                          PolicyConfig(steps=n_steps, lr=lr, beta=beta, seed=seed, **PAPER_OBJECTIVES[role]),
+                          update_beta=adaptive_beta, on_step=lambda *_: bar.update(1))
+    bar.close()
+    done = [s for s in stats if not s.skipped]
+    final_beta = adaptive_beta(stats[-1].beta, stats[-1].kl) if done else beta
+    metrics = {f"{role}_skipped_steps": float(len(stats) - len(done)), f"{role}_beta_final": final_beta}
+    if done:
+        n = len(done)
+        metrics.update({f"{role}_loss_first": done[0].loss, f"{role}_loss_last": done[-1].loss,
+                        f"{role}_policy_loss_mean": sum(s.policy_loss for s in done) / n,
+                        f"{role}_kl_mean": sum(s.kl for s in done) / n,
+                        f"{role}_kl_last": done[-1].kl,
+                        f"{role}_batch_advantage_mean": sum(s.mean_advantage for s in done) / n})
+    return metrics, final_beta
+
+
+@task(name="finetune-roles")
+def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
+                   batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper",
+                   seed: int = 0) -> StageResult:
+    settings = Settings.from_env()
+    db = connect(settings)
+    # A private copy, not the per-process cache: the input checkpoint must stay as it was.
+    backbone = load_backbone(local_checkpoint(checkpoint_uri, settings))
+    backbone.attach_roles()
+    states = previous_states(db, round_idx)
+    metrics: dict[str, float] = {}
+    betas: dict[str, float] = {}
+    for role, n_steps in steps.items():
+        own = stored_examples(db, round_idx, role)
+        metrics[f"{role}_examples"] = len(own)
+        if n_steps <= 0 or not own:
+            continue
+        role_seed = seed + round_idx * 31 + len(role)
+        if preset == "paper":
+            beta = states.get(f"beta:{role}", BETA_INIT)
+            role_metrics, betas[role] = _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, role_seed)
+        else:
+            role_metrics = _imitate(backbone, role, own, n_steps, lr, batch_size, replay_fraction, seed_scenes,
+                                    role_seed)
+        metrics.update(role_metrics)
+    local = staging_dir(settings)
+    backbone.save(local)
+    publish_checkpoint(local, output_uri, settings)
+    upsert(db, "role_states", [{"state_id": f"r{round_idx}:beta:{r}", "round_idx": round_idx, "name": f"beta:{r}",
+                                "value": b} for r, b in sorted(betas.items())],
+           replace_where=f"round_idx = {round_idx} AND name LIKE 'beta:%'")
+    return StageResult("finetune", round_idx, {}, sum(int(metrics.get(f"{r}_examples", 0)) for r in steps), metrics)

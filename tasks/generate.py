@@ -1,7 +1,9 @@
-"""Generate stage: the Proposer writes a text-to-image spec per image, the Generator draws L
-images per accepted spec.
+"""Generate stage: the Proposer writes a text-to-image spec per image, the Solver checks it against
+the source image (the self-alignment gate, with retries), and the Generator draws L images per spec.
 
-Writes `specs` (raw text, prompt, checks, Q_spec, valid) and `generations` (PNG per sample).
+Writes `specs` (raw text, prompt, checks, Q_spec, attempts, alignment, the Solver's answers on the
+source image, why it was accepted or not) and `generations` (a PNG per sample). Only accepted
+specs are drawn.
 """
 
 from __future__ import annotations
@@ -10,32 +12,72 @@ import json
 
 from prefect import task
 
+from models.protocol import SolveRequest
 from storage.image_files import encode_png
 from storage.settings import Settings
 from storage.tables import connect, upsert
+from tasks.logic.alignment import MAX_RETRIES, alignment, best_attempt, spec_accepted
+from tasks.logic.answers import normalize_answer
 from tasks.logic.proposals import parse_spec
+from tasks.logic.sampling_plan import framing_for, sampler_ladder
 from tasks.round_inputs import backbone_for, round_images
 from tasks.stage_result import StageResult
 
-MIN_CHECKS = 2
-MIN_SPEC_QUALITY = 0.55
+SOURCE_CHECK_ANSWERS = 3
+
+
+def _attempt(backbone, images, temperature: float, seed: int) -> list[dict]:
+    """One spec per image with its Q_spec, the Solver's answers on the source image and the gate."""
+    raw = backbone.propose_specs(images, temperature, seed=seed)
+    specs = [parse_spec(text) for text in raw]
+    ladder = sampler_ladder(SOURCE_CHECK_ANSWERS)
+    requests, owners = [], []
+    for k, (image, spec) in enumerate(zip(images, specs)):
+        for c, (question, _) in enumerate(spec.checks):
+            for i, (t, p) in enumerate(ladder):
+                requests.append(SolveRequest(image, question, framing_for(i), t, p))
+                owners.append((k, c))
+    answers: dict[tuple[int, int], list[str]] = {}
+    for owner, result in zip(owners, backbone.solve(requests, seed=seed + 1)):
+        answers.setdefault(owner, []).append(normalize_answer(result.text))
+    out = []
+    for k, (text, spec) in enumerate(zip(raw, specs)):
+        per_check = [answers[(k, c)] for c in range(len(spec.checks))]
+        align = alignment(per_check, [a for _, a in spec.checks])
+        ok, reason = spec_accepted(len(spec.checks), spec.quality, align)
+        if ok and not spec.prompt:
+            ok, reason = False, "no-prompt"
+        out.append({"raw_text": text, "spec": spec, "alignment": align, "answers": per_check, "ok": ok,
+                    "reason": reason})
+    return out
 
 
 @task(name="generate-images")
 def generate_images(round_idx: int, checkpoint_uri: str, source: str, n_images: int, n_per_prompt: int = 3,
-                    temperature: float = 1.0, seed: int = 0) -> StageResult:
+                    temperature: float = 1.0, seed: int = 0, max_retries: int = MAX_RETRIES) -> StageResult:
     settings = Settings.from_env()
     db = connect(settings)
     backbone = backbone_for(checkpoint_uri, settings)
     image_ids, images = round_images(db, source, n_images, round_idx, seed)
-    raw = backbone.propose_specs(images, temperature, seed=seed * 1000 + round_idx + 17)
+    attempts: list[list[dict]] = [[] for _ in images]
+    pending = list(range(len(images)))
+    for attempt in range(max_retries + 1):
+        if not pending:
+            break
+        results = _attempt(backbone, [images[k] for k in pending], temperature,
+                           seed=seed * 1000 + round_idx * 101 + attempt * 17 + 3)
+        for k, result in zip(pending, results):
+            attempts[k].append(result)
+        pending = [k for k in pending if not attempts[k][-1]["ok"]]
     spec_rows = []
-    for image_id, text in zip(image_ids, raw):
-        spec = parse_spec(text)
-        valid = bool(spec.prompt) and len(spec.checks) >= MIN_CHECKS and spec.quality >= MIN_SPEC_QUALITY
+    for image_id, tries in zip(image_ids, attempts):
+        best = tries[best_attempt([(t["ok"], t["spec"].quality, t["alignment"]) for t in tries])]
+        spec = best["spec"]
         spec_rows.append({"spec_id": f"r{round_idx}:{image_id}", "round_idx": round_idx, "image_id": image_id,
-                          "raw_text": text, "prompt": spec.prompt, "checks_json": json.dumps(spec.checks),
-                          "n_checks": len(spec.checks), "q_spec": spec.quality, "valid": valid})
+                          "raw_text": best["raw_text"], "prompt": spec.prompt, "checks_json": json.dumps(spec.checks),
+                          "n_checks": len(spec.checks), "q_spec": spec.quality, "attempts": len(tries),
+                          "alignment": best["alignment"], "source_answers_json": json.dumps(best["answers"]),
+                          "accept_reason": best["reason"], "valid": best["ok"]})
     accepted = [r for r in spec_rows if r["valid"]]
     drawn = backbone.generate_images([r["prompt"] for r in accepted], n_per_prompt, temperature,
                                      seed=seed * 1000 + round_idx + 31)
@@ -47,8 +89,10 @@ def generate_images(round_idx: int, checkpoint_uri: str, source: str, n_images: 
     where = f"round_idx = {round_idx}"
     versions = {"specs": upsert(db, "specs", spec_rows, replace_where=where),
                 "generations": upsert(db, "generations", generation_rows, replace_where=where)}
-    metrics = {"specs": len(spec_rows), "specs_valid": len(accepted),
-               "spec_valid_share": len(accepted) / max(1, len(spec_rows)),
-               "mean_q_spec": sum(r["q_spec"] for r in spec_rows) / max(1, len(spec_rows)),
+    n = max(1, len(spec_rows))
+    metrics = {"specs": len(spec_rows), "specs_valid": len(accepted), "spec_valid_share": len(accepted) / n,
+               "mean_q_spec": sum(r["q_spec"] for r in spec_rows) / n,
+               "mean_alignment": sum(r["alignment"] for r in spec_rows) / n,
+               "mean_attempts": sum(r["attempts"] for r in spec_rows) / n,
                "generations": len(generation_rows), "distinct_prompts": len({r["prompt"] for r in accepted})}
     return StageResult("generate", round_idx, versions, len(generation_rows), metrics)

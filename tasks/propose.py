@@ -29,7 +29,10 @@ def ste_history(db, round_idx: int) -> list[float]:
 
 @task(name="propose-questions")
 def propose_questions(round_idx: int, checkpoint_uri: str, source: str, n_images: int, n_candidates: int = 3,
-                      temperature: float = 1.0, seed: int = 0) -> StageResult:
+                      temperature: float = 1.0, seed: int = 0, use_ste: bool = True,
+                      ste_aggregate: str = "max") -> StageResult:
+    """use_ste False is the "STE off" ablation: every candidate gets d_STE 0.5 and the first
+    well-formed one is selected."""
     settings = Settings.from_env()
     db = connect(settings)
     backbone = backbone_for(checkpoint_uri, settings)
@@ -42,16 +45,18 @@ def propose_questions(round_idx: int, checkpoint_uri: str, source: str, n_images
             rows.append({"question_id": f"r{round_idx}:{image_id}:k{k}", "round_idx": round_idx,
                          "image_id": image_id, "candidate_idx": k, "raw_text": text, "question": parsed.question,
                          "validator_a": (parsed.validators + ("", ""))[0],
-                         "validator_b": (parsed.validators + ("", ""))[1], "well_formed": parsed.well_formed})
+                         "validator_b": (parsed.validators + ("", ""))[1], "well_formed": parsed.well_formed,
+                         "reject_reason": parsed.reject_reason})
             requests.append(SolveRequest(image, parsed.question, "canonical", temperature=0.0))
     spot = backbone.solve(requests, seed=seed)
-    us = [raw_ste(r.token_entropies) for r in spot]
-    difficulties = ste_difficulties(us, ste_history(db, round_idx))
+    us = [raw_ste(r.token_entropies, aggregate=ste_aggregate) for r in spot]
+    difficulties = ste_difficulties(us, ste_history(db, round_idx)) if use_ste else [0.5] * len(us)
     for row, result, u, d in zip(rows, spot, us, difficulties):
         row.update(greedy_answer=result.text, ste_raw=u, ste_difficulty=d, selected=False)
     for start in range(0, len(rows), n_candidates):
         group = rows[start:start + n_candidates]
-        best = pick_candidate([(r["ste_raw"], r["well_formed"], r["ste_difficulty"]) for r in group])
+        scored = [(r["ste_raw"] if use_ste else -k, r["well_formed"], r["ste_difficulty"]) for k, r in enumerate(group)]
+        best = pick_candidate(scored)
         if best is not None:
             group[best]["selected"] = True
     version = upsert(db, "questions", rows, replace_where=f"round_idx = {round_idx}")

@@ -24,7 +24,10 @@ from tasks.stage_result import StageResult
 
 
 @task(name="score-generations")
-def score_generations(round_idx: int, checkpoint_uri: str, n_answers: int = 3, seed: int = 0) -> StageResult:
+def score_generations(round_idx: int, checkpoint_uri: str, n_answers: int = 3, seed: int = 0,
+                      use_fidelity: bool = True, use_cycle: bool = True) -> StageResult:
+    """use_fidelity / use_cycle False are the "QA fidelity off" / "cycle consistency off" ablations:
+    the term is still measured and stored but left out of R_g."""
     settings = Settings.from_env()
     db = connect(settings)
     backbone = backbone_for(checkpoint_uri, settings)
@@ -65,7 +68,8 @@ def score_generations(round_idx: int, checkpoint_uri: str, n_answers: int = 3, s
         rows.append({"generation_id": row.generation_id, "spec_id": row.spec_id, "round_idx": round_idx,
                      "fidelity": fidelity, "cycle": cycle, "diversity": diversity[g], "contradiction": contradiction,
                      "q_spec": q_spec,
-                     "reward": generation_reward(q_spec, fidelity, cycle, diversity[g], contradiction),
+                     "reward": generation_reward(q_spec, fidelity, cycle, diversity[g], contradiction,
+                                                 use_fidelity, use_cycle),
                      "caption": captions[g], "check_answers_json": json.dumps(per_check)})
     version = upsert(db, "scores", rows, replace_where=f"round_idx = {round_idx}")
     n = max(1, len(rows))

@@ -1,8 +1,11 @@
 """Solve stage: N Solver answers per selected question under N framings and a sampler ladder,
 then the self-consistency vote and difficulty bucket of each question.
 
-Writes `answers` (one row per sample, with its first-token entropies) and `votes` (majority,
-majority fraction m, answer entropy H_SC, margin M, adaptive easy threshold, bucket).
+Answers are normalised and mapped onto the Proposer's hidden two-answer validator before voting.
+Writes `answers` (one row per sample: framing, temperature, top-p, first-token entropies, whether it
+is the majority, its share, the Solver reward r_i and shaped reward r~_i) and `votes` (majority,
+majority fraction m, answer entropy H_SC, margin M, informativeness s, adaptive easy threshold,
+bucket and the Proposer's reward R_P).
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from tqdm.auto import tqdm
 from models.protocol import SolveRequest
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
-from tasks.logic.answers import normalize_answer
+from tasks.logic.answers import map_to_validators, normalize_answer
 from tasks.logic.buckets import THETA_WINDOW, assign_buckets
+from tasks.logic.rewards import informativeness, proposer_reward, shaped_solver_reward, solver_reward
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
 from tasks.logic.ste import raw_ste
 from tasks.logic.voting import vote
@@ -30,12 +34,14 @@ def entropy_history(db, round_idx: int) -> list[float]:
 
 @task(name="solve-and-vote")
 def solve_and_vote(round_idx: int, checkpoint_uri: str, n_samples: int = 7, seed: int = 0,
-                   chunk_questions: int = 512) -> StageResult:
+                   use_framings: bool = True, chunk_questions: int = 512) -> StageResult:
+    """use_framings False is the "prompt framings off" ablation: every sample uses the canonical
+    framing (the temperature/top-p ladder stays)."""
     settings = Settings.from_env()
     db = connect(settings)
     backbone = backbone_for(checkpoint_uri, settings)
     questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
-                     columns=["question_id", "image_id", "question", "validator_a", "validator_b"])
+                     columns=["question_id", "image_id", "question", "validator_a", "validator_b", "ste_difficulty"])
     questions = questions.sort_values("question_id").reset_index(drop=True)
     ladder = sampler_ladder(n_samples)
     answer_rows, vote_rows = [], []
@@ -43,28 +49,38 @@ def solve_and_vote(round_idx: int, checkpoint_uri: str, n_samples: int = 7, seed
     for start in range(0, len(questions), chunk_questions):
         chunk = questions.iloc[start:start + chunk_questions]
         images = images_by_id(db, "images", "image_id", chunk["image_id"].tolist())
-        requests = [SolveRequest(img, q, framing_for(i), t, p)
+        requests = [SolveRequest(img, q, framing_for(i) if use_framings else "canonical", t, p)
                     for img, q in zip(images, chunk["question"]) for i, (t, p) in enumerate(ladder)]
         results = backbone.solve(requests, seed=seed * 1000 + round_idx * 7919 + start)
-        for j, qid in enumerate(chunk["question_id"]):
+        for j, row in enumerate(chunk.itertuples()):
             samples = results[j * n_samples:(j + 1) * n_samples]
-            normalized = [normalize_answer(r.text) for r in samples]
-            for i, (r, norm) in enumerate(zip(samples, normalized)):
+            validators = (row.validator_a, row.validator_b)
+            mapped = [map_to_validators(r.text, validators) for r in samples]
+            v = vote(mapped)
+            s = informativeness(v.entropy, v.margin)
+            for i, (r, answer) in enumerate(zip(samples, mapped)):
                 t, p = ladder[i]
-                answer_rows.append({"answer_id": f"{qid}:s{i}", "question_id": qid, "round_idx": round_idx,
-                                    "sample_idx": i, "framing": framing_for(i), "temperature": t, "top_p": p,
-                                    "text": r.text, "normalized": norm, "token_entropies": list(r.token_entropies)})
-            v = vote(normalized)
-            vote_rows.append({"question_id": qid, "round_idx": round_idx, "n_samples": n_samples,
+                reward = solver_reward(answer == v.majority, s)
+                words_before = max(0, len(r.text.split()) - len(answer.split()))
+                answer_rows.append({
+                    "answer_id": f"{row.question_id}:s{i}", "question_id": row.question_id, "round_idx": round_idx,
+                    "sample_idx": i, "framing": requests[j * n_samples + i].framing, "temperature": t, "top_p": p,
+                    "text": r.text, "normalized": normalize_answer(r.text), "mapped": answer,
+                    "token_entropies": list(r.token_entropies), "is_majority": answer == v.majority,
+                    "answer_share": v.distribution[answer], "reward": reward,
+                    "shaped_reward": shaped_solver_reward(reward, v.distribution[answer], words_before)})
+            vote_rows.append({"question_id": row.question_id, "round_idx": round_idx, "n_samples": n_samples,
                               "majority": v.majority, "majority_fraction": v.fraction, "answer_entropy": v.entropy,
-                              "margin": v.margin,
+                              "margin": v.margin, "informativeness": s, "ste_difficulty": row.ste_difficulty,
                               "sample_ste_mean": sum(raw_ste(r.token_entropies) for r in samples) / n_samples})
         bar.update(len(chunk))
     bar.close()
     buckets = assign_buckets([(r["answer_entropy"], r["majority_fraction"], r["margin"]) for r in vote_rows],
                              entropy_history(db, round_idx))
     for row, (name, theta) in zip(vote_rows, buckets):
-        row.update(bucket=name, theta_easy=theta)
+        d_ste = row.pop("ste_difficulty")
+        row.update(bucket=name, theta_easy=theta, proposer_reward=proposer_reward(
+            d_ste, row["answer_entropy"], row["informativeness"], easy=name == "easy"))
     where = f"round_idx = {round_idx}"
     versions = {"answers": upsert(db, "answers", answer_rows, replace_where=where),
                 "votes": upsert(db, "votes", vote_rows, replace_where=where)}
@@ -72,6 +88,8 @@ def solve_and_vote(round_idx: int, checkpoint_uri: str, n_samples: int = 7, seed
     metrics = {"questions_solved": len(vote_rows), "answers": len(answer_rows),
                "mean_majority_fraction": sum(r["majority_fraction"] for r in vote_rows) / n,
                "mean_answer_entropy": sum(r["answer_entropy"] for r in vote_rows) / n,
+               "mean_proposer_reward": sum(r["proposer_reward"] for r in vote_rows) / n,
+               "mean_solver_shaped_reward": sum(r["shaped_reward"] for r in answer_rows) / max(1, len(answer_rows)),
                **{f"bucket_{b}": sum(r["bucket"] == b for r in vote_rows) / n
                   for b in ("easy", "medium", "hard", "unsolvable")}}
     return StageResult("solve", round_idx, versions, len(answer_rows), metrics)

@@ -1,6 +1,7 @@
 """A tiny round under a real Prefect test server, a temporary LanceDB and an MLflow SQLite store."""
 
 import mlflow
+import numpy as np
 import pytest
 
 from flows.round import RoundConfig, round_flow
@@ -9,13 +10,13 @@ from storage.tables import connect, read
 from tests.conftest import SHIPPED_BASE
 
 TABLES = ("images", "questions", "answers", "votes", "specs", "generations", "scores", "filter_decisions",
-          "training_examples", "evaluations")
+          "training_examples", "role_states", "evaluations")
 
 
-def _config() -> RoundConfig:
+def _config(**overrides) -> RoundConfig:
     return RoundConfig(source="world://unlabeled?n=12&seed=5", n_images=12, n_candidates=2, n_samples=3,
                        n_per_prompt=2, n_check_answers=2, finetune_steps={"solver": 3, "proposer": 2, "generator": 3},
-                       batch_size=8, seed_scenes=20, evaluation="tiny", accept_reward=0.3)
+                       batch_size=8, seed_scenes=20, evaluation="tiny", accept_reward=0.3, **overrides)
 
 
 def _snapshot(db) -> dict:
@@ -47,8 +48,22 @@ def test_round_writes_every_table_logs_mlflow_and_reruns_idempotently(asg_home):
     n_valid = int(first["specs"]["valid"].sum())
     assert len(first["generations"]) == 2 * n_valid == len(first["scores"])
     assert first["scores"]["reward"].between(0, 1).all()
-    assert len(first["filter_decisions"]) == len(selected) + len(first["scores"])
+    malformed = first["questions"][~first["questions"]["well_formed"]]
+    assert (malformed["reject_reason"] != "").all() and (first["questions"]["well_formed"] == (
+        first["questions"]["reject_reason"] == "")).all()
+    assert len(first["filter_decisions"]) == len(selected) + len(malformed) + len(first["scores"])
     assert len(first["training_examples"]) == result["filter.examples"]
+    # every signal is stored: rewards per answer, R_P per question, the gate per spec
+    answers = first["answers"]
+    assert answers["shaped_reward"].abs().le(answers["reward"].abs() + 1e-9).all()
+    assert (answers["is_majority"] == (answers["reward"] > 0) | (answers["reward"] == 0)).all()
+    assert first["votes"]["proposer_reward"].between(-1, 1).all()
+    assert first["specs"]["attempts"].between(1, 3).all() and first["specs"]["alignment"].between(0, 1).all()
+    # paper preset: Solver examples are every answer of medium/hard questions, advantages r~ - b
+    solver = first["training_examples"][first["training_examples"]["role"] == "solver"]
+    kept_q = first["votes"][first["votes"]["bucket"].isin(["medium", "hard"])]
+    assert len(solver) == len(kept_q) * 3
+    assert set(first["role_states"]["name"]) >= {"solver_baseline"}
     assert len(first["evaluations"]) == 1
     assert (settings.home / "objects" / "checkpoints" / "round-0" / "adapter_solver.safetensors").is_file()
 
@@ -65,5 +80,37 @@ def test_round_writes_every_table_logs_mlflow_and_reruns_idempotently(asg_home):
     second = _snapshot(db)
     for name in TABLES:
         assert len(second[name]) == len(first[name]), name
-        if name != "evaluations":
+        key = second[name].columns[0]
+        assert second[name][key].tolist() == first[name][key].tolist(), name
+        if name not in ("evaluations", "role_states"):  # rollouts and decisions are identical row for row
             assert second[name].equals(first[name]), name
+    # Baselines come from the rollouts and are identical; betas come out of training, where the first
+    # Adam step turns last-digit float differences of CPU kernels into visibly different weights.
+    baselines = ~first["role_states"]["name"].str.startswith("beta:")
+    assert np.allclose(second["role_states"]["value"][baselines], first["role_states"]["value"][baselines])
+    assert np.isfinite(second["role_states"]["value"]).all()
+
+
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.parametrize("overrides", [
+    {"preset": "verified"},
+    {"mode": "understanding", "use_ste": False, "use_framings": False},
+    {"mode": "generation", "use_fidelity": False, "use_cycle": False},
+    {"ste_aggregate": "mean"},
+])
+def test_presets_and_ablations_run_end_to_end(asg_home, overrides):
+    config = _config(**overrides, ).model_copy(update={"evaluation": "none"})
+    result = round_flow(0, str(SHIPPED_BASE), config)
+    db = connect(Settings.from_env())
+    examples = read(db, "training_examples")
+    assert len(examples) == result["filter.examples"]
+    roles = set(examples["role"])
+    if overrides.get("mode") == "understanding":
+        assert "generator" not in roles and read(db, "generations").empty
+        assert set(read(db, "answers")["framing"]) == {"canonical"}
+    if overrides.get("mode") == "generation":
+        assert read(db, "questions").empty and roles <= {"generator", "solver", "proposer"}
+    if overrides.get("preset") == "verified":
+        solver = examples[examples["role"] == "solver"]
+        assert (solver["weight"] > 0).all()
+    assert (Settings.from_env().home / "objects" / "checkpoints" / "round-0" / "config.json").is_file()

@@ -54,3 +54,25 @@ def generation_decision(reward: float, is_best_of_spec: bool, q_spec: float,
     if not is_best_of_spec:
         return False, "not-best-of-group"
     return True, "accepted"
+
+
+PRESETS = ("paper", "verified")
+
+
+def proposer_group_rewards(candidates: list[dict]) -> list[tuple[float, str]]:
+    """(R_P, bucket) for every well-formed candidate of one image.
+
+    The selected candidate carries its vote's R_P and bucket; the others were not solved, so
+    their H_SC is unknown and R_P reduces to its STE part 0.7 d_STE (capped at 0.2 when d_STE
+    marks them easy), in the bucket "unsolved".
+    """
+    from tasks.logic.rewards import PROPOSER_EASY_CAP, PROPOSER_STE_WEIGHT
+
+    out = []
+    for c in candidates:
+        if c["selected"] and c.get("proposer_reward") is not None:
+            out.append((float(c["proposer_reward"]), str(c["bucket"])))
+        else:
+            r = PROPOSER_STE_WEIGHT * c["ste_difficulty"]
+            out.append((min(r, PROPOSER_EASY_CAP) if c["ste_difficulty"] <= 0.2 else r, "unsolved"))
+    return out

@@ -62,9 +62,17 @@ def leave_one_out_diversity(images: Sequence[np.ndarray]) -> list[float]:
     return [float(np.mean([_distance(images[i], images[j]) for j in range(n) if j != i])) for i in range(n)]
 
 
-def generation_reward(q_spec: float, fidelity: float, cycle: float, diversity: float, contradiction: float) -> float:
-    """R_g = Q_spec * clip(0.684 S_fid + 0.211 S_cyc + 0.105 S_div - 0.2 C, 0, 1)."""
-    inner = 0.684 * fidelity + 0.211 * cycle + 0.105 * diversity - 0.2 * contradiction
+def generation_reward(q_spec: float, fidelity: float, cycle: float, diversity: float, contradiction: float,
+                      use_fidelity: bool = True, use_cycle: bool = True) -> float:
+    """R_g = Q_spec * clip(0.684 S_fid + 0.211 S_cyc + 0.105 S_div - 0.2 C, 0, 1).
+
+    The ablations drop a term: QA fidelity off removes S_fid and C, cycle consistency off removes S_cyc.
+    """
+    inner = 0.105 * diversity
+    if use_fidelity:
+        inner += 0.684 * fidelity - 0.2 * contradiction
+    if use_cycle:
+        inner += 0.211 * cycle
     return q_spec * min(1.0, max(0.0, inner))
 
 

@@ -4,7 +4,7 @@ A question proposal is "question ? | answer | answer" (the two answers are a hid
 validator); a spec is "prompt | question ? = answer | question ? = answer".
 
     >>> parse_question_proposal("what color is the square ? | red | blue")
-    QuestionProposal(question='what color is the square ?', validators=('red', 'blue'), well_formed=True)
+    QuestionProposal(question='what color is the square ?', validators=('red', 'blue'), well_formed=True, reject_reason='')
     >>> parse_spec("a red circle | what color is the circle ? = red | how many objects are there ? = one").checks
     (('what color is the circle ?', 'red'), ('how many objects are there ?', 'one'))
 """
@@ -19,6 +19,7 @@ class QuestionProposal:
     question: str
     validators: tuple[str, ...]
     well_formed: bool
+    reject_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,15 @@ def parse_question_proposal(text: str) -> QuestionProposal:
     parts = [p.strip() for p in text.split("|")]
     question = parts[0]
     validators = tuple(p for p in parts[1:] if p)
-    well_formed = (question.endswith("?") and len(question.split()) >= 3 and len(validators) == 2
-                   and validators[0] != validators[1])
-    return QuestionProposal(question, validators, well_formed)
+    if not question.endswith("?") or len(question.split()) < 3:
+        reason = "no-question"
+    elif len(validators) != 2:
+        reason = "no-validator-pair"
+    elif validators[0] == validators[1]:
+        reason = "identical-validators"
+    else:
+        reason = ""
+    return QuestionProposal(question, validators, not reason, reason)
 
 
 def parse_spec(text: str) -> Spec:
