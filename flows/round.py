@@ -49,7 +49,8 @@ class RoundConfig(BaseModel):
     use_cycle: bool = Field(True, description="ablation: leave cycle consistency out of R_g")
     finetune_steps: dict[str, int] = Field({"solver": 120, "proposer": 60, "generator": 120},
                                            description="update steps per role (3 understanding : 2 generation)")
-    lr: float = Field(1e-3, gt=0, description="peak LoRA learning rate")
+    lr: float = Field(1e-3, gt=0, description="peak LoRA learning rate of the verified preset's imitation")
+    policy_lr: float = Field(1e-4, gt=0, description="LoRA learning rate of the paper preset's policy updates")
     batch_size: int = Field(64, ge=1)
     replay_fraction: float = Field(0.5, ge=0, le=1, description="share of each batch replayed from the seed set")
     seed_scenes: int = Field(300, ge=1, description="seed set size used for replay (same as pretraining)")
@@ -84,7 +85,8 @@ def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfi
                                             config.use_fidelity, config.use_cycle))
         stages.append(filter_examples(round_idx, config.preset, config.mode, config.min_majority_fraction,
                                       config.accept_reward))
-        stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, config.lr,
+        lr = config.policy_lr if config.preset == "paper" else config.lr
+        stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, lr,
                                      config.batch_size, config.replay_fraction, config.seed_scenes, config.preset,
                                      config.seed))
         if config.evaluation != "none":

@@ -171,3 +171,49 @@ def test_rewards_by_hand():
     assert proposer_reward(0.5, 0.9, 0.75, easy=False) == pytest.approx(0.515)
     assert proposer_reward(0.5, 0.9, 0.75, easy=True) == 0.2
     assert proposer_reward(0.9, 0.0, 1.0, easy=False) == pytest.approx(0.63)  # H_SC = 0: STE term only
+
+
+def test_validator_mapping():
+    from tasks.logic.answers import map_to_validators
+
+    assert map_to_validators("The Red one", ("red", "blue")) == "red"  # substring 0.8 >= 0.8
+    assert map_to_validators("2", ("two", "three")) == "two"
+    assert map_to_validators("green", ("red", "blue")) == "green"
+    assert map_to_validators("yes", ("", "")) == "yes"
+
+
+def test_alignment_gate_and_best_attempt():
+    from tasks.logic.alignment import alignment, best_attempt, spec_accepted
+
+    # check 1: majority "red" of 3/3 matches -> 0.7 + 0.3; check 2: "no" 2/3 vs expected "yes" -> 0.2
+    assert alignment([["red"] * 3, ["no", "no", "yes"]], ["red", "yes"]) == pytest.approx((1.0 + 0.2) / 2)
+    assert alignment([], []) == 0.0
+    assert spec_accepted(1, 0.9, 0.9) == (False, "too-few-checks")
+    assert spec_accepted(2, 0.5, 0.9) == (False, "low-spec-quality")
+    assert spec_accepted(3, 0.9, 0.5) == (False, "misaligned-with-source")
+    assert spec_accepted(2, 0.55, 0.55) == (True, "accepted")
+    assert best_attempt([(False, 0.9, 0.4), (True, 0.6, 0.6), (True, 1.0, 1.0)]) == 1
+    assert best_attempt([(False, 0.9, 0.4), (False, 0.6, 0.8)]) == 1  # 1.4 > 1.3
+
+
+def test_baselines_advantages_and_beta():
+    from tasks.logic.advantages import adaptive_beta, bucket_shifted, ema_advantages, max_normalized
+    from tasks.logic.filtering import proposer_group_rewards
+
+    adv, b = ema_advantages([1.0, 0.0], baseline=0.5)
+    # a1 = 1 - 0.5; b = 0.6 * 0.5 + 0.4 * 1 = 0.7; a2 = 0 - 0.7; b = 0.42
+    assert adv == pytest.approx([0.5, -0.7]) and b == pytest.approx(0.42)
+    assert adaptive_beta(0.01, 0.02) == pytest.approx(0.01)
+    assert adaptive_beta(0.01, 0.0) == pytest.approx(0.01 * math.exp(-0.1))
+    assert adaptive_beta(99.0, 10.0) == 100.0 and adaptive_beta(0.001, 0.0) == 0.001
+    assert adaptive_beta(0.5, float("nan")) == 0.5
+    shifted, bases = bucket_shifted([1.0, 0.5, 1.0], ["hard", "easy", "hard"], {"hard": 0.5})
+    # hard: 1 - 0.5, base -> 0.7; easy: 0.5 - 0, base -> 0.2; hard: 1 - 0.7
+    assert shifted == pytest.approx([0.5, 0.5, 0.3]) and bases == pytest.approx({"hard": 0.82, "easy": 0.2})
+    assert max_normalized([0.5, -1.0]) == [0.5, -1.0] and max_normalized([0.0, 0.0]) == [0.0, 0.0]
+    group = proposer_group_rewards([
+        {"selected": True, "proposer_reward": 0.6, "bucket": "medium", "ste_difficulty": 0.9},
+        {"selected": False, "proposer_reward": None, "bucket": None, "ste_difficulty": 0.5},
+        {"selected": False, "proposer_reward": None, "bucket": None, "ste_difficulty": 0.1},
+    ])
+    assert group == [(0.6, "medium"), (pytest.approx(0.35), "unsolved"), (pytest.approx(0.07), "unsolved")]
