@@ -21,7 +21,7 @@ import flows  # noqa: F401 - sets offline defaults for Prefect and MLflow before
 def _round_config(args):
     from flows.round import RoundConfig
 
-    fields = {"source": args.source, "n_images": args.images, "seed": args.seed}
+    fields = {"source": args.source, "n_images": args.images, "seed": args.seed, "preset": args.preset}
     if args.quick:
         fields.update(finetune_steps={"solver": 20, "proposer": 10, "generator": 20}, evaluation="tiny")
     return RoundConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -31,6 +31,9 @@ def _add_round_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="unlabeled images: world://unlabeled?n=1000&seed=0 (default) or a folder URL")
     p.add_argument("--images", type=int, help="images used by the round (default 1000)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--preset", choices=["paper", "verified"],
+                   help="paper: METHOD.md's rewards and RL updates (default); verified: imitation of confident "
+                        "and Solver-verified items with seed replay")
     p.add_argument("--quick", action="store_true", help="few fine-tune steps and a tiny evaluation (smoke runs)")
 
 

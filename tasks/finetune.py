@@ -65,8 +65,7 @@ def _mixed(own, replay, replay_fraction, batch_size, seed):
         yield [rng.choice(replay if replay and rng.random() < replay_fraction else own) for _ in range(batch_size)]
 
 
-def _imitate(backbone, role, own, n_steps, lr, batch_size, replay_fraction, seed_scenes, seed) -> dict[str, float]:
-    replay = replay_examples(seed_scenes, seed, role)
+def _imitate(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay, seed) -> dict[str, float]:
     bar = tqdm(total=n_steps, desc=f"finetune {role}", unit="step")
     losses = train(backbone, role, _mixed(own, replay, replay_fraction, batch_size, seed),
                    TrainConfig(steps=n_steps, lr=lr, warmup_steps=min(20, n_steps // 5), seed=seed),
@@ -116,8 +115,9 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: 
             beta = states.get(f"beta:{role}", BETA_INIT)
             role_metrics, betas[role] = _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, role_seed)
         else:
-            role_metrics = _imitate(backbone, role, own, n_steps, lr, batch_size, replay_fraction, seed_scenes,
-                                    role_seed)
+            # Replay is the labeled seed set of pretraining (seed `seed`), never other labeled scenes.
+            role_metrics = _imitate(backbone, role, own, n_steps, lr, batch_size, replay_fraction,
+                                    replay_examples(seed_scenes, seed, role), role_seed)
         metrics.update(role_metrics)
     local = staging_dir(settings)
     backbone.save(local)
