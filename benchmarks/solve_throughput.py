@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from models.registry import load_backbone
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
 from world import language, splits
 from world.render import render
-import random
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,11 +57,11 @@ def extra_pass_entropies(backbone, requests, results) -> list[list[float]]:
             batch = backbone._pad(rows)
             logits = backbone.network(batch.ids, batch.cells, batch.mask, batch.positions).logits
             ent = full_entropy(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape[:2])
+            width = batch.ids.shape[1]
             for i, (ids, _, flags) in enumerate(rows):
-                n_answer = max(1, sum(flags))
-                width = batch.ids.shape[1]
+                n_answer = sum(flags)
                 first = width - n_answer - 1  # the position predicting the first answer token
-                out.append(ent[i, first:first + min(n_answer, 5)].tolist())
+                out.append(ent[i, first:first + max(1, min(n_answer, 5))].tolist())
     return out
 
 

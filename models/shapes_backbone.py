@@ -14,6 +14,7 @@ with adapters disabled the base is the KL/ratio reference.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -249,7 +250,9 @@ class ShapesBackbone:
         img_ids, img_cells = self._image_tokens(image)
         ids, cells = ids + img_ids, cells + img_cells
         if kind == "vqa":
-            tail = [v.id("<vqa>"), v.framing_id(framing)] + v.encode_text(text) + [v.id("<ans>")]
+            tail = [v.id("<vqa>")] + v.encode_text(text) + [v.framing_id(framing), v.id("<ans>")]
+        elif kind == "vqa_shared":  # everything a question's N samples have in common
+            tail = [v.id("<vqa>")] + v.encode_text(text)
         elif kind in ("caption", "ask", "spec"):
             tail = [v.id({"caption": "<cap>", "ask": "<ask>", "spec": "<spec>"}[kind])]
         elif kind == "embed_image":
@@ -287,30 +290,55 @@ class ShapesBackbone:
     # ----- decoding ---------------------------------------------------------------------
     @torch.no_grad()
     def _decode(self, prefixes: list[tuple[list[int], list[int]]], max_new: int, image_mode: bool,
-                temperature: list[float], top_p: list[float], seed: int, desc: str = "decode"):
-        """Batched KV-cached decoding; returns token ids and full-vocab entropies per row."""
+                temperature: list[float], top_p: list[float], seed: int, desc: str = "decode",
+                branches: list[tuple[int, list[int]]] | None = None):
+        """Batched KV-cached decoding; returns token ids and full-vocab entropies per row.
+
+        Without `branches` row i decodes after prefixes[i]. With `branches`, row i is
+        (prefix index, suffix ids): rows sharing a prefix reuse its KV cache, so the image and
+        question of N Solver samples are encoded once and only each sample's suffix (its
+        framing) is run per row. Suffixes of one call have equal lengths.
+        """
+        if branches is None:
+            branches = [(i, []) for i in range(len(prefixes))]
         generator = torch.Generator().manual_seed(seed)
         tokens: list[list[int]] = []
         entropies: list[list[float]] = []
         step = self.config.chunk_size
-        starts = range(0, len(prefixes), step)
+        starts = range(0, len(branches), step)
         for start in tqdm(starts, desc=desc, unit="batch", disable=len(starts) < 4, leave=False):
-            chunk = prefixes[start:start + step]
-            t, h = self._decode_chunk(chunk, max_new, image_mode, torch.tensor(temperature[start:start + step]),
+            rows = branches[start:start + step]
+            used = sorted({p for p, _ in rows})
+            local = {p: i for i, p in enumerate(used)}
+            t, h = self._decode_chunk([prefixes[p] for p in used], [local[p] for p, _ in rows],
+                                      [suffix for _, suffix in rows], max_new, image_mode,
+                                      torch.tensor(temperature[start:start + step]),
                                       torch.tensor(top_p[start:start + step]), generator)
             tokens += t
             entropies += h
         return tokens, entropies
 
-    def _decode_chunk(self, chunk, max_new, image_mode, temperature, top_p, generator):
-        batch = self._pad([(ids, cells, [False] * len(ids)) for ids, cells in chunk])
-        n = len(chunk)
+    def _decode_chunk(self, shared, row_prefix, suffixes, max_new, image_mode, temperature, top_p, generator):
+        batch = self._pad([(ids, cells, [False] * len(ids)) for ids, cells in shared])
+        n = len(row_prefix)
         eos = self.vocab.id("<eos>")
         allowed = (self._image_allowed if image_mode else self._text_allowed).expand(n, -1)
         cache = DynamicCache()
         out = self.network(batch.ids, batch.cells, batch.mask, batch.positions, cache=cache)
-        logits, cache = out.logits[:, -1], out.cache
-        mask, pos = batch.mask, batch.positions[:, -1:]
+        index = torch.tensor(row_prefix)
+        logits, cache = out.logits[index, -1], out.cache
+        if len(shared) != n or row_prefix != list(range(n)):
+            cache.batch_select_indices(index)
+        mask, pos = batch.mask[index], batch.positions[index, -1:]
+        width = {len(s) for s in suffixes}
+        if width != {0}:
+            if len(width) != 1:
+                raise ValueError(f"suffixes of one decoding call must have equal lengths, got {sorted(width)}")
+            k = width.pop()
+            mask = torch.cat([mask, torch.ones(n, k, dtype=torch.long)], 1)
+            positions = pos + torch.arange(1, k + 1)
+            out = self.network(torch.tensor(suffixes), torch.full((n, k), -1), mask, positions, cache=cache)
+            logits, cache, pos = out.logits[:, -1], out.cache, positions[:, -1:]
         done = torch.zeros(n, dtype=torch.bool)
         picked, ents = [], []
         for k in range(max_new):
@@ -352,10 +380,17 @@ class ShapesBackbone:
         return [self.vocab.decode_text(t) for t in toks]
 
     def solve(self, requests: list[SolveRequest], seed: int) -> list[SolveResult]:
+        shared: dict[tuple[bytes, str], int] = {}
+        prefixes, branches = [], []
+        for r in requests:
+            key = (hashlib.sha1(r.image.tobytes()).digest(), r.question)
+            if key not in shared:
+                shared[key] = len(prefixes)
+                prefixes.append(self._prefix("vqa_shared", r.image, r.question))
+            branches.append((shared[key], [self.vocab.framing_id(r.framing), self.vocab.id("<ans>")]))
         with self.role("solver"):
-            prefixes = [self._prefix("vqa", r.image, r.question, r.framing) for r in requests]
             toks, ents = self._decode(prefixes, MAX_NEW["answer"], False, [r.temperature for r in requests],
-                                      [r.top_p for r in requests], seed, desc="solve")
+                                      [r.top_p for r in requests], seed, desc="solve", branches=branches)
         return [SolveResult(self.vocab.decode_text(t), tuple(h[:STE_TOKENS])) for t, h in zip(toks, ents)]
 
     def caption(self, images):

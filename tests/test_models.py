@@ -181,3 +181,18 @@ def test_policy_updates_move_only_the_role_and_skip_nan_losses(backbone):
     stats = policy_update(backbone, "solver", bad, 1, PolicyConfig(steps=2))
     assert all(s.skipped for s in stats)
     assert all(torch.equal(p, snapshot[n]) for n, p in named.items())
+
+
+def test_shared_prefix_solving_equals_full_prompts(backbone):
+    """N samples of a question reuse one encoding of image + question; greedy results are unchanged."""
+    images = _images(3)
+    framings = ("canonical", "analyst", "concise")
+    requests = [SolveRequest(im, q, f, temperature=0.0) for im in images
+                for q in ("how many objects are there ?", "is there a red circle ?") for f in framings]
+    shared = backbone.solve(requests, seed=0)
+    with backbone.role("solver"):
+        full = [backbone._prefix("vqa", r.image, r.question, r.framing) for r in requests]
+        toks, ents = backbone._decode(full, 4, False, [0.0] * len(full), [1.0] * len(full), seed=0)
+    assert [r.text for r in shared] == [backbone.vocab.decode_text(t) for t in toks]
+    for result, expected in zip(shared, ents):
+        assert result.token_entropies == pytest.approx(tuple(expected[:5]), abs=1e-4)
