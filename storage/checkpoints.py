@@ -52,9 +52,12 @@ def local_checkpoint(uri: str, settings: Settings) -> Path:
     return cache
 
 
-def staging_dir(settings: Settings) -> Path:
+def save_checkpoint(backbone, uri: str, settings: Settings) -> str:
+    """Save a backbone into a temporary folder under $ASG_HOME and publish it to `uri`."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="ckpt-", dir=settings.home))
+    with tempfile.TemporaryDirectory(prefix="ckpt-", dir=settings.home) as local:
+        backbone.save(Path(local))
+        return publish_checkpoint(Path(local), uri, settings)
 
 
 def write_card(uri: str, card: dict, settings: Settings) -> None:

@@ -21,7 +21,7 @@ from models.protocol import TrainingExample
 from models.registry import load_backbone
 from models.training import TrainConfig, train
 from models.vocabulary import FRAMINGS
-from storage.checkpoints import local_checkpoint, publish_checkpoint, staging_dir
+from storage.checkpoints import local_checkpoint, save_checkpoint
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.filter import previous_states
@@ -119,9 +119,7 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: 
             role_metrics = _imitate(backbone, role, own, n_steps, lr, batch_size, replay_fraction,
                                     replay_examples(seed_scenes, seed, role), role_seed)
         metrics.update(role_metrics)
-    local = staging_dir(settings)
-    backbone.save(local)
-    publish_checkpoint(local, output_uri, settings)
+    save_checkpoint(backbone, output_uri, settings)
     upsert(db, "role_states", [{"state_id": f"r{round_idx}:beta:{r}", "round_idx": round_idx, "name": f"beta:{r}",
                                 "value": b} for r, b in sorted(betas.items())],
            replace_where=f"round_idx = {round_idx} AND name LIKE 'beta:%'")

@@ -16,7 +16,7 @@ from models.protocol import TrainingExample
 from models.registry import create_backbone, load_backbone
 from models.training import TrainConfig, mixture_batches, train
 from models.vocabulary import FRAMINGS
-from storage.checkpoints import publish_checkpoint, staging_dir
+from storage.checkpoints import save_checkpoint
 from storage.settings import Settings
 from world.evaluation import EvalConfig, evaluate, evaluate_vqa
 from world.seed_set import seed_examples
@@ -57,9 +57,7 @@ def pretrain_base(backbone_name: str, size: str, seed_scenes: int, schedule: Tra
     losses = train(backbone, None, batches, schedule, on_step)
     bar.close()
     metrics = evaluate(backbone, eval_config)
-    local = staging_dir(settings)
-    backbone.save(local)
-    publish_checkpoint(local, checkpoint_uri, settings)
+    save_checkpoint(backbone, checkpoint_uri, settings)
     return PretrainResult(checkpoint_uri, losses, lrs, validation, metrics)
 
 
