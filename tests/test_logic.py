@@ -217,3 +217,13 @@ def test_baselines_advantages_and_beta():
         {"selected": False, "proposer_reward": None, "bucket": None, "ste_difficulty": 0.1},
     ])
     assert group == [(0.6, "medium"), (pytest.approx(0.35), "unsolved"), (pytest.approx(0.07), "unsolved")]
+
+
+def test_malformed_proposer_outputs_carry_reasons():
+    assert parse_question_proposal("").reject_reason == "no-question"
+    assert parse_question_proposal("what color is the square ? | red").reject_reason == "no-validator-pair"
+    assert parse_question_proposal("what color is the square ? | red | red").reject_reason == "identical-validators"
+    garbage = parse_spec("| = | blue ? |")
+    assert garbage.prompt == "" and garbage.checks == () and garbage.quality == 0.0
+    no_checks = parse_spec("a red circle")
+    assert no_checks.checks == () and no_checks.quality == 0.0

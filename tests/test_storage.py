@@ -50,3 +50,21 @@ def test_bad_rows_are_refused_and_nothing_is_written(db):
 def test_reading_a_missing_table_gives_an_empty_frame_with_columns(db):
     frame = read(db, "answers", columns=["answer_id", "text"])
     assert frame.empty and list(frame.columns) == ["answer_id", "text"]
+
+
+def test_ste_window_and_entropy_history_persist_across_rounds(db):
+    """The rolling windows are read back from the tables, so a restarted process continues them."""
+    from tasks.propose import ste_history
+    from tasks.solve import entropy_history
+
+    questions = [{"question_id": f"r{r}:img{i:03d}:k0", "round_idx": r, "image_id": f"img{i:03d}", "candidate_idx": 0,
+                  "raw_text": "", "question": "", "validator_a": "", "validator_b": "", "well_formed": True,
+                  "reject_reason": "", "greedy_answer": "", "ste_raw": float(r * 1000 + i), "ste_difficulty": 0.5,
+                  "selected": True} for r in (0, 1) for i in range(100)]
+    upsert(db, "questions", questions)
+    history = ste_history(db, round_idx=2)
+    assert len(history) == 128  # the last 128 of 200 stored values, oldest first
+    assert history[0] == 72.0 and history[-1] == 1099.0
+    assert ste_history(db, round_idx=0) == []
+    upsert(db, "votes", _votes(300, round_idx=0))
+    assert len(entropy_history(db, round_idx=1)) == 256 and entropy_history(db, round_idx=0) == []
