@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from flows.tracking import Tracker
 from storage.checkpoints import checkpoint_uri, local_checkpoint
 from storage.settings import Settings
+from tasks.diagnose import diagnose_round
 from tasks.evaluate import evaluate_checkpoint
 from tasks.filter import filter_examples
 from tasks.finetune import finetune_roles
@@ -91,6 +92,7 @@ def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfi
                                      config.seed))
         if config.evaluation != "none":
             stages.append(evaluate_checkpoint(output, round_idx, config.eval_config()))
+        stages.append(diagnose_round(round_idx, config.accept_reward))
         for stage in stages:
             tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
             tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})

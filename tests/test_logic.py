@@ -227,3 +227,14 @@ def test_malformed_proposer_outputs_carry_reasons():
     assert garbage.prompt == "" and garbage.checks == () and garbage.quality == 0.0
     no_checks = parse_spec("a red circle")
     assert no_checks.checks == () and no_checks.quality == 0.0
+
+
+def test_diagnostic_statistics_by_hand():
+    from tasks.logic.diagnostics import auroc, family_entropy, share
+
+    # positives 0.8, 0.4; negatives 0.6, 0.2: pairs (0.8>0.6, 0.8>0.2, 0.4<0.6, 0.4>0.2) -> 3/4
+    assert auroc([0.8, 0.6, 0.4, 0.2], [True, False, True, False]) == 0.75
+    assert auroc([0.3, 0.3, 0.1], [True, False, False]) == pytest.approx((0.5 + 1) / 2)
+    assert math.isnan(auroc([0.1, 0.2], [True, True]))
+    assert family_entropy(["color", "color", "count", "count"]) == pytest.approx(math.log(2))
+    assert family_entropy([]) == 0.0 and share([True, False, False, False]) == 0.25

@@ -64,7 +64,7 @@ def test_round_writes_every_table_logs_mlflow_and_reruns_idempotently(asg_home):
     kept_q = first["votes"][first["votes"]["bucket"].isin(["medium", "hard"])]
     assert len(solver) == len(kept_q) * 3
     assert set(first["role_states"]["name"]) >= {"solver_baseline"}
-    assert len(first["evaluations"]) == 1
+    assert sorted(first["evaluations"]["suite"].str.split("-").str[0]) == ["diagnostics", "shapes"]
     assert (settings.home / "objects" / "checkpoints" / "round-0" / "adapter_solver.safetensors").is_file()
 
     mlflow.set_tracking_uri(settings.mlflow_uri)
@@ -73,6 +73,10 @@ def test_round_writes_every_table_logs_mlflow_and_reruns_idempotently(asg_home):
     assert runs.loc[0, "metrics.propose.candidates"] == 24
     assert runs.loc[0, "metrics.solve.answers"] == len(first["answers"])
     assert "metrics.evaluate.vqa_accuracy" in runs.columns
+    # diagnostics judge the round's pseudo-labels and rewards with the hidden world (evaluation only)
+    for key in ("pseudo_label_accuracy", "auroc_ste_error", "reward_precision", "generation_true_accuracy"):
+        assert f"metrics.diagnose.{key}" in runs.columns
+    assert 0 <= runs.loc[0, "metrics.diagnose.pseudo_label_accuracy"] <= 1
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs.loc[0, "run_id"])}
     assert {"checkpoint", "report"} <= artifacts
 
