@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import pandas as pd
 from prefect import flow
 from pydantic import BaseModel, Field
 
@@ -97,7 +98,8 @@ def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfi
             tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
             tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})
         report_dir = settings.home / "reports" / f"round-{round_idx}"
-        write_round_report(round_idx, str(report_dir))
+        qa_sample = write_round_report(round_idx, str(report_dir))
         tracker.log_artifacts(str(report_dir), "report")
+        tracker.log_table(pd.DataFrame(qa_sample), "qa_sample.json")
         tracker.log_artifacts(str(local_checkpoint(output, settings)), "checkpoint")
     return {"checkpoint": output, **{f"{s.stage}.{k}": v for s in stages for k, v in s.metrics.items()}}

@@ -1,7 +1,4 @@
-"""MLflow tracking for flows, behind one small object; `NullTracker` logs nothing.
-
-Flows call the same methods whether tracking is on or off, so no code branches on it.
-"""
+"""MLflow tracking for flows, behind one small object: the only module that writes to MLflow."""
 
 from __future__ import annotations
 
@@ -53,9 +50,6 @@ class Tracker:
         for start in range(0, len(metrics), 900):
             client.log_batch(run_id, metrics=metrics[start:start + 900])
 
-    def log_image(self, image: np.ndarray, path: str) -> None:
-        self._mlflow.log_image(image, artifact_file=path)
-
     def log_table(self, frame: pd.DataFrame, path: str) -> None:
         self._mlflow.log_table(frame, artifact_file=path)
 
@@ -67,23 +61,3 @@ class Tracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._mlflow.set_tags(tags)
-
-
-class NullTracker(Tracker):
-    """Accepts every call and records nothing."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    @contextlib.contextmanager
-    def run(self, name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
-        yield ""
-
-    def log_params(self, params): pass
-    def log_metrics(self, metrics, step=None, prefix=""): pass
-    def log_series(self, name, values, every=1): pass
-    def log_image(self, image, path): pass
-    def log_table(self, frame, path): pass
-    def log_dict(self, data, path): pass
-    def log_artifacts(self, local_dir, path): pass
-    def set_tags(self, tags): pass

@@ -25,12 +25,12 @@ def image_grid(images: list[np.ndarray], columns: int, scale: int = 4, pad: int 
 
 
 @task(name="write-round-report")
-def write_round_report(round_idx: int, out_dir: str, n_specs: int = 8) -> dict[str, str]:
-    """Writes generations.png (rows of L images per spec, best reward first) and qa_sample.csv."""
+def write_round_report(round_idx: int, out_dir: str, n_specs: int = 8) -> list[dict]:
+    """Writes generations.png (rows of L images per spec, best reward first) and qa_sample.csv;
+    returns the QA sample's rows (at most 50) for the flow to log as a table."""
     db = connect(Settings.from_env())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
     gens = read(db, "generations", where=f"round_idx = {round_idx}", columns=["generation_id", "spec_id", "png"])
     scores = read(db, "scores", where=f"round_idx = {round_idx}", columns=["generation_id", "reward"])
     if len(gens):
@@ -44,12 +44,10 @@ def write_round_report(round_idx: int, out_dir: str, n_specs: int = 8) -> dict[s
         Image.fromarray(image_grid(images, columns=width)).save(out / "generations.png")
         (out / "generations.txt").write_text("\n".join(
             f"{s}: " + ", ".join(f"{v:.2f}" for v in r["reward"]) for s, r in zip(top, rows)))
-        files["generations"] = str(out / "generations.png")
     questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
                      columns=["question_id", "question", "ste_raw", "ste_difficulty"])
     votes = read(db, "votes", where=f"round_idx = {round_idx}",
                  columns=["question_id", "majority", "majority_fraction", "answer_entropy", "bucket"])
     sample = questions.merge(votes, on="question_id").sort_values("question_id").head(50)
     sample.to_csv(out / "qa_sample.csv", index=False)
-    files["qa_sample"] = str(out / "qa_sample.csv")
-    return files
+    return sample.to_dict("records")

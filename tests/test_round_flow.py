@@ -78,7 +78,9 @@ def test_round_writes_every_table_logs_mlflow_and_reruns_idempotently(asg_home):
         assert f"metrics.diagnose.{key}" in runs.columns
     assert 0 <= runs.loc[0, "metrics.diagnose.pseudo_label_accuracy"] <= 1
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs.loc[0, "run_id"])}
-    assert {"checkpoint", "report"} <= artifacts
+    assert {"checkpoint", "report", "qa_sample.json"} <= artifacts
+    report = {a.path for a in mlflow.MlflowClient().list_artifacts(runs.loc[0, "run_id"], "report")}
+    assert {"report/generations.png", "report/qa_sample.csv"} <= report
 
     round_flow(0, str(SHIPPED_BASE), config)
     second = _snapshot(db)
