@@ -71,12 +71,10 @@ def cmd_round(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from tasks.evaluate import evaluate_checkpoint
-    from world.evaluation import EvalConfig
+    from flows.evaluate import evaluate_flow
 
-    config = EvalConfig.tiny() if args.tiny else EvalConfig(seed=args.seed)
-    result = evaluate_checkpoint.fn(_checkpoint(args.checkpoint), -1, config)
-    print(json.dumps(result.metrics, indent=1))
+    metrics = evaluate_flow(_checkpoint(args.checkpoint), tiny=args.tiny, seed=args.seed)
+    print(json.dumps(metrics, indent=1))
 
 
 def cmd_ingest(args) -> None:

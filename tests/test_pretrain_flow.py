@@ -30,3 +30,18 @@ def test_pretrain_flow_logs_curves_and_writes_checkpoint_with_card(asg_home, tmp
     assert lrs[-1].value < lrs[5].value  # the rate decays
     assert losses[-1].value < losses[0].value
     assert run.data.params["steps"] == "30"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_evaluate_flow_logs_to_mlflow_and_lancedb(asg_home):
+    from flows.evaluate import evaluate_flow
+    from storage.tables import connect, read
+    from tests.conftest import SHIPPED_BASE
+
+    metrics = evaluate_flow(str(SHIPPED_BASE), tiny=True)
+    assert set(metrics) >= {"vqa_accuracy", "geneval_overall", "caption_accuracy", "proposer_well_posed"}
+    mlflow.set_tracking_uri(Settings.from_env().mlflow_uri)
+    run = mlflow.search_runs(experiment_names=["asg-evaluate"], output_format="list")[0]
+    assert run.data.metrics["vqa_accuracy"] == pytest.approx(metrics["vqa_accuracy"])
+    rows = read(connect(Settings.from_env()), "evaluations")
+    assert len(rows) == 1 and json.loads(rows["metrics_json"][0]) == metrics
