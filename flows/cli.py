@@ -73,7 +73,11 @@ def cmd_round(args) -> None:
 def cmd_evaluate(args) -> None:
     from flows.evaluate import evaluate_flow
 
-    metrics = evaluate_flow(_checkpoint(args.checkpoint), tiny=args.tiny, seed=args.seed)
+    from flows.demo import SHIPPED_BASE
+
+    metrics = evaluate_flow(_checkpoint(args.checkpoint or str(SHIPPED_BASE)), tiny=args.tiny, seed=args.seed,
+                            vqa_file=args.vqa_file, geneval_metadata=args.geneval_metadata,
+                            geneval_out=args.geneval_out, samples_per_prompt=args.samples_per_prompt)
     print(json.dumps(metrics, indent=1))
 
 
@@ -111,8 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_round_options(p)
     p.set_defaults(func=cmd_round)
 
-    p = sub.add_parser("evaluate", help="score a checkpoint on the held-out shapes-world sets")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("evaluate", help="score a checkpoint on the held-out shapes-world sets or external files")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the shipped shapes base)")
+    p.add_argument("--vqa-file", help="JSON Lines of image, question, answer (image paths relative to the file)")
+    p.add_argument("--geneval-metadata", help="GenEval prompt metadata JSON Lines to draw images for")
+    p.add_argument("--geneval-out", help="folder for the GenEval sample layout")
+    p.add_argument("--samples-per-prompt", type=int, default=4, help="images per GenEval prompt (default 4)")
     p.add_argument("--tiny", action="store_true", help="a few items only (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)

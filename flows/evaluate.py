@@ -9,18 +9,29 @@ from prefect import flow
 
 from flows.tracking import Tracker
 from storage.settings import Settings
-from tasks.evaluate import evaluate_checkpoint
+from tasks.evaluate import evaluate_checkpoint, evaluate_vqa_file, generate_geneval_samples
 from world.evaluation import EvalConfig
 
 
 @flow(name="asg-evaluate", log_prints=True)
-def evaluate_flow(checkpoint: str, tiny: bool = False, seed: int = 0) -> dict[str, float]:
+def evaluate_flow(checkpoint: str, tiny: bool = False, seed: int = 0, vqa_file: str | None = None,
+                  geneval_metadata: str | None = None, geneval_out: str | None = None,
+                  samples_per_prompt: int = 4) -> dict[str, float]:
+    """The built-in held-out sets, or external files when `vqa_file` / `geneval_metadata` are given."""
     config = EvalConfig.tiny() if tiny else EvalConfig(seed=seed)
     tracker = Tracker(Settings.from_env().mlflow_uri, "asg-evaluate")
     with tracker.run("evaluate", tags={"checkpoint": checkpoint}):
-        tracker.log_params({"checkpoint": checkpoint, "vqa_scenes": config.vqa_scenes,
-                            "geneval_per_category": config.geneval_per_category,
-                            "samples_per_prompt": config.samples_per_prompt, "seed": config.seed})
-        metrics = evaluate_checkpoint(checkpoint, -1, config).metrics
+        tracker.log_params({"checkpoint": checkpoint, "vqa_file": vqa_file, "geneval_metadata": geneval_metadata,
+                            "samples_per_prompt": samples_per_prompt, "seed": seed})
+        metrics: dict[str, float] = {}
+        if vqa_file:
+            metrics.update(evaluate_vqa_file(checkpoint, vqa_file).metrics)
+        if geneval_metadata:
+            if not geneval_out:
+                raise ValueError("--geneval-metadata needs --geneval-out (the folder to write samples into)")
+            metrics.update(generate_geneval_samples(checkpoint, geneval_metadata, geneval_out, samples_per_prompt,
+                                                    seed=seed).metrics)
+        if not (vqa_file or geneval_metadata):
+            metrics = evaluate_checkpoint(checkpoint, -1, config).metrics
         tracker.log_metrics(metrics)
     return metrics
