@@ -1,4 +1,4 @@
-"""The `asg` command line: demo, pretrain, round, evaluate, ingest.
+"""The `asg` command line: demo, pretrain, round, evaluate, experiment, ingest.
 
     asg --help
     asg demo
@@ -81,6 +81,16 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(metrics, indent=1))
 
 
+def cmd_experiment(args) -> None:
+    from flows.demo import SHIPPED_BASE
+    from flows.experiment import experiment_flow
+
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    seeds = tuple(args.seeds) if args.seeds else ((0,) if args.quick else (0, 1, 2))
+    experiment_flow(_checkpoint(args.checkpoint or str(SHIPPED_BASE)), rounds=rounds, seeds=seeds,
+                    ablations=not args.no_ablations, quick=args.quick)
+
+
 def cmd_ingest(args) -> None:
     from tasks.ingest import ingest_images
 
@@ -124,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="a few items only (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("experiment", help="base vs matched control vs self-evolution (+ ablations); writes a report")
+    p.add_argument("--checkpoint", help="base checkpoint (default: the shipped shapes base)")
+    p.add_argument("--rounds", type=int, help="rounds per arm (default 3; 1 with --quick)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds of the base/control/preset arms (default 0 1 2)")
+    p.add_argument("--no-ablations", action="store_true", help="skip the five ablation arms")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the report's structure, not gains")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("ingest", help="ingest unlabeled images from a folder URL or world:// source")
     p.add_argument("source", help="folder path, file://, s3://… or world://unlabeled?n=…&seed=…")

@@ -59,19 +59,20 @@ class RoundConfig(BaseModel):
     min_majority_fraction: float = Field(0.4, ge=0, le=1)
     accept_reward: float = Field(0.7, ge=0, le=1, description="R_g at which a generated image is accepted")
     evaluation: Literal["default", "tiny", "none"] = "default"
+    eval_seed: int = Field(0, description="seed of the held-out sets; fixed so every arm and round is comparable")
     seed: int = 0
 
     def eval_config(self) -> EvalConfig:
-        return EvalConfig.tiny() if self.evaluation == "tiny" else EvalConfig(seed=self.seed)
+        return EvalConfig.tiny() if self.evaluation == "tiny" else EvalConfig(seed=self.eval_seed)
 
 
 @flow(name="asg-round", log_prints=True)
 def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfig(),
-               experiment: str = "asg-evolution") -> dict:
+               experiment: str = "asg-evolution", run_prefix: str = "") -> dict:
     settings = Settings.from_env()
     tracker = Tracker(settings.mlflow_uri, experiment)
     output = checkpoint_uri(settings, f"round-{round_idx}")
-    with tracker.run(f"round-{round_idx}", tags={"round_idx": str(round_idx)}):
+    with tracker.run(f"{run_prefix}round-{round_idx}", tags={"round_idx": str(round_idx)}):
         tracker.log_params({"round_idx": round_idx, "input_checkpoint": checkpoint, "output_checkpoint": output,
                             **config.model_dump()})
         stages = [ingest_images(config.source, config.image_size)]

@@ -35,6 +35,11 @@ class Settings:
             s3_endpoint_url=os.environ.get("ASG_S3_ENDPOINT_URL"),
         )
 
+    def namespace_environment(self, name: str) -> dict[str, str]:
+        """Environment overrides that give one experiment arm its own LanceDB and object store."""
+        return {"ASG_LANCEDB_URI": f"{self.lancedb_uri.rstrip('/')}/{name}",
+                "ASG_OBJECTS_URI": f"{self.objects_uri.rstrip('/')}/{name}"}
+
     def fsspec_options(self) -> dict:
         """Options for fsspec/s3fs (empty for local paths)."""
         if not self.s3_endpoint_url:

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-COMMANDS = ("demo", "pretrain", "round", "evaluate", "ingest")
+COMMANDS = ("demo", "pretrain", "round", "evaluate", "experiment", "ingest")
 
 
 def _asg(*args, env=None):

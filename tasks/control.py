@@ -1,0 +1,30 @@
+"""Matched-control stage: the same update steps, learning rate and replay as a round, on the labeled
+seed set only (no self-generated data). Any gain of self-evolution must beat this.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+
+from models.registry import load_backbone
+from storage.checkpoints import local_checkpoint, save_checkpoint
+from storage.settings import Settings
+from tasks.finetune import _imitate, replay_examples
+from tasks.stage_result import StageResult
+
+
+@task(name="control-finetune")
+def control_finetune(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
+                     batch_size: int, seed_scenes: int, seed: int = 0) -> StageResult:
+    settings = Settings.from_env()
+    backbone = load_backbone(local_checkpoint(checkpoint_uri, settings))
+    backbone.attach_roles()
+    metrics: dict[str, float] = {}
+    for role, n_steps in steps.items():
+        if n_steps <= 0:
+            continue
+        seed_data = replay_examples(seed_scenes, seed, role)
+        metrics.update(_imitate(backbone, role, seed_data, n_steps, lr, batch_size, 1.0, seed_data,
+                                seed + round_idx * 31 + len(role)))
+    save_checkpoint(backbone, output_uri, settings)
+    return StageResult("control", round_idx, {}, 0, metrics)
