@@ -48,6 +48,7 @@ def write_experiment_report(results: list[dict], out_dir: str, title: str) -> st
             means = [statistics.mean([r["metrics"][metric] for r in results
                                       if r["arm"] == arm and r["round"] == k]) for k in rounds]
             ax.plot(rounds, means, marker="o", label=arm)
+        ax.set_xticks(sorted({r["round"] for r in results}))
         ax.set_xlabel("round (0 = base)")
         ax.set_ylabel(metric)
         ax.legend(fontsize=7)
