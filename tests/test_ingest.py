@@ -1,6 +1,5 @@
 """Ingest stage on real files: every good image stored once, every bad file recorded with a reason."""
 
-import numpy as np
 import pytest
 from PIL import Image
 

@@ -1,7 +1,6 @@
 """The shapes backbone on a tiny config built here: shapes, determinism, training, STE, persistence."""
 
 import json
-import random
 
 import numpy as np
 import pytest

@@ -8,7 +8,6 @@ accuracy; the share of the Proposer's questions that are well posed.
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from dataclasses import dataclass
 
