@@ -9,7 +9,7 @@ from prefect import task
 from models.registry import load_backbone
 from storage.checkpoints import local_checkpoint, save_checkpoint
 from storage.settings import Settings
-from tasks.finetune import _imitate, replay_examples
+from tasks.finetune import imitate_role, replay_examples
 from tasks.stage_result import StageResult
 
 
@@ -24,7 +24,7 @@ def control_finetune(round_idx: int, checkpoint_uri: str, output_uri: str, steps
         if n_steps <= 0:
             continue
         seed_data = replay_examples(seed_scenes, seed, role)
-        metrics.update(_imitate(backbone, role, seed_data, n_steps, lr, batch_size, 1.0, seed_data,
+        metrics.update(imitate_role(backbone, role, seed_data, n_steps, lr, batch_size, 1.0, seed_data,
                                 seed + round_idx * 31 + len(role)))
     save_checkpoint(backbone, output_uri, settings)
     return StageResult("control", round_idx, {}, 0, metrics)

@@ -55,7 +55,7 @@ def _paper_understanding(round_idx, items, candidates, answers, states, decision
         if kept:
             solver_rows.extend(answers.get(item["question_id"], []))
     advantages, baseline = ema_advantages([a["shaped_reward"] for a in solver_rows], states.get("solver_baseline", 0.0))
-    for a, adv, in zip(solver_rows, advantages):
+    for a, adv in zip(solver_rows, advantages):
         examples.append(_example(round_idx, "solver", "vqa", a["answer_id"], "images", a["image_id"], a["question"],
                                  a["mapped"], adv, a["shaped_reward"], adv, a["framing"]))
     new_states = {"solver_baseline": baseline}

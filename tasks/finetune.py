@@ -65,7 +65,8 @@ def _mixed(own, replay, replay_fraction, batch_size, seed):
         yield [rng.choice(replay if replay and rng.random() < replay_fraction else own) for _ in range(batch_size)]
 
 
-def _imitate(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay, seed) -> dict[str, float]:
+def imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay, seed) -> dict[str, float]:
+    """Weighted imitation of `own` examples mixed with `replay` (shared by the verified preset and the control)."""
     bar = tqdm(total=n_steps, desc=f"finetune {role}", unit="step")
     losses = train(backbone, role, _mixed(own, replay, replay_fraction, batch_size, seed),
                    TrainConfig(steps=n_steps, lr=lr, warmup_steps=min(20, n_steps // 5), seed=seed),
@@ -116,7 +117,7 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: 
             role_metrics, betas[role] = _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, role_seed)
         else:
             # Replay is the labeled seed set of pretraining (seed `seed`), never other labeled scenes.
-            role_metrics = _imitate(backbone, role, own, n_steps, lr, batch_size, replay_fraction,
+            role_metrics = imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction,
                                     replay_examples(seed_scenes, seed, role), role_seed)
         metrics.update(role_metrics)
     save_checkpoint(backbone, output_uri, settings)

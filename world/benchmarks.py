@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import numpy as np
+
 from world import language, splits
 from world.render import render
 
@@ -31,7 +33,7 @@ def vqa_items(n_scenes: int, seed: int, questions_per_scene: int = 4) -> list[He
     return items
 
 
-def vqa_images(items: list[HeldOutVQA], seed: int) -> dict[int, "object"]:
+def vqa_images(items: list[HeldOutVQA], seed: int) -> dict[int, np.ndarray]:
     return {i: render(splits.scene_at("eval", i, seed)) for i in sorted({it.image_index for it in items})}
 
 
