@@ -77,7 +77,8 @@ def cmd_evaluate(args) -> None:
 
     metrics = evaluate_flow(_checkpoint(args.checkpoint or str(SHIPPED_BASE)), tiny=args.tiny, seed=args.seed,
                             vqa_file=args.vqa_file, geneval_metadata=args.geneval_metadata,
-                            geneval_out=args.geneval_out, samples_per_prompt=args.samples_per_prompt)
+                            geneval_out=args.geneval_out, samples_per_prompt=args.samples_per_prompt,
+                            split=args.split)
     print(json.dumps(metrics, indent=1))
 
 
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geneval-out", help="folder for the GenEval sample layout")
     p.add_argument("--samples-per-prompt", type=int, default=4, help="images per GenEval prompt (default 4)")
     p.add_argument("--tiny", action="store_true", help="a few items only (smoke runs)")
+    p.add_argument("--split", choices=("eval", "validation"), default="eval",
+                   help="held-out split: eval for reported numbers (default), validation for choices")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_evaluate)
 

@@ -1,9 +1,12 @@
 """The evaluation flow: score a checkpoint on the embedded world's held-out sets, log it to MLflow.
 
     asg evaluate --checkpoint models/checkpoints/shapes-base
+    asg evaluate --split validation     # the split for choices; `eval` (default) is for reporting
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from prefect import flow
 
@@ -16,13 +19,14 @@ from world.evaluation import EvalConfig
 @flow(name="asg-evaluate", log_prints=True)
 def evaluate_flow(checkpoint: str, tiny: bool = False, seed: int = 0, vqa_file: str | None = None,
                   geneval_metadata: str | None = None, geneval_out: str | None = None,
-                  samples_per_prompt: int = 4) -> dict[str, float]:
-    """The built-in held-out sets, or external files when `vqa_file` / `geneval_metadata` are given."""
-    config = EvalConfig.tiny() if tiny else EvalConfig(seed=seed)
+                  samples_per_prompt: int = 4, split: str = "eval") -> dict[str, float]:
+    """The built-in held-out sets (`split` eval or validation), or external files when `vqa_file` /
+    `geneval_metadata` are given."""
+    config = dataclasses.replace(EvalConfig.tiny() if tiny else EvalConfig(seed=seed), split=split)
     tracker = Tracker(Settings.from_env().mlflow_uri, "asg-evaluate")
     with tracker.run("evaluate", tags={"checkpoint": checkpoint}):
         tracker.log_params({"checkpoint": checkpoint, "vqa_file": vqa_file, "geneval_metadata": geneval_metadata,
-                            "samples_per_prompt": samples_per_prompt, "seed": seed})
+                            "samples_per_prompt": samples_per_prompt, "seed": seed, "split": split})
         metrics: dict[str, float] = {}
         if vqa_file:
             metrics.update(evaluate_vqa_file(checkpoint, vqa_file).metrics)

@@ -58,6 +58,10 @@ class RoundConfig(BaseModel):
     seed_scenes: int = Field(300, ge=1, description="seed set size used for replay (same as pretraining)")
     min_majority_fraction: float = Field(0.4, ge=0, le=1)
     accept_reward: float = Field(0.7, ge=0, le=1, description="R_g at which a generated image is accepted")
+    check_label_reward: float = Field(0.7, ge=0, le=1, description="verified preset: R_g at which a generated "
+                                      "image's checks become Solver examples")
+    max_check_contradiction: float = Field(1.0, ge=0, le=1, description="verified preset: most contradicted "
+                                           "share of checks for those Solver examples")
     evaluation: Literal["default", "tiny", "none"] = "default"
     eval_seed: int = Field(0, description="seed of the held-out sets; fixed so every arm and round is comparable")
     seed: int = 0
@@ -87,7 +91,8 @@ def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfi
             stages.append(score_generations(round_idx, checkpoint, config.n_check_answers, config.seed,
                                             config.use_fidelity, config.use_cycle))
         stages.append(filter_examples(round_idx, config.preset, config.mode, config.min_majority_fraction,
-                                      config.accept_reward))
+                                      config.accept_reward, config.check_label_reward,
+                                      config.max_check_contradiction))
         lr = config.policy_lr if config.preset == "paper" else config.lr
         stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, lr,
                                      config.batch_size, config.replay_fraction, config.seed_scenes, config.preset,

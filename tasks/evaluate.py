@@ -21,7 +21,8 @@ from world.evaluation import EvalConfig, evaluate
 def evaluate_checkpoint(checkpoint_uri: str, round_idx: int, eval_config: EvalConfig) -> StageResult:
     settings = Settings.from_env()
     metrics = evaluate(backbone_for(checkpoint_uri, settings), eval_config)
-    suite = f"shapes-world-seed{eval_config.seed}-vqa{eval_config.vqa_scenes}-gen{eval_config.geneval_per_category}"
+    split = "" if eval_config.split == "eval" else f"{eval_config.split}-"
+    suite = f"shapes-world-{split}seed{eval_config.seed}-vqa{eval_config.vqa_scenes}-gen{eval_config.geneval_per_category}"
     db = connect(settings)
     version = upsert(db, "evaluations", [{
         "evaluation_id": f"{checkpoint_uri}:{suite}", "checkpoint_uri": checkpoint_uri, "round_idx": round_idx,

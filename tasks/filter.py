@@ -20,8 +20,8 @@ from prefect import task
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalized
-from tasks.logic.filtering import (PRESETS, FilterPolicy, generation_decision, proposer_group_rewards,
-                                   proposer_weight, question_decision)
+from tasks.logic.filtering import (PRESETS, FilterPolicy, check_label_decision, generation_decision,
+                                   proposer_group_rewards, proposer_weight, question_decision)
 from tasks.logic.generation_scores import group_zscores
 from tasks.stage_result import StageResult
 
@@ -105,14 +105,15 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
     for row in scores.to_dict("records"):
         kept, reason = generation_decision(row["reward"], row["generation_id"] in best, row["q_spec"], policy)
         decisions.append(_decision(round_idx, row["generation_id"], "generation", kept, reason))
-        if not kept:
-            continue
         spec = specs.loc[row["spec_id"]]
         gid = row["generation_id"]
-        examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
-                                 row["reward"], row["reward"]))
-        examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images", spec["image_id"], "",
-                                 spec["raw_text"], row["reward"], row["reward"]))
+        if kept:
+            examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
+                                     row["reward"], row["reward"]))
+            examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images", spec["image_id"], "",
+                                     spec["raw_text"], row["reward"], row["reward"]))
+        if not check_label_decision(row["reward"], row["contradiction"], row["q_spec"], policy):
+            continue
         for c, (question, expected) in enumerate(json.loads(spec["checks_json"])):
             examples.append(_example(round_idx, "solver", "vqa", f"{gid}:c{c}", "generations", gid, question,
                                      expected, row["reward"], row["reward"]))
@@ -120,10 +121,12 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
 
 @task(name="filter-examples")
 def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", min_majority_fraction: float = 0.4,
-                    accept_reward: float = 0.7) -> StageResult:
+                    accept_reward: float = 0.7, check_label_reward: float = 0.7,
+                    max_check_contradiction: float = 1.0) -> StageResult:
     if preset not in PRESETS:
         raise ValueError(f"unknown filter preset {preset!r}; presets are {', '.join(PRESETS)}")
-    policy = FilterPolicy(min_majority_fraction=min_majority_fraction, accept_reward=accept_reward)
+    policy = FilterPolicy(min_majority_fraction=min_majority_fraction, accept_reward=accept_reward,
+                          check_label_reward=check_label_reward, max_check_contradiction=max_check_contradiction)
     db = connect(Settings.from_env())
     where = f"round_idx = {round_idx}"
     decisions: list[dict] = []

@@ -43,7 +43,7 @@ def pretrain_base(backbone_name: str, size: str, seed_scenes: int, schedule: Tra
     batches = mixture_batches(examples, PRETRAIN_MIX, batch_size, schedule.seed)
     lrs: list[float] = []
     validation: list[tuple[int, float]] = []
-    small_eval = EvalConfig(vqa_scenes=100, seed=eval_config.seed + 1)
+    small_eval = EvalConfig(vqa_scenes=100, seed=eval_config.seed, split="validation")
     bar = tqdm(total=schedule.steps, desc="pretrain", unit="step")
 
     def on_step(step: int, loss: float, lr: float) -> None:

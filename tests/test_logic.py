@@ -7,7 +7,8 @@ import pytest
 
 from tasks.logic.answers import normalize_answer
 from tasks.logic.buckets import assign_buckets, bucket, easy_threshold
-from tasks.logic.filtering import FilterPolicy, generation_decision, proposer_weight, question_decision
+from tasks.logic.filtering import (FilterPolicy, check_label_decision, generation_decision, proposer_weight,
+                                   question_decision)
 from tasks.logic.generation_scores import (check_fidelity, contradicts, cycle_consistency, generation_reward,
                                            group_zscores, leave_one_out_diversity, set_diversity)
 from tasks.logic.proposals import parse_question_proposal, parse_spec
@@ -153,6 +154,11 @@ def test_selection_and_filtering():
     assert generation_decision(0.9, False, 0.8) == (False, "not-best-of-group")
     assert generation_decision(0.5, True, 0.8) == (False, "low-reward")
     assert generation_decision(0.9, True, 0.2) == (False, "weak-spec")
+    # Check labels: by default only from images the Solver accepted; looser policies add the rest.
+    assert check_label_decision(0.7, 0.0, 0.5) and not check_label_decision(0.69, 0.0, 0.5)
+    loose = FilterPolicy(check_label_reward=0.0, max_check_contradiction=1 / 3)
+    assert check_label_decision(0.1, 1 / 3, 0.5, loose) and not check_label_decision(0.1, 0.34, 0.5, loose)
+    assert not check_label_decision(0.9, 0.0, 0.3, loose)  # weak spec
 
 
 def test_rewards_by_hand():

@@ -200,8 +200,8 @@ def test_every_produced_word_is_in_words(random_scenes):
 def test_splits_are_deterministic_and_distinct():
     assert scene_at("seed", 3) == scene_at("seed", 3)
     assert scenes("eval", 3, start=2)[0] == scene_at("eval", 2)
-    streams = [scenes(s, 20) for s in ("seed", "unlabeled", "eval")]
-    assert streams[0] != streams[1] != streams[2] != streams[0]
+    streams = [scenes(s, 20) for s in ("seed", "unlabeled", "validation", "eval")]
+    assert len({tuple(map(repr, s)) for s in streams}) == 4
     assert scenes("seed", 20, seed=1) != streams[0]
     with pytest.raises(ValueError):
         scene_at("train", 0)
@@ -213,3 +213,19 @@ def test_source_uri_round_trip():
     for bad in ("world://train/0/1", "http://x", "world://eval/a/1", ""):
         with pytest.raises(ValueError):
             parse_source_uri(bad)
+
+
+def test_validation_sets_are_disjoint_from_the_reported_eval_sets():
+    from world import benchmarks
+
+    for split in ("eval", "validation"):
+        assert benchmarks.vqa_items(5, 0, split=split) == benchmarks.vqa_items(5, 0, split=split)
+    eval_q = {(it.question, it.answer) for it in benchmarks.vqa_items(50, 0)}
+    val_images = benchmarks.vqa_images(benchmarks.vqa_items(50, 0, split="validation"), 0, "validation")
+    eval_images = benchmarks.vqa_images(benchmarks.vqa_items(50, 0), 0)
+    assert not any(np.array_equal(val_images[i], eval_images[i]) for i in val_images)
+    assert eval_q != {(it.question, it.answer) for it in benchmarks.vqa_items(50, 0, split="validation")}
+    assert ([p.text for p in benchmarks.geneval_prompts(5, 0, "validation")]
+            != [p.text for p in benchmarks.geneval_prompts(5, 0)])
+    with pytest.raises(ValueError, match="held-out sets come from eval or validation, not 'seed'"):
+        benchmarks.vqa_items(1, 0, split="seed")

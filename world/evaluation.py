@@ -15,7 +15,7 @@ import numpy as np
 
 from models.protocol import SolveRequest
 from tasks.logic.answers import normalize_answer
-from world import benchmarks, language, parser, splits
+from world import benchmarks, language, parser
 from world.render import render
 
 
@@ -28,6 +28,7 @@ class EvalConfig:
     proposer_scenes: int = 200
     seed: int = 0
     temperature: float = 1.0
+    split: str = "eval"  # "validation" for choices, "eval" for reported numbers
 
     @classmethod
     def tiny(cls) -> "EvalConfig":
@@ -35,8 +36,8 @@ class EvalConfig:
 
 
 def evaluate_vqa(backbone, config: EvalConfig) -> dict[str, float]:
-    items = benchmarks.vqa_items(config.vqa_scenes, config.seed)
-    images = benchmarks.vqa_images(items, config.seed)
+    items = benchmarks.vqa_items(config.vqa_scenes, config.seed, split=config.split)
+    images = benchmarks.vqa_images(items, config.seed, config.split)
     results = backbone.solve([SolveRequest(images[it.image_index], it.question, temperature=0.0) for it in items],
                              seed=config.seed)
     by_family: dict[str, list[bool]] = defaultdict(list)
@@ -48,7 +49,7 @@ def evaluate_vqa(backbone, config: EvalConfig) -> dict[str, float]:
 
 
 def evaluate_geneval(backbone, config: EvalConfig) -> dict[str, float]:
-    prompts = benchmarks.geneval_prompts(config.geneval_per_category, config.seed)
+    prompts = benchmarks.geneval_prompts(config.geneval_per_category, config.seed, config.split)
     images = backbone.generate_images([p.text for p in prompts], config.samples_per_prompt, config.temperature,
                                       seed=config.seed)
     by_cat: dict[str, list[bool]] = defaultdict(list)
@@ -60,13 +61,13 @@ def evaluate_geneval(backbone, config: EvalConfig) -> dict[str, float]:
 
 
 def evaluate_captions(backbone, config: EvalConfig) -> dict[str, float]:
-    scenes = benchmarks.caption_scenes(config.caption_scenes, config.seed)
+    scenes = benchmarks.caption_scenes(config.caption_scenes, config.seed, config.split)
     captions = backbone.caption([render(s) for s in scenes])
     return {"caption_accuracy": float(np.mean([c == language.caption(s) for c, s in zip(captions, scenes)]))}
 
 
 def evaluate_proposer(backbone, config: EvalConfig) -> dict[str, float]:
-    scenes = [splits.scene_at("eval", 200_000 + i, config.seed) for i in range(config.proposer_scenes)]
+    scenes = benchmarks.proposer_scenes(config.proposer_scenes, config.seed, config.split)
     outputs = backbone.propose_questions([render(s) for s in scenes], 1, config.temperature, seed=config.seed)
     posed = [language.oracle_answer(s, out[0].split("|")[0].strip()) is not None for s, out in zip(scenes, outputs)]
     return {"proposer_well_posed": float(np.mean(posed))}

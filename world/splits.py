@@ -6,7 +6,9 @@ import re
 
 from world.scenes import Scene, sample_scene
 
-SPLITS: tuple[str, ...] = ("seed", "unlabeled", "eval")
+# "validation" is held out like "eval" but reserved for choices (tuning, the promotion gate);
+# "eval" is only ever reported.
+SPLITS: tuple[str, ...] = ("seed", "unlabeled", "validation", "eval")
 _URI = re.compile(r"world://([a-z]+)/(\d+)/(\d+)")
 
 

@@ -25,6 +25,12 @@ class FilterPolicy:
     min_majority_fraction: float = 0.4  # below this a medium/hard label is too noisy to imitate
     accept_reward: float = 0.7  # R_g at which a generated image counts as accepted
     min_q_spec: float = 0.35  # METHOD.md: the generator is updated only if Q_spec >= 0.35
+    # The checks of a generated image (question, the spec's expected answer) teach the Solver when the
+    # image's R_g reaches this and the Solver's answers contradict the spec on at most this share.
+    # Below `accept_reward` the Solver learns from images it did not already verify, i.e. the
+    # Generator's intent corrects the Solver (generation -> understanding transfer).
+    check_label_reward: float = 0.7
+    max_check_contradiction: float = 1.0
 
 
 def question_decision(item: dict, policy: FilterPolicy = FilterPolicy()) -> tuple[bool, str]:
@@ -54,6 +60,19 @@ def generation_decision(reward: float, is_best_of_spec: bool, q_spec: float,
     if not is_best_of_spec:
         return False, "not-best-of-group"
     return True, "accepted"
+
+
+def check_label_decision(reward: float, contradiction: float, q_spec: float,
+                         policy: FilterPolicy = FilterPolicy()) -> bool:
+    """Do this generated image's checks become Solver examples?
+
+    >>> check_label_decision(0.4, 0.0, 0.5, FilterPolicy(check_label_reward=0.0, max_check_contradiction=0.2))
+    True
+    >>> check_label_decision(0.4, 0.5, 0.5, FilterPolicy(check_label_reward=0.0, max_check_contradiction=0.2))
+    False
+    """
+    return q_spec >= policy.min_q_spec and reward >= policy.check_label_reward and \
+        contradiction <= policy.max_check_contradiction
 
 
 PRESETS = ("paper", "verified")
