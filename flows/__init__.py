@@ -10,3 +10,7 @@ for _key, _value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ.setdefault(_key, _value)
+
+if os.environ.get("PREFECT_HOME"):
+    # Prefect's temporary server cannot create its SQLite file in a missing folder.
+    os.makedirs(os.path.expanduser(os.environ["PREFECT_HOME"]), exist_ok=True)

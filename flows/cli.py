@@ -6,6 +6,8 @@
     asg round --round-idx 1 --checkpoint asg_home/objects/checkpoints/round-0
     asg evaluate --checkpoint models/checkpoints/shapes-base
     asg ingest ./my_images
+    asg nightly --preset cpu-tiny          # one nightly round (champion in, promotion gate out)
+    asg serve --preset cpu-tiny            # serve the nightly/evaluate/pretrain deployments
 """
 
 from __future__ import annotations
@@ -99,6 +101,25 @@ def cmd_ingest(args) -> None:
     print(json.dumps(result.metrics, indent=1))
 
 
+def cmd_nightly(args) -> None:
+    from flows.nightly import SHIPPED_BASE_URI, nightly_flow, preset_config
+
+    result = nightly_flow(preset_config(args.preset), base_checkpoint=_checkpoint(args.checkpoint or SHIPPED_BASE_URI),
+                          registered_model=args.model, promotion_margin=args.margin)
+    print(json.dumps(result, indent=1))
+
+
+def cmd_serve(args) -> None:
+    import os
+
+    from flows.serve import serve_deployments
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ValueError("asg serve needs a Prefect server: start one with `prefect server start --host 127.0.0.1` "
+                         "and set PREFECT_API_URL=http://127.0.0.1:4200/api")
+    serve_deployments(args.preset, args.cron, args.timezone)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asg", description="Ask, Solve, Generate: self-evolution of a unified "
                                      "multimodal model from unlabeled images.")
@@ -145,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ablations", action="store_true", help="skip the five ablation arms")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the report's structure, not gains")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("nightly", help="one nightly round: from the champion, through the promotion gate")
+    p.add_argument("--preset", default="cpu-tiny", help="cpu-tiny (default) or single-gpu")
+    p.add_argument("--checkpoint", help="base checkpoint of the first night (default: the shipped shapes base)")
+    p.add_argument("--model", default="asg-shapes", help="registered model name in MLflow (default asg-shapes)")
+    p.add_argument("--margin", type=float, default=0.005, help="validation gain needed to promote (default 0.005)")
+    p.set_defaults(func=cmd_nightly)
+
+    p = sub.add_parser("serve", help="serve the nightly, evaluate and pretrain deployments (needs a Prefect server)")
+    p.add_argument("--preset", default="cpu-tiny", help="nightly preset: cpu-tiny (default) or single-gpu")
+    p.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default 0 2 * * *)")
+    p.add_argument("--timezone", default="UTC", help="IANA timezone of the schedule (default UTC)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ingest", help="ingest unlabeled images from a folder URL or world:// source")
     p.add_argument("source", help="folder path, file://, s3://… or world://unlabeled?n=…&seed=…")

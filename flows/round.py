@@ -10,6 +10,7 @@ from typing import Literal
 
 import pandas as pd
 from prefect import flow
+from prefect.runtime import flow_run as prefect_flow_run
 from pydantic import BaseModel, Field
 
 from flows.tracking import Tracker
@@ -70,42 +71,49 @@ class RoundConfig(BaseModel):
         return EvalConfig.tiny() if self.evaluation == "tiny" else EvalConfig(seed=self.eval_seed)
 
 
+def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker: Tracker) -> dict:
+    """The stage sequence of one round, inside an open MLflow run of `tracker` (shared by the
+    round and nightly flows; not a subflow, so a retried flow run resumes its own cached stages)."""
+    settings = Settings.from_env()
+    output = checkpoint_uri(settings, f"round-{round_idx}")
+    tracker.log_params({"round_idx": round_idx, "input_checkpoint": checkpoint, "output_checkpoint": output,
+                        **config.model_dump()})
+    stages = [ingest_images(config.source, config.image_size)]
+    if config.mode != "generation":
+        stages.append(propose_questions(round_idx, checkpoint, config.source, config.n_images,
+                                        config.n_candidates, config.temperature, config.seed, config.use_ste,
+                                        config.ste_aggregate))
+        stages.append(solve_and_vote(round_idx, checkpoint, config.n_samples, config.seed, config.use_framings))
+    if config.mode != "understanding":
+        stages.append(generate_images(round_idx, checkpoint, config.source, config.n_images,
+                                      config.n_per_prompt, config.temperature, config.seed))
+        stages.append(score_generations(round_idx, checkpoint, config.n_check_answers, config.seed,
+                                        config.use_fidelity, config.use_cycle))
+    stages.append(filter_examples(round_idx, config.preset, config.mode, config.min_majority_fraction,
+                                  config.accept_reward, config.check_label_reward,
+                                  config.max_check_contradiction))
+    lr = config.policy_lr if config.preset == "paper" else config.lr
+    stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, lr,
+                                 config.batch_size, config.replay_fraction, config.seed_scenes, config.preset,
+                                 config.seed))
+    if config.evaluation != "none":
+        stages.append(evaluate_checkpoint(output, round_idx, config.eval_config()))
+    stages.append(diagnose_round(round_idx, config.accept_reward))
+    for stage in stages:
+        tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
+        tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})
+    report_dir = settings.home / "reports" / f"round-{round_idx}"
+    qa_sample = write_round_report(round_idx, str(report_dir))
+    tracker.log_artifacts(str(report_dir), "report")
+    tracker.log_table(pd.DataFrame(qa_sample), "qa_sample.json")
+    tracker.log_artifacts(str(local_checkpoint(output, settings)), "checkpoint")
+    return {"checkpoint": output, **{f"{s.stage}.{k}": v for s in stages for k, v in s.metrics.items()}}
+
+
 @flow(name="asg-round", log_prints=True)
 def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfig(),
                experiment: str = "asg-evolution", run_prefix: str = "") -> dict:
-    settings = Settings.from_env()
-    tracker = Tracker(settings.mlflow_uri, experiment)
-    output = checkpoint_uri(settings, f"round-{round_idx}")
-    with tracker.run(f"{run_prefix}round-{round_idx}", tags={"round_idx": str(round_idx)}):
-        tracker.log_params({"round_idx": round_idx, "input_checkpoint": checkpoint, "output_checkpoint": output,
-                            **config.model_dump()})
-        stages = [ingest_images(config.source, config.image_size)]
-        if config.mode != "generation":
-            stages.append(propose_questions(round_idx, checkpoint, config.source, config.n_images,
-                                            config.n_candidates, config.temperature, config.seed, config.use_ste,
-                                            config.ste_aggregate))
-            stages.append(solve_and_vote(round_idx, checkpoint, config.n_samples, config.seed, config.use_framings))
-        if config.mode != "understanding":
-            stages.append(generate_images(round_idx, checkpoint, config.source, config.n_images,
-                                          config.n_per_prompt, config.temperature, config.seed))
-            stages.append(score_generations(round_idx, checkpoint, config.n_check_answers, config.seed,
-                                            config.use_fidelity, config.use_cycle))
-        stages.append(filter_examples(round_idx, config.preset, config.mode, config.min_majority_fraction,
-                                      config.accept_reward, config.check_label_reward,
-                                      config.max_check_contradiction))
-        lr = config.policy_lr if config.preset == "paper" else config.lr
-        stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, lr,
-                                     config.batch_size, config.replay_fraction, config.seed_scenes, config.preset,
-                                     config.seed))
-        if config.evaluation != "none":
-            stages.append(evaluate_checkpoint(output, round_idx, config.eval_config()))
-        stages.append(diagnose_round(round_idx, config.accept_reward))
-        for stage in stages:
-            tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
-            tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})
-        report_dir = settings.home / "reports" / f"round-{round_idx}"
-        qa_sample = write_round_report(round_idx, str(report_dir))
-        tracker.log_artifacts(str(report_dir), "report")
-        tracker.log_table(pd.DataFrame(qa_sample), "qa_sample.json")
-        tracker.log_artifacts(str(local_checkpoint(output, settings)), "checkpoint")
-    return {"checkpoint": output, **{f"{s.stage}.{k}": v for s in stages for k, v in s.metrics.items()}}
+    tracker = Tracker(Settings.from_env().mlflow_uri, experiment)
+    with tracker.run(f"{run_prefix}round-{round_idx}", tags={"round_idx": str(round_idx)},
+                     resume_key=prefect_flow_run.id):
+        return execute_round(round_idx, checkpoint, config, tracker)

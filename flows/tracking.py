@@ -12,6 +12,10 @@ import pandas as pd
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+RESUME_TAG = "asg.resume_key"
+CHECKPOINT_TAG = "asg.checkpoint_uri"
+CHAMPION_ALIAS = "champion"
+
 
 class Tracker:
     """One MLflow experiment; `run` opens a run (nested when one is open)."""
@@ -23,13 +27,64 @@ class Tracker:
         mlflow.set_tracking_uri(tracking_uri)
         if mlflow.get_experiment_by_name(experiment) is None:
             mlflow.create_experiment(experiment, artifact_location=artifact_root)
-        mlflow.set_experiment(experiment)
+        self.experiment_id = mlflow.set_experiment(experiment).experiment_id
 
     @contextlib.contextmanager
-    def run(self, name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+    def run(self, name: str, tags: dict[str, str] | None = None, resume_key: str | None = None) -> Iterator[str]:
+        """Open a run. With `resume_key` (e.g. the Prefect flow run id) an earlier run carrying the same
+        key is reopened instead of starting a second one, so a retried flow run completes one MLflow run."""
         nested = self._mlflow.active_run() is not None
+        tags = dict(tags or {})
+        existing = None
+        if resume_key:
+            tags[RESUME_TAG] = resume_key
+            found = self._mlflow.search_runs(experiment_ids=[self.experiment_id], output_format="list",
+                                             filter_string=f"tags.`{RESUME_TAG}` = '{resume_key}'")
+            existing = found[0].info.run_id if found else None
+        if existing:
+            with self._mlflow.start_run(run_id=existing, nested=nested) as run:
+                self._mlflow.set_tags({"asg.resumed": "true"})
+                yield run.info.run_id
+            return
         with self._mlflow.start_run(run_name=name, tags=tags, nested=nested) as run:
             yield run.info.run_id
+
+    # --- model registry: one registered model per deployment, alias "champion" on the promoted version
+
+    def register_checkpoint(self, model_name: str, checkpoint_uri: str, tags: dict[str, str]) -> str:
+        """Register the active run's logged `checkpoint` artifact as a new version of `model_name`
+        (idempotent per run: a retried run gets its existing version back). Returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        run = self._mlflow.active_run()
+        client = self._client()
+        try:
+            client.create_registered_model(model_name)
+        except MlflowException:
+            pass  # already exists
+        for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'"):
+            return version.version
+        version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/checkpoint",
+                                              run_id=run.info.run_id,
+                                              tags={CHECKPOINT_TAG: checkpoint_uri, **tags})
+        return version.version
+
+    def champion(self, model_name: str) -> dict | None:
+        """{"version", "checkpoint_uri", "run_id"} of the version aliased `champion`, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self._client().get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+        except MlflowException:
+            return None
+        return {"version": version.version, "checkpoint_uri": version.tags.get(CHECKPOINT_TAG, ""),
+                "run_id": version.run_id}
+
+    def set_champion(self, model_name: str, version: str) -> None:
+        self._client().set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+
+    def _client(self):
+        return self._mlflow.tracking.MlflowClient()
 
     def log_params(self, params: dict) -> None:
         self._mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})

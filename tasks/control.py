@@ -4,16 +4,15 @@ seed set only (no self-generated data). Any gain of self-evolution must beat thi
 
 from __future__ import annotations
 
-from prefect import task
-
 from models.registry import load_backbone
 from storage.checkpoints import local_checkpoint, save_checkpoint
 from storage.settings import Settings
 from tasks.finetune import imitate_role, replay_examples
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 
 
-@task(name="control-finetune")
+@stage_task("control", "control-finetune")
 def control_finetune(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
                      batch_size: int, seed_scenes: int, seed: int = 0) -> StageResult:
     settings = Settings.from_env()

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 
-from prefect import task
-
 from storage.image_files import decode_png
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.diagnostics import auroc, family_entropy, share
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world import language, parser, splits
 
@@ -84,7 +83,7 @@ def _generation_metrics(db, round_idx: int, accept_reward: float) -> dict[str, f
             "auroc_reward_correct": auroc(frame["reward"].tolist(), truth)}
 
 
-@task(name="diagnose-round")
+@stage_task("diagnose", "diagnose-round")
 def diagnose_round(round_idx: int, accept_reward: float = 0.7) -> StageResult:
     db = connect(Settings.from_env())
     metrics = {**_question_metrics(db, round_idx), **_generation_metrics(db, round_idx, accept_reward)}

@@ -13,11 +13,12 @@ from prefect import task
 from storage.settings import Settings
 from storage.tables import connect, upsert
 from tasks.round_inputs import backbone_for
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world.evaluation import EvalConfig, evaluate
 
 
-@task(name="evaluate-checkpoint")
+@stage_task("evaluate", "evaluate-checkpoint")
 def evaluate_checkpoint(checkpoint_uri: str, round_idx: int, eval_config: EvalConfig) -> StageResult:
     settings = Settings.from_env()
     metrics = evaluate(backbone_for(checkpoint_uri, settings), eval_config)

@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import json
 
-from prefect import task
-
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalized
-from tasks.logic.filtering import (PRESETS, FilterPolicy, check_label_decision, generation_decision,
-                                   proposer_group_rewards, proposer_weight, question_decision)
+from tasks.logic.filtering import (
+    PRESETS,
+    FilterPolicy,
+    check_label_decision,
+    generation_decision,
+    proposer_group_rewards,
+    proposer_weight,
+    question_decision,
+)
 from tasks.logic.generation_scores import group_zscores
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 
 
@@ -119,7 +125,7 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
                                      expected, row["reward"], row["reward"]))
 
 
-@task(name="filter-examples")
+@stage_task("filter", "filter-examples")
 def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", min_majority_fraction: float = 0.4,
                     accept_reward: float = 0.7, check_label_reward: float = 0.7,
                     max_check_contradiction: float = 1.0) -> StageResult:

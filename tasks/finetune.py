@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 
-from prefect import task
 from tqdm.auto import tqdm
 
 from models.policy_training import PolicyConfig, policy_update
@@ -27,6 +26,7 @@ from storage.tables import connect, read, upsert
 from tasks.filter import previous_states
 from tasks.logic.advantages import BETA_INIT, adaptive_beta
 from tasks.round_inputs import images_by_id
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world.seed_set import seed_examples
 
@@ -94,7 +94,7 @@ def _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, seed) -> tupl
     return metrics, final_beta
 
 
-@task(name="finetune-roles")
+@stage_task("finetune", "finetune-roles")
 def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
                    batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper",
                    seed: int = 0) -> StageResult:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 
-from prefect import task
-
 from models.protocol import SolveRequest
 from storage.image_files import encode_png
 from storage.settings import Settings
@@ -21,6 +19,7 @@ from tasks.logic.answers import normalize_answer
 from tasks.logic.proposals import parse_spec
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
 from tasks.round_inputs import backbone_for, round_images
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 
 SOURCE_CHECK_ANSWERS = 3
@@ -52,7 +51,7 @@ def _attempt(backbone, images, temperature: float, seed: int) -> list[dict]:
     return out
 
 
-@task(name="generate-images")
+@stage_task("generate", "generate-images")
 def generate_images(round_idx: int, checkpoint_uri: str, source: str, n_images: int, n_per_prompt: int = 3,
                     temperature: float = 1.0, seed: int = 0, max_retries: int = MAX_RETRIES) -> StageResult:
     settings = Settings.from_env()

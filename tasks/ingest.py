@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import parse_qs, urlparse
 
-from prefect import task
 from tqdm.auto import tqdm
 
 from storage.image_files import ImageRejected, encode_png, list_image_files, read_image
 from storage.settings import Settings
 from storage.tables import connect, sql_quote, upsert
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 
 
@@ -53,7 +53,7 @@ def _file_records(source: str, size: int, settings: Settings, max_pixels: int):
             yield path, None, 0, 0, exc
 
 
-@task(name="ingest-images")
+@stage_task("ingest", "ingest-images")
 def ingest_images(source: str, image_size: int, max_pixels: int = 50_000_000, batch_size: int = 2000) -> StageResult:
     settings = Settings.from_env()
     db = connect(settings)

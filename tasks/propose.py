@@ -8,8 +8,6 @@ rounds' stored values) and whether it was selected for solving.
 
 from __future__ import annotations
 
-from prefect import task
-
 from models.protocol import SolveRequest
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
@@ -17,6 +15,7 @@ from tasks.logic.proposals import parse_question_proposal
 from tasks.logic.selection import pick_candidate
 from tasks.logic.ste import STE_WINDOW, raw_ste, ste_difficulties
 from tasks.round_inputs import backbone_for, round_images
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 
 
@@ -27,7 +26,7 @@ def ste_history(db, round_idx: int) -> list[float]:
     return frame["ste_raw"].tolist()[-STE_WINDOW:]
 
 
-@task(name="propose-questions")
+@stage_task("propose", "propose-questions")
 def propose_questions(round_idx: int, checkpoint_uri: str, source: str, n_images: int, n_candidates: int = 3,
                       temperature: float = 1.0, seed: int = 0, use_ste: bool = True,
                       ste_aggregate: str = "max") -> StageResult:

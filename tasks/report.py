@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from prefect import task
 
 from storage.image_files import decode_png
 from storage.settings import Settings
 from storage.tables import connect, read
+from tasks.stage import stage_task
 
 
 def image_grid(images: list[np.ndarray], columns: int, scale: int = 4, pad: int = 2) -> np.ndarray:
@@ -24,7 +24,7 @@ def image_grid(images: list[np.ndarray], columns: int, scale: int = 4, pad: int 
     return grid
 
 
-@task(name="write-round-report")
+@stage_task("report", "write-round-report")
 def write_round_report(round_idx: int, out_dir: str, n_specs: int = 8) -> list[dict]:
     """Writes generations.png (rows of L images per spec, best reward first) and qa_sample.csv;
     returns the QA sample's rows (at most 50) for the flow to log as a table."""

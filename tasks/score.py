@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import json
 
-from prefect import task
-
 from models.protocol import SolveRequest
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import normalize_answer
-from tasks.logic.generation_scores import (check_fidelity, contradicts, cycle_consistency, generation_reward,
-                                           leave_one_out_diversity)
+from tasks.logic.generation_scores import (
+    check_fidelity,
+    contradicts,
+    cycle_consistency,
+    generation_reward,
+    leave_one_out_diversity,
+)
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
 from tasks.round_inputs import backbone_for, images_by_id
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 
 
-@task(name="score-generations")
+@stage_task("score", "score-generations")
 def score_generations(round_idx: int, checkpoint_uri: str, n_answers: int = 3, seed: int = 0,
                       use_fidelity: bool = True, use_cycle: bool = True) -> StageResult:
     """use_fidelity / use_cycle False are the "QA fidelity off" / "cycle consistency off" ablations:

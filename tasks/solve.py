@@ -10,7 +10,6 @@ bucket and the Proposer's reward R_P).
 
 from __future__ import annotations
 
-from prefect import task
 from tqdm.auto import tqdm
 
 from models.protocol import SolveRequest
@@ -18,11 +17,17 @@ from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import map_to_validators, normalize_answer
 from tasks.logic.buckets import THETA_WINDOW, assign_buckets
-from tasks.logic.rewards import informativeness, proposer_reward, shaped_solver_reward, solver_reward
+from tasks.logic.rewards import (
+    informativeness,
+    proposer_reward,
+    shaped_solver_reward,
+    solver_reward,
+)
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
 from tasks.logic.ste import raw_ste
 from tasks.logic.voting import vote
 from tasks.round_inputs import backbone_for, images_by_id
+from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 
 
@@ -32,7 +37,7 @@ def entropy_history(db, round_idx: int) -> list[float]:
     return frame.sort_values(["round_idx", "question_id"])["answer_entropy"].tolist()[-THETA_WINDOW:]
 
 
-@task(name="solve-and-vote")
+@stage_task("solve", "solve-and-vote")
 def solve_and_vote(round_idx: int, checkpoint_uri: str, n_samples: int = 7, seed: int = 0,
                    use_framings: bool = True, chunk_questions: int = 512) -> StageResult:
     """use_framings False is the "prompt framings off" ablation: every sample uses the canonical

@@ -1,0 +1,49 @@
+"""`stage_task`: the decorator of every stage task of a round.
+
+It makes a stage resumable: results are persisted, so when an operator retries a failed flow
+run (the Prefect UI's Retry, or `set_flow_run_state(AwaitingRetry)`), stages that already finished
+in that run come back as `Cached` without running again (Prefect's default cache policy keys on the
+task's inputs, its source code and the flow run id, so a *new* run recomputes). Stage results are
+small references (`StageResult`), never tensors or images, so they pickle and cache.
+
+It also carries a test-only fault point: a flow run whose parameters contain
+`inject_fault={"stage": "<stage>", "while_exists": "<path>"}` fails in that stage for as long as
+the file exists (see tests/test_operations.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+from prefect import task
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a stage when the flow run asked for a fault there (tests of resume and retry)."""
+
+
+def fault_point(stage: str) -> None:
+    from prefect.runtime import flow_run
+
+    fault = (flow_run.parameters or {}).get("inject_fault") if flow_run.id else None
+    if not fault:
+        return
+    marker = Path(str(fault.get("while_exists", "")))
+    if fault.get("stage") == stage and marker.exists():
+        raise InjectedFault(f"injected fault in stage {stage!r} (it passes once {marker} is removed)")
+
+
+def stage_task(stage: str, name: str, **options) -> Callable:
+    """A Prefect task named `name` for round stage `stage`, with persisted results and the fault point."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            fault_point(stage)
+            return fn(*args, **kwargs)
+
+        return task(name=name, persist_result=True, **options)(run)
+
+    return decorate
