@@ -120,6 +120,14 @@ def cmd_serve(args) -> None:
     serve_deployments(args.preset, args.cron, args.timezone)
 
 
+def cmd_result_storage(args) -> None:
+    from storage.result_storage import save_result_storage
+    from storage.settings import Settings
+
+    slug = save_result_storage(args.uri, Settings.from_env())
+    print(f"saved; now export PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK={slug} for asg serve and workers")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asg", description="Ask, Solve, Generate: self-evolution of a unified "
                                      "multimodal model from unlabeled images.")
@@ -179,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default 0 2 * * *)")
     p.add_argument("--timezone", default="UTC", help="IANA timezone of the schedule (default UTC)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("result-storage", help="keep Prefect's persisted stage results in an object store")
+    p.add_argument("uri", help="s3://bucket/prefix (endpoint from ASG_S3_ENDPOINT_URL, credentials from AWS_*)")
+    p.set_defaults(func=cmd_result_storage)
 
     p = sub.add_parser("ingest", help="ingest unlabeled images from a folder URL or world:// source")
     p.add_argument("source", help="folder path, file://, s3://… or world://unlabeled?n=…&seed=…")

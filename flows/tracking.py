@@ -63,11 +63,11 @@ class Tracker:
         except MlflowException:
             pass  # already exists
         for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'"):
-            return version.version
+            return str(version.version)
         version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/checkpoint",
                                               run_id=run.info.run_id,
                                               tags={CHECKPOINT_TAG: checkpoint_uri, **tags})
-        return version.version
+        return str(version.version)
 
     def champion(self, model_name: str) -> dict | None:
         """{"version", "checkpoint_uri", "run_id"} of the version aliased `champion`, or None."""
@@ -77,7 +77,7 @@ class Tracker:
             version = self._client().get_model_version_by_alias(model_name, CHAMPION_ALIAS)
         except MlflowException:
             return None
-        return {"version": version.version, "checkpoint_uri": version.tags.get(CHECKPOINT_TAG, ""),
+        return {"version": str(version.version), "checkpoint_uri": version.tags.get(CHECKPOINT_TAG, ""),
                 "run_id": version.run_id}
 
     def set_champion(self, model_name: str, version: str) -> None:

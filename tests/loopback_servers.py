@@ -61,8 +61,9 @@ def stop(proc: subprocess.Popen) -> None:
 def start_prefect(home: Path) -> tuple[subprocess.Popen, str]:
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TMPDIR": str(home)}
-    env.pop("PREFECT_API_URL", None)
+    # The UI asks its browser to call PREFECT_UI_API_URL (default port 4200): point it at this server.
+    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TMPDIR": str(home),
+           "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
     proc = start([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env,
                  home / "server.log")
     wait_for(f"http://127.0.0.1:{port}/api/health", proc, home / "server.log")

@@ -131,11 +131,40 @@ def _mlflow_runs(servers, experiment: str, key: str):
     return client.search_runs([exp.experiment_id], filter_string=f"tags.`asg.resume_key` = '{key}'"), client
 
 
-@pytest.mark.parametrize("fault_stage", ["propose", "finetune"])
-def test_retry_of_a_failed_nightly_run_resumes_at_the_failed_stage(api, reference_rows, tmp_path, fault_stage):
+def _api_retry(client, flow_run_id, ui_url, shots: Path) -> None:
+    """What the UI's Retry button sends: the same flow run goes back to Scheduled/AwaitingRetry."""
+    from prefect.states import AwaitingRetry
+
+    client.set_flow_run_state(flow_run_id, AwaitingRetry(message="Retry from the UI"), force=False)
+
+
+def _browser_retry(client, flow_run_id, ui_url, shots: Path) -> None:
+    """A person's click: headless Debian Chromium opens the failed run's page and presses Retry."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = Path("/usr/bin/chromium")
+    assert chromium.exists(), "browser tests need Debian's chromium: apt-get install -y chromium (see .ci/run)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{ui_url}/runs/flow-run/{flow_run_id}")
+        page.get_by_role("button", name="Retry").first.click(timeout=60_000)
+        dialog = page.get_by_role("dialog")
+        assert "Any task runs without a persisted result" in dialog.inner_text()
+        page.screenshot(path=str(shots / "prefect-ui-retry-dialog.png"))
+        dialog.get_by_role("button", name="Retry").click()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(shots / "prefect-ui-after-retry.png"))
+        browser.close()
+
+
+@pytest.mark.parametrize("fault_stage,retry", [("propose", _api_retry), ("finetune", _api_retry),
+                                               ("generate", _browser_retry)], ids=["propose-api", "finetune-api",
+                                                                                   "generate-browser"])
+def test_retry_of_a_failed_nightly_run_resumes_at_the_failed_stage(api, reference_rows, tmp_path, fault_stage,
+                                                                   retry):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.states import AwaitingRetry
 
     home = tmp_path / "served"
     proc, _ = _serve(api, home)
@@ -151,8 +180,7 @@ def test_retry_of_a_failed_nightly_run_resumes_at_the_failed_stage(api, referenc
             assert first.state.type.value == "FAILED", first.state
             assert "injected fault" in (home / "serve.log").read_text()
             marker.unlink()
-            # What the UI's Retry button sends: the same flow run goes back to Scheduled/AwaitingRetry.
-            client.set_flow_run_state(run.id, AwaitingRetry(message="Retry from the UI"), force=False)
+            retry(client, run.id, api["prefect"], tmp_path)
             second = wait_final(client, run.id, 2)
             assert second.state.type.value == "COMPLETED", second.state
             assert second.run_count == 2
@@ -160,7 +188,8 @@ def test_retry_of_a_failed_nightly_run_resumes_at_the_failed_stage(api, referenc
     finally:
         stop(proc)
 
-    fault_task = {"propose": "propose-questions", "finetune": "finetune-roles"}[fault_stage]
+    fault_task = {"propose": "propose-questions", "generate": "generate-images", "finetune": "finetune-roles"}[
+        fault_stage]
     cut = STAGES.index(fault_task)
     for stage in STAGES[:cut]:
         assert states[stage] == ["Completed", "Cached"], (stage, states)
