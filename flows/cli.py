@@ -8,6 +8,7 @@
     asg ingest ./my_images
     asg nightly --preset cpu-tiny          # one nightly round (champion in, promotion gate out)
     asg serve --preset cpu-tiny            # serve the nightly/evaluate/pretrain deployments
+    asg dashboard                          # inspect questions, generations and rounds in a browser
 """
 
 from __future__ import annotations
@@ -121,11 +122,21 @@ def cmd_serve(args) -> None:
 
 
 def cmd_result_storage(args) -> None:
-    from storage.result_storage import save_result_storage
+    from flows.result_storage import save_result_storage
     from storage.settings import Settings
 
     slug = save_result_storage(args.uri, Settings.from_env())
     print(f"saved; now export PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK={slug} for asg serve and workers")
+
+
+def cmd_dashboard(args) -> None:
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+    print(f"asg dashboard: http://127.0.0.1:{args.port} (read-only; Ctrl-C stops it)", flush=True)
+    raise SystemExit(subprocess.call([
+        sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
+        "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default 0 2 * * *)")
     p.add_argument("--timezone", default="UTC", help="IANA timezone of the schedule (default UTC)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("dashboard", help="read-only web app over the QA datasets and rounds (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1 (default 8501)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("result-storage", help="keep Prefect's persisted stage results in an object store")
     p.add_argument("uri", help="s3://bucket/prefix (endpoint from ASG_S3_ENDPOINT_URL, credentials from AWS_*)")

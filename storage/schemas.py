@@ -13,6 +13,7 @@ Tables (plural nouns) and who writes them:
 | scores | generation_id | score |
 | filter_decisions | item_id | filter |
 | training_examples | example_id | filter |
+| qa_items | question_id (one row per selected question: every signal and the decision, for the dashboard) | filter |
 | role_states | state_id = r{round}:{name} (EMA baselines, adaptive beta) | filter, fine-tune |
 | evaluations | evaluation_id = {checkpoint}:{suite} | evaluate |
 """
@@ -69,6 +70,13 @@ SCHEMAS: dict[str, pa.Schema] = {
     "filter_decisions": _schema(
         pa.field("item_id", s, nullable=False), pa.field("round_idx", i), pa.field("item_kind", s),
         pa.field("kept", b), pa.field("reason", s)),
+    "qa_items": _schema(
+        pa.field("question_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
+        pa.field("question", s), pa.field("family", s), pa.field("validator_a", s), pa.field("validator_b", s),
+        pa.field("majority", s), pa.field("majority_fraction", f), pa.field("answer_entropy", f),
+        pa.field("ste_raw", f), pa.field("ste_difficulty", f), pa.field("theta_easy", f), pa.field("bucket", s),
+        pa.field("informativeness", f), pa.field("proposer_reward", f), pa.field("mean_solver_reward", f),
+        pa.field("kept", b), pa.field("reason", s), pa.field("answers_json", s)),
     "training_examples": _schema(
         pa.field("example_id", s, nullable=False), pa.field("round_idx", i), pa.field("role", s),
         pa.field("kind", s), pa.field("source_id", s), pa.field("image_table", s), pa.field("image_key", s),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalized
@@ -30,6 +32,7 @@ from tasks.logic.filtering import (
 from tasks.logic.generation_scores import group_zscores
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
+from world.questions import question_family
 
 
 def _example(round_idx, role, kind, source_id, image_table, image_key, prompt, target, weight, reward=0.0,
@@ -125,6 +128,30 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
                                      expected, row["reward"], row["reward"]))
 
 
+def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decisions: list[dict]) -> list[dict]:
+    """One row per selected question with every signal and the filter's decision (the dashboard's table)."""
+    verdicts = {d["item_id"]: (d["kept"], d["reason"]) for d in decisions if d["item_kind"] == "question"}
+    by_question = {qid: group.sort_values("sample_idx") for qid, group in answers.groupby("question_id")}
+    rows = []
+    for item in items:
+        own = by_question.get(item["question_id"], answers.iloc[0:0])
+        kept, reason = verdicts.get(item["question_id"], (False, "not-decided"))
+        rows.append({
+            "question_id": item["question_id"], "round_idx": round_idx, "image_id": item["image_id"],
+            "question": item["question"], "family": question_family(item["question"]) or "other",
+            "validator_a": item["validator_a"], "validator_b": item["validator_b"], "majority": item["majority"],
+            "majority_fraction": item["majority_fraction"], "answer_entropy": item["answer_entropy"],
+            "ste_raw": item["ste_raw"], "ste_difficulty": item["ste_difficulty"], "theta_easy": item["theta_easy"],
+            "bucket": item["bucket"], "informativeness": item["informativeness"],
+            "proposer_reward": item["proposer_reward"],
+            "mean_solver_reward": float(own["reward"].mean()) if len(own) else 0.0,
+            "kept": bool(kept), "reason": reason,
+            "answers_json": json.dumps([{"framing": a["framing"], "temperature": a["temperature"], "text": a["text"],
+                                         "mapped": a["mapped"], "reward": a["reward"]}
+                                        for a in own.to_dict("records")])})
+    return rows
+
+
 @stage_task("filter", "filter-examples")
 def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", min_majority_fraction: float = 0.4,
                     accept_reward: float = 0.7, check_label_reward: float = 0.7,
@@ -138,6 +165,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
     decisions: list[dict] = []
     examples: list[dict] = []
     states: dict[str, float] = previous_states(db, round_idx)
+    qa_rows: list[dict] = []
     new_states: dict[str, float] = {}
     if mode in ("joint", "understanding"):
         questions = read(db, "questions", where=where)
@@ -161,6 +189,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
             new_states = _paper_understanding(round_idx, items, by_image, by_question, states, decisions, examples)
         else:
             _verified_understanding(round_idx, items, policy, decisions, examples)
+        qa_rows = qa_item_rows(round_idx, items, read(db, "answers", where=where), decisions)
     if mode in ("joint", "generation"):
         scores = read(db, "scores", where=where).sort_values("generation_id").reset_index(drop=True)
         specs = read(db, "specs", where=where).set_index("spec_id")
@@ -174,6 +203,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
                   for k, v in sorted(carried.items())]
     versions = {"filter_decisions": upsert(db, "filter_decisions", decisions, replace_where=where),
                 "training_examples": upsert(db, "training_examples", examples, replace_where=where),
+                "qa_items": upsert(db, "qa_items", qa_rows, replace_where=where),
                 "role_states": upsert(db, "role_states", state_rows,
                                       replace_where=f"{where} AND NOT (name LIKE 'beta:%')")}
     metrics = {"questions_kept": sum(d["kept"] for d in decisions if d["item_kind"] == "question"),

@@ -48,7 +48,7 @@ def test_a_round_on_s3_writes_the_same_rows_as_on_local_disk(asg_home, s3, monke
     import s3fs
     from prefect.settings import PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK, temporary_settings
 
-    from storage.result_storage import save_result_storage
+    from flows.result_storage import save_result_storage
 
     round_flow(0, str(SHIPPED_BASE), _config())
     local = _rows()
