@@ -37,7 +37,24 @@ def _round_picker(store: DashboardStore) -> int:
     return st.sidebar.selectbox("round", rounds, index=len(rounds) - 1)
 
 
-def questions_view(store: DashboardStore) -> None:
+def _round_links(tracking_uri: str, round_idx: int) -> None:
+    """Links to the round's MLflow run(s) and Prefect flow run(s), when MLflow is reachable."""
+    try:
+        runs = round_runs(tracking_uri)
+    except TrackingUnavailable:
+        st.caption("MLflow is not reachable: no run links")
+        return
+    if runs.empty or round_idx not in set(runs["round_idx"]):
+        return
+    for run in runs[runs["round_idx"] == round_idx].to_dict("records"):
+        links = [f"[MLflow run]({run['mlflow_link']})" if run["mlflow_link"].startswith("http")
+                 else run["mlflow_link"]]
+        if run["prefect_link"]:
+            links.append(f"[Prefect flow run]({run['prefect_link']})")
+        st.caption(f"{run['experiment']} · " + " · ".join(links))
+
+
+def questions_view(store: DashboardStore, tracking_uri: str) -> None:
     round_idx = _round_picker(store)
     side = st.sidebar
     buckets = side.multiselect("bucket", ["easy", "medium", "hard", "unsolvable"])
@@ -53,6 +70,7 @@ def questions_view(store: DashboardStore) -> None:
     total = store.count_questions(f)
     pages = max(1, -(-total // PAGE_SIZE))
     st.subheader(f"Questions of round {round_idx}: {total:,} match")
+    _round_links(tracking_uri, round_idx)
     page = st.number_input(f"page (of {pages})", 1, pages, 1) - 1
     rows = store.question_page(f, page, PAGE_SIZE)
     if rows.empty:
@@ -194,7 +212,7 @@ def main() -> None:
             st.info(f"The database at {settings.lancedb_uri} is empty: run `asg demo` or a nightly round first.")
             return
         if view == "questions":
-            questions_view(store)
+            questions_view(store, settings.mlflow_uri)
         elif view == "generations":
             generations_view(store)
         else:

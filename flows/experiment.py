@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Iterator
 
 from prefect import flow
@@ -67,7 +68,9 @@ def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...
             for arm, overrides in (("control", None), ("paper", {}), ("verified", {"preset": "verified"}))]
     if ablations:
         arms += [(arm, seeds[0], overrides) for arm, overrides in ABLATIONS.items()]
-    for arm, seed, overrides in arms:
+    started = time.monotonic()
+    report = ""
+    for done, (arm, seed, overrides) in enumerate(arms):
         results.append({"arm": arm, "seed": seed, "round": 0, "metrics": base})
         config = _size(quick, seed, rounds)
         with _arm(settings, f"{arm}-seed{seed}"):
@@ -91,8 +94,12 @@ def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...
                 results.append({"arm": arm, "seed": seed, "round": r + 1, "metrics": metrics,
                                 "diagnostics": diagnostics})
                 checkpoint = output
-    report = write_experiment_report(results, str(settings.home / "experiment"),
-                                     f"asg experiment ({rounds} rounds, seeds {list(seeds)})")
+        # Rewritten after every arm, so an interrupted experiment still leaves the arms it finished.
+        minutes = (time.monotonic() - started) / 60
+        progress = "" if done + 1 == len(arms) else f"; partial: {done + 1} of {len(arms)} arms"
+        report = write_experiment_report(results, str(settings.home / "experiment"),
+                                         f"asg experiment ({rounds} rounds, seeds {list(seeds)}; "
+                                         f"{minutes:.0f} min{progress})")
     with tracker.run("report"):
         tracker.log_artifacts(str(settings.home / "experiment"), "report")
     print(f"report: {report}")
