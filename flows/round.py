@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from flows.tracking import Tracker
 from storage.checkpoints import checkpoint_uri, local_checkpoint
 from storage.settings import Settings
+from tasks.check_backbone import check_backbone
 from tasks.diagnose import diagnose_round
 from tasks.evaluate import evaluate_checkpoint
 from tasks.filter import filter_examples
@@ -78,6 +79,7 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
     output = checkpoint_uri(settings, f"round-{round_idx}")
     tracker.log_params({"round_idx": round_idx, "input_checkpoint": checkpoint, "output_checkpoint": output,
                         **config.model_dump()})
+    check_backbone(checkpoint)  # fails before anything is written when a capability is missing
     stages = [ingest_images(config.source, config.image_size)]
     if config.mode != "generation":
         stages.append(propose_questions(round_idx, checkpoint, config.source, config.n_images,

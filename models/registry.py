@@ -2,6 +2,11 @@
 
     backbone = load_backbone("models/checkpoints/shapes-base")     # any saved checkpoint
     backbone = create_backbone("shapes", seed=0)                   # fresh random init
+    backbone_class("my_lab.bagel_adapter:BagelBackbone")           # any installed adapter, by import path
+
+A backbone given by import path ("package.module:Class") plugs in without editing this file; it
+must implement every capability of `models.protocol.Backbone`, which is checked before any round
+starts (a backbone without image generation is refused with the capability's name).
 """
 
 from __future__ import annotations
@@ -14,14 +19,43 @@ from models.protocol import Backbone
 
 BACKBONES = {
     "shapes": "models.shapes_backbone:ShapesBackbone",
+    "janus": "models.janus_backbone:JanusBackbone",
 }
 
 
+# Protocol method -> the capability it stands for (named in errors).
+CAPABILITIES = {
+    "propose_questions": "asking questions (Proposer)", "propose_specs": "writing text-to-image specs (Proposer)",
+    "solve": "answering questions with token entropies (Solver)", "caption": "captioning (Solver)",
+    "generate_images": "image generation (Generator)", "embed_texts": "text embeddings (cycle consistency)",
+    "embed_images": "image embeddings (diversity)", "example_nll": "role likelihoods (fine-tuning)",
+    "trainable_parameters": "trainable role parameters (fine-tuning)", "save": "saving checkpoints",
+    "load": "loading checkpoints", "attach_roles": "LoRA role adapters",
+}
+
+
+def missing_capabilities(cls: type) -> list[str]:
+    return [f"{what} [{method}]" for method, what in CAPABILITIES.items() if not callable(getattr(cls, method, None))]
+
+
 def backbone_class(name: str) -> type:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}")
-    module, attr = BACKBONES[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    """A registered name, or an import path "package.module:Class" of an installed adapter."""
+    if name in BACKBONES:
+        path = BACKBONES[name]
+    elif ":" in name:
+        path = name
+    else:
+        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}, or give an "
+                         "import path such as my_package.my_module:MyBackbone")
+    module, _, attr = path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import backbone {path!r}: {exc}") from exc
+    missing = missing_capabilities(cls)
+    if missing:
+        raise ValueError(f"backbone {path!r} lacks capabilities the flywheel needs: {'; '.join(missing)}")
+    return cls
 
 
 def load_backbone(checkpoint: str | Path) -> Backbone:

@@ -444,7 +444,20 @@ class ShapesBackbone:
 
 
 def _load_base(network: ShapesNetwork, file: Path) -> None:
-    missing, unexpected = network.load_state_dict(load_file(file), strict=False)
+    state = load_file(file)
+    expected = network.state_dict()
+    mismatched = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
+                  if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if mismatched:
+        def hint(key: str, got: tuple, want: tuple) -> str:
+            if "embed_tokens" in key:
+                return f" (vocabulary of {got[0]} tokens in the weights vs {want[0]} in config.json)"
+            if "cell" in key or "row" in key or "col" in key:
+                return " (image grid size differs)"
+            return ""
+        raise ValueError(f"{file} does not match its config.json: " + "; ".join(
+            f"{k}: weights {got} vs config {want}{hint(k, got, want)}" for k, got, want in mismatched))
+    missing, unexpected = network.load_state_dict(state, strict=False)
     # lm_head is tied to the input embeddings, so it is the one key a base file leaves out.
     if unexpected or set(missing) - {"lm.lm_head.weight"}:
         raise ValueError(f"{file} does not match the configured network: missing {missing}, unexpected {unexpected}")

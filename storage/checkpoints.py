@@ -6,6 +6,8 @@ A checkpoint is a folder of safetensors files plus config.json written by a back
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,9 +29,18 @@ def publish_checkpoint(local_dir: Path, uri: str, settings: Settings) -> str:
     if not _is_remote(uri):
         target = Path(uri.removeprefix("file://"))
         if target.resolve() != Path(local_dir).resolve():
-            target.mkdir(parents=True, exist_ok=True)
-            for f in Path(local_dir).iterdir():
-                (target / f.name).write_bytes(f.read_bytes())
+            # Copy next to the target, then swap it in: a crash never leaves a half-written checkpoint
+            # under the target's name.
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            shutil.copytree(local_dir, staging, dirs_exist_ok=True)
+            if target.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+                os.replace(target, retired / target.name)
+                os.replace(staging, target)
+                shutil.rmtree(retired)
+            else:
+                os.replace(staging, target)
         return uri
     fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
     fs.put(str(local_dir).rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)

@@ -195,3 +195,43 @@ def test_shared_prefix_solving_equals_full_prompts(backbone):
     assert [r.text for r in shared] == [backbone.vocab.decode_text(t) for t in toks]
     for result, expected in zip(shared, ents):
         assert result.token_entropies == pytest.approx(tuple(expected[:5]), abs=1e-4)
+
+
+class _UnderstandingOnly:
+    """An adapter that cannot generate images (for the capability check)."""
+
+    name = "understanding-only"
+
+    def propose_questions(self, *a): ...
+    def propose_specs(self, *a): ...
+    def solve(self, *a): ...
+    def caption(self, *a): ...
+    def embed_texts(self, *a): ...
+    def embed_images(self, *a): ...
+    def example_nll(self, *a): ...
+    def trainable_parameters(self, *a): ...
+    def save(self, *a): ...
+    def load(self, *a): ...
+    def attach_roles(self): ...
+
+
+def test_adapters_by_import_path_and_capability_checks():
+    from models.registry import backbone_class
+
+    assert backbone_class("models.shapes_backbone:ShapesBackbone") is ShapesBackbone
+    with pytest.raises(ValueError, match=r"lacks capabilities the flywheel needs: image generation \(Generator\) "
+                                         r"\[generate_images\]"):
+        backbone_class("tests.test_models:_UnderstandingOnly")
+    with pytest.raises(ValueError, match="cannot import backbone 'no_such_pkg.mod:Cls'"):
+        backbone_class("no_such_pkg.mod:Cls")
+
+
+def test_checkpoint_that_does_not_match_its_config_fails_at_load_with_both_values(tmp_path):
+    b = create_backbone("shapes", seed=0, size="tiny")
+    b.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    meta["vocab"] = meta["vocab"] + ["<extra>"]
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
+    n = len(meta["vocab"])
+    with pytest.raises(ValueError, match=rf"vocabulary of {n - 1} tokens in the weights vs {n} in config.json"):
+        load_backbone(tmp_path / "ckpt")

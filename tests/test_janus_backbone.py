@@ -1,0 +1,100 @@
+"""The Janus adapter through transformers' real JanusForConditionalGeneration on a tiny random-init
+config built here (no download): every protocol call, one update of every role, persistence, and a
+whole tiny round through the same flow and tasks as the embedded model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.protocol import Backbone, SolveRequest, TrainingExample
+from models.registry import create_backbone, load_backbone
+from models.training import TrainConfig, train
+from world import splits
+from world.render import render
+
+
+@pytest.fixture(scope="module")
+def janus():
+    b = create_backbone("janus", seed=0, size="tiny")
+    b.attach_roles()
+    with torch.no_grad():  # non-zero LoRA B so that roles differ from the base
+        for name, p in b.network.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(len(name)))
+    return b
+
+
+def _images(n):
+    return [render(splits.scene_at("seed", i, 0)) for i in range(n)]
+
+
+def test_every_protocol_call_runs_through_the_real_janus_classes(janus):
+    from transformers import JanusForConditionalGeneration
+
+    assert isinstance(janus, Backbone) and isinstance(janus.network, JanusForConditionalGeneration)
+    images = _images(3)
+    questions = janus.propose_questions(images, 2, 1.0, seed=0)
+    assert [len(q) for q in questions] == [2, 2, 2] and all(isinstance(t, str) for q in questions for t in q)
+    assert len(janus.propose_specs(images, 1.0, seed=0)) == 3
+    requests = [SolveRequest(images[0], "how many objects are there ?", "observational", 1.0, 0.9),
+                SolveRequest(images[1], "what color is the circle ?", temperature=0.0)]
+    results = janus.solve(requests, seed=0)
+    assert len(results) == 2
+    for r in results:
+        assert 1 <= len(r.token_entropies) <= 5
+        assert all(0 <= h <= np.log(len(janus.tokenizer)) + 1e-4 for h in r.token_entropies)
+    assert janus.solve(requests[1:], seed=1) == janus.solve(requests[1:], seed=2)  # greedy is deterministic
+    generated = janus.generate_images(["a red circle", "two squares"], 2, 1.0, seed=0)
+    assert [len(g) for g in generated] == [2, 2]
+    assert all(im.shape == (32, 32, 3) and im.dtype == np.uint8 for g in generated for im in g)
+    assert janus.embed_texts(["a red circle", "two squares"]).shape == (2, 64)
+    assert janus.embed_images(images).shape == (3, 64)
+    with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\)"):
+        janus.solve([SolveRequest(np.zeros((8, 8), np.uint8), "q ?")], seed=0)
+
+
+@pytest.mark.parametrize("role,examples", [
+    ("solver", [TrainingExample("vqa", image=render(splits.scene_at("seed", 0, 0)), prompt="how many objects are there ?",
+                                target="two", framing="analyst")]),
+    ("proposer", [TrainingExample("ask", image=render(splits.scene_at("seed", 1, 0)),
+                                  target="what color is the circle ? | red | blue")]),
+    ("generator", [TrainingExample("t2i", prompt="a red circle", target_image=render(splits.scene_at("seed", 2, 0)))]),
+])
+def test_one_update_moves_only_that_roles_adapter(janus, role, examples):
+    before = {n: p.detach().clone() for n, p in janus.network.named_parameters()}
+    reference = janus.example_nll(None, examples).detach()
+    losses = train(janus, role, iter(lambda: examples, None), TrainConfig(steps=1, lr=1e-2, warmup_steps=0, seed=0))
+    assert len(losses) == 1 and np.isfinite(losses[0])
+    changed = {n for n, p in janus.network.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n and f".{role}." in n for n in changed), sorted(changed)[:5]
+    assert torch.allclose(janus.example_nll(None, examples), reference)  # the reference is untouched
+
+
+def test_save_and_load_round_trip(janus, tmp_path):
+    janus.save(tmp_path / "ckpt")
+    loaded = load_backbone(tmp_path / "ckpt")
+    request = [SolveRequest(_images(1)[0], "what shape is the red object ?", temperature=0.0)]
+    assert loaded.solve(request, seed=0) == janus.solve(request, seed=0)
+    a = janus.generate_images(["a blue square"], 1, 1.0, seed=3)[0][0]
+    b = loaded.generate_images(["a blue square"], 1, 1.0, seed=3)[0][0]
+    assert np.array_equal(a, b)
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} >= {"base.safetensors", "config.json", "tokenizer",
+                                                               "adapter_solver.safetensors"}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_tiny_round_runs_on_janus_through_the_same_flow(janus, asg_home, tmp_path):
+    from flows.round import round_flow
+    from storage.settings import Settings
+    from storage.tables import connect, read
+    from tests.test_round_flow import _config
+
+    janus.save(tmp_path / "janus-ckpt")
+    result = round_flow(0, str(tmp_path / "janus-ckpt"), _config().model_copy(update={"evaluation": "none"}))
+    db = connect(Settings.from_env())
+    assert len(read(db, "images")) == 12 and len(read(db, "questions")) == 24
+    assert len(read(db, "specs")) == 12
+    assert "finetune.solver_examples" in result and (asg_home / "objects" / "checkpoints" / "round-0").is_dir()
+    assert load_backbone(asg_home / "objects" / "checkpoints" / "round-0").name == "janus"
