@@ -20,6 +20,7 @@ from models.protocol import Backbone
 BACKBONES = {
     "shapes": "models.shapes_backbone:ShapesBackbone",
     "janus": "models.janus_backbone:JanusBackbone",
+    "composite": "models.composite_backbone:CompositeBackbone",
 }
 
 

@@ -1,6 +1,8 @@
-"""The Janus adapter through transformers' real JanusForConditionalGeneration on a tiny random-init
-config built here (no download): every protocol call, one update of every role, persistence, and a
-whole tiny round through the same flow and tasks as the embedded model."""
+"""The adapters for real unified models, on tiny random-init configs built here (no download):
+Janus through transformers' JanusForConditionalGeneration, and the composite of a transformers VLM
+(LLaVA) with a diffusers SD3 transformer, VAE and flow-matching scheduler. For each: every protocol
+call, one update of every role, persistence, and a whole tiny round through the same flow and tasks
+as the embedded model."""
 
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from world import splits
 from world.render import render
 
 
-@pytest.fixture(scope="module")
-def janus():
-    b = create_backbone("janus", seed=0, size="tiny")
+@pytest.fixture(scope="module", params=["janus", "composite"])
+def janus(request):
+    b = create_backbone(request.param, seed=0, size="tiny")
     b.attach_roles()
     with torch.no_grad():  # non-zero LoRA B so that roles differ from the base
         for name, p in b.network.named_parameters():
@@ -30,10 +32,16 @@ def _images(n):
     return [render(splits.scene_at("seed", i, 0)) for i in range(n)]
 
 
-def test_every_protocol_call_runs_through_the_real_janus_classes(janus):
-    from transformers import JanusForConditionalGeneration
+def test_every_protocol_call_runs_through_the_real_classes(janus):
+    from diffusers import SD3Transformer2DModel
+    from transformers import JanusForConditionalGeneration, LlavaForConditionalGeneration
 
-    assert isinstance(janus, Backbone) and isinstance(janus.network, JanusForConditionalGeneration)
+    assert isinstance(janus, Backbone)
+    if janus.name == "janus":
+        assert isinstance(janus.network, JanusForConditionalGeneration)
+    else:
+        assert isinstance(janus.network.vlm, LlavaForConditionalGeneration)
+        assert isinstance(janus.network.transformer, SD3Transformer2DModel)
     images = _images(3)
     questions = janus.propose_questions(images, 2, 1.0, seed=0)
     assert [len(q) for q in questions] == [2, 2, 2] and all(isinstance(t, str) for q in questions for t in q)
@@ -44,7 +52,7 @@ def test_every_protocol_call_runs_through_the_real_janus_classes(janus):
     assert len(results) == 2
     for r in results:
         assert 1 <= len(r.token_entropies) <= 5
-        assert all(0 <= h <= np.log(len(janus.tokenizer)) + 1e-4 for h in r.token_entropies)
+        assert all(0 <= h <= np.log(2 * len(janus.tokenizer)) for h in r.token_entropies)
     assert janus.solve(requests[1:], seed=1) == janus.solve(requests[1:], seed=2)  # greedy is deterministic
     generated = janus.generate_images(["a red circle", "two squares"], 2, 1.0, seed=0)
     assert [len(g) for g in generated] == [2, 2]
@@ -68,7 +76,10 @@ def test_one_update_moves_only_that_roles_adapter(janus, role, examples):
     losses = train(janus, role, iter(lambda: examples, None), TrainConfig(steps=1, lr=1e-2, warmup_steps=0, seed=0))
     assert len(losses) == 1 and np.isfinite(losses[0])
     changed = {n for n, p in janus.network.named_parameters() if not torch.equal(p, before[n])}
-    assert changed and all("lora_" in n and f".{role}." in n for n in changed), sorted(changed)[:5]
+    allowed = {id(p) for p in janus.trainable_parameters(role)}
+    names = {n for n, p in janus.network.named_parameters() if id(p) in allowed}
+    assert changed and changed <= names, sorted(changed - names)[:5]
+    assert all(f".{role}." in n or n.startswith("generator_") for n in changed)
     assert torch.allclose(janus.example_nll(None, examples), reference)  # the reference is untouched
 
 
@@ -80,7 +91,7 @@ def test_save_and_load_round_trip(janus, tmp_path):
     a = janus.generate_images(["a blue square"], 1, 1.0, seed=3)[0][0]
     b = loaded.generate_images(["a blue square"], 1, 1.0, seed=3)[0][0]
     assert np.array_equal(a, b)
-    assert {p.name for p in (tmp_path / "ckpt").iterdir()} >= {"base.safetensors", "config.json", "tokenizer",
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} >= {"base.safetensors", "config.json",
                                                                "adapter_solver.safetensors"}
 
 
@@ -91,10 +102,10 @@ def test_a_tiny_round_runs_on_janus_through_the_same_flow(janus, asg_home, tmp_p
     from storage.tables import connect, read
     from tests.test_round_flow import _config
 
-    janus.save(tmp_path / "janus-ckpt")
-    result = round_flow(0, str(tmp_path / "janus-ckpt"), _config().model_copy(update={"evaluation": "none"}))
+    janus.save(tmp_path / "adapter-ckpt")
+    result = round_flow(0, str(tmp_path / "adapter-ckpt"), _config().model_copy(update={"evaluation": "none"}))
     db = connect(Settings.from_env())
     assert len(read(db, "images")) == 12 and len(read(db, "questions")) == 24
     assert len(read(db, "specs")) == 12
     assert "finetune.solver_examples" in result and (asg_home / "objects" / "checkpoints" / "round-0").is_dir()
-    assert load_backbone(asg_home / "objects" / "checkpoints" / "round-0").name == "janus"
+    assert load_backbone(asg_home / "objects" / "checkpoints" / "round-0").name == janus.name
