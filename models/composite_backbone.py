@@ -17,7 +17,9 @@ as in the Janus adapter; `trust_remote_code` is never used.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -143,6 +145,9 @@ class CompositeBackbone:
         pooled_connector = pooled_connector or _identity_or_random(lm_dim, transformer.config.pooled_projection_dim)
         self.network = _Network(vlm, transformer, vae, connector, pooled_connector).eval()
         self.roles_attached = False
+        # Set by from_pretrained: checkpoints then store these local paths and the adapters only,
+        # not another copy of the pretrained weights.
+        self.source: dict | None = None
         self._active_role: str | None = None
         self.flow_matching = "FlowMatch" in type(scheduler).__name__
         self.image_token = getattr(processor, "image_token", "<image>")
@@ -170,11 +175,21 @@ class CompositeBackbone:
         vae = AutoencoderKL.from_pretrained(pipeline_path, subfolder="vae", local_files_only=True)
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(pipeline_path, subfolder="scheduler",
                                                                     local_files_only=True)
-        return cls(CompositeConfig(**overrides), vlm, processor, transformer, vae, scheduler)
+        backbone = cls(CompositeConfig(**overrides), vlm, processor, transformer, vae, scheduler)
+        backbone.source = {"vlm_path": str(vlm_path), "pipeline_path": str(pipeline_path),
+                           **{k: v for k, v in overrides.items() if k == "image_size"}}
+        return backbone
 
     def save(self, path: Path | str) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        if self.source is not None:
+            roles = list(ROLES) if self.roles_attached else []
+            for role in roles:
+                save_file(self._role_state(role), path / f"adapter_{role}.safetensors")
+            (path / "config.json").write_text(json.dumps({"backbone": self.name, "config": asdict(self.config),
+                                                          "roles": roles, "source": self.source}, indent=1))
+            return
         state = {}
         for name, tensor in self.network.state_dict().items():
             if "lora_" in name:
@@ -202,6 +217,13 @@ class CompositeBackbone:
         meta = json.loads((path / "config.json").read_text())
         if meta.get("backbone") != cls.name:
             raise ValueError(f"checkpoint {path} is for backbone {meta.get('backbone')!r}, not {cls.name!r}")
+        if meta.get("source"):
+            backbone = cls.from_pretrained(**meta["source"])
+            if meta.get("roles"):
+                backbone.attach_roles()
+                for role in meta["roles"]:
+                    backbone._load_role_state(role, load_file(path / f"adapter_{role}.safetensors"))
+            return backbone
         config = CompositeConfig(**{**meta["config"], "lm_lora_targets": tuple(meta["config"]["lm_lora_targets"])})
         vlm_config = dict(meta["vlm"])
         vlm = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**vlm_config))
@@ -224,6 +246,19 @@ class CompositeBackbone:
             for role in meta["roles"]:
                 backbone._load_role_state(role, load_file(path / f"adapter_{role}.safetensors"))
         return backbone
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.network.parameters()).dtype
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "CompositeBackbone":
+        """Move every part (e.g. `.to("cuda", torch.bfloat16)` on a GPU); inputs follow it."""
+        self.network.to(device=device, dtype=dtype)
+        return self
 
     # ----- roles --------------------------------------------------------------------------
     @property
@@ -314,7 +349,10 @@ class CompositeBackbone:
         for image in images:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"images must be uint8 (H, W, 3), got {image.dtype} shape {image.shape}")
-        return self.processor(images=list(images), text=self._prompts(texts), return_tensors="pt", padding=True)
+        inputs = self.processor(images=list(images), text=self._prompts(texts), return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
 
     @torch.no_grad()
     def _generate_text(self, role, images, texts, temperature, top_p, seed):
@@ -372,7 +410,7 @@ class CompositeBackbone:
     # ----- generation ---------------------------------------------------------------------
     def _condition(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The base language model's hidden states of the prompts, through the connectors."""
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
         with self._lm.disable_adapter() if self.roles_attached else contextlib.nullcontext():
             hidden = self._lm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
         mask = enc["attention_mask"][..., None].float()
@@ -393,16 +431,19 @@ class CompositeBackbone:
         if not flat:
             return [[] for _ in prompts]
         generator = torch.Generator().manual_seed(seed)
-        latents = torch.randn((len(flat), *self._latent_shape()), generator=generator) * max(temperature, 1e-3)
+        latents = (torch.randn((len(flat), *self._latent_shape()), generator=generator) * max(temperature, 1e-3)
+                   ).to(self.device, self.dtype)
         self.scheduler.set_timesteps(self.config.inference_steps)
+        # Stochastic samplers (DDPM) draw their noise from the same seeded generator.
+        step_options = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
         with self.role("generator"):
             cond, pooled = self._condition(flat)
             for t in self.scheduler.timesteps:
                 out = self.network.transformer(hidden_states=latents, encoder_hidden_states=cond,
                                                pooled_projections=pooled, timestep=t.expand(len(flat))).sample
-                latents = self.scheduler.step(out, t, latents, generator=generator).prev_sample
+                latents = self.scheduler.step(out, t, latents, **step_options).prev_sample
         pixels = self.network.vae.decode(latents).sample
-        arrays = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         images = [np.asarray(Image.fromarray(a).resize((self.image_size, self.image_size), Image.NEAREST))
                   for a in arrays]
         return [images[i * n_per_prompt:(i + 1) * n_per_prompt] for i in range(len(prompts))]
@@ -411,21 +452,21 @@ class CompositeBackbone:
         """Flow matching (velocity) or diffusion (noise) loss of one example, over fixed (t, noise) draws."""
         vision = self.network.vae.config.sample_size
         pixels = torch.from_numpy(np.asarray(Image.fromarray(image).resize((vision, vision), Image.BICUBIC)).copy())
-        pixels = pixels.permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        pixels = (pixels.permute(2, 0, 1)[None].float() / 127.5 - 1.0).to(self.device, self.dtype)
         with torch.no_grad():
             x0 = self.network.vae.encode(pixels).latent_dist.mean
         draws = self.config.loss_draws
-        generator = torch.Generator().manual_seed(abs(hash(prompt)) % (2 ** 31))
-        noise = torch.randn((draws, *x0.shape[1:]), generator=generator)
+        generator = torch.Generator().manual_seed(zlib.crc32(prompt.encode()))
+        noise = torch.randn((draws, *x0.shape[1:]), generator=generator).to(self.device, x0.dtype)
         x0 = x0.expand(draws, -1, -1, -1)
         cond, pooled = self._condition([prompt] * draws)
         if self.flow_matching:
-            sigma = torch.rand(draws, generator=generator).clamp(0.02, 0.98)
+            sigma = torch.rand(draws, generator=generator).clamp(0.02, 0.98).to(self.device, x0.dtype)
             noisy = (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * noise
             target, timestep = noise - x0, sigma * 1000
         else:
             steps = self.scheduler.config.num_train_timesteps
-            timestep = torch.randint(0, steps, (draws,), generator=generator)
+            timestep = torch.randint(0, steps, (draws,), generator=generator).to(self.device)
             noisy, target = self.scheduler.add_noise(x0, noise, timestep), noise
         pred = self.network.transformer(hidden_states=noisy, encoder_hidden_states=cond, pooled_projections=pooled,
                                         timestep=timestep.float()).sample
@@ -436,24 +477,25 @@ class CompositeBackbone:
     def embed_texts(self, texts):
         if not texts:
             return np.zeros((0, self.network.vlm.config.text_config.hidden_size), np.float32)
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
         with self.role(None):
             hidden = self._lm(**enc).last_hidden_state
         mask = enc["attention_mask"][..., None].float()
-        return ((hidden * mask).sum(1) / mask.sum(1)).float().numpy()
+        return ((hidden * mask).sum(1) / mask.sum(1)).float().cpu().numpy()
 
     @torch.no_grad()
     def embed_images(self, images):
         if not images:
             return np.zeros((0, self.network.vlm.config.text_config.hidden_size), np.float32)
         pixels = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self.device, self.dtype)
         features = self.network.vlm.model.get_image_features(pixel_values=pixels)
         features = getattr(features, "pooler_output", features)
         if isinstance(features, (list, tuple)):
             features = torch.stack([f.reshape(-1, f.shape[-1]).mean(0) for f in features])
         elif features.dim() == 3:
             features = features.mean(1)
-        return features.float().numpy()
+        return features.float().cpu().numpy()
 
     def _example_nll(self, example: TrainingExample) -> torch.Tensor:
         if example.kind == "t2i":
@@ -466,10 +508,10 @@ class CompositeBackbone:
             raise ValueError(f"unknown example kind {example.kind!r}")
         inputs = self._inputs([example.image], [text])
         answer = self.tokenizer(example.target, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-        ids = torch.cat([inputs["input_ids"], torch.tensor([answer])], 1)
+        ids = torch.cat([inputs["input_ids"], torch.tensor([answer], device=self.device)], 1)
         logits = self.network.vlm(input_ids=ids, pixel_values=inputs["pixel_values"]).logits
         start = inputs["input_ids"].shape[1] - 1
-        return F.cross_entropy(logits[0, start:start + len(answer)].float(), torch.tensor(answer))
+        return F.cross_entropy(logits[0, start:start + len(answer)].float(), torch.tensor(answer, device=self.device))
 
     def example_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
         with self.role(role):

@@ -104,6 +104,9 @@ class JanusBackbone:
         self.tokenizer.padding_side = "left"
         self.image_size = config.image_size
         self.roles_attached = False
+        # Set by from_pretrained: checkpoints then store these local paths and the adapters only,
+        # not another copy of the pretrained weights.
+        self.source: dict | None = None
         self.ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in SPECIAL.items()
                     if tokenizer.convert_tokens_to_ids(v) is not None}
         if self.ids.get("image") != network.config.image_token_id:
@@ -134,8 +137,10 @@ class JanusBackbone:
             raise FileNotFoundError(f"no Janus checkpoint at {path} (missing config.json)")
         network = JanusForConditionalGeneration.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-        config = JanusBackboneConfig(**{"janus_config": network.config.to_dict(), **overrides})
-        return cls(config, network, tokenizer)
+        config = JanusBackboneConfig(**{"janus_config": {}, **overrides})
+        backbone = cls(config, network, tokenizer)
+        backbone.source = {"path": str(path), **{k: v for k, v in overrides.items() if k == "image_size"}}
+        return backbone
 
     @classmethod
     def load(cls, path: Path | str) -> "JanusBackbone":
@@ -145,6 +150,10 @@ class JanusBackbone:
         meta = json.loads((path / "config.json").read_text())
         if meta.get("backbone") != cls.name:
             raise ValueError(f"checkpoint {path} is for backbone {meta.get('backbone')!r}, not {cls.name!r}")
+        if meta.get("source"):
+            backbone = cls.from_pretrained(**meta["source"])
+            backbone._attach_saved_roles(path, meta.get("roles", []))
+            return backbone
         config = JanusBackboneConfig(**{**meta["config"], "lora_targets": tuple(meta["config"]["lora_targets"])})
         network = JanusForConditionalGeneration(JanusConfig.from_dict(config.janus_config))
         state = load_file(path / "base.safetensors")
@@ -156,16 +165,25 @@ class JanusBackbone:
                              "; ".join(f"{k}: weights {a} vs config {b}" for k, a, b in bad))
         network.load_state_dict(state, strict=False)
         backbone = cls(config, network, PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"))
-        if meta.get("roles"):
-            backbone.attach_roles()
-            for role in meta["roles"]:
-                set_peft_model_state_dict(backbone._lm, load_file(path / f"adapter_{role}.safetensors"),
-                                          adapter_name=role)
+        backbone._attach_saved_roles(path, meta.get("roles", []))
         return backbone
+
+    def _attach_saved_roles(self, path: Path, roles: list[str]) -> None:
+        if roles:
+            self.attach_roles()
+            for role in roles:
+                set_peft_model_state_dict(self._lm, load_file(path / f"adapter_{role}.safetensors"), adapter_name=role)
 
     def save(self, path: Path | str) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        if self.source is not None:
+            roles = list(ROLES) if self.roles_attached else []
+            for role in roles:
+                save_file(self._role_state(role), path / f"adapter_{role}.safetensors")
+            (path / "config.json").write_text(json.dumps({"backbone": self.name, "config": asdict(self.config),
+                                                          "roles": roles, "source": self.source}, indent=1))
+            return
         base = {}
         for name, tensor in self.network.state_dict().items():
             if "lora_" in name:
@@ -175,7 +193,7 @@ class JanusBackbone:
         save_file({k: v for k, v in base.items() if k not in tied}, path / "base.safetensors")
         roles = list(ROLES) if self.roles_attached else []
         for role in roles:
-            save_file(get_peft_model_state_dict(self._lm, adapter_name=role), path / f"adapter_{role}.safetensors")
+            save_file(self._role_state(role), path / f"adapter_{role}.safetensors")
         self.tokenizer.save_pretrained(path / "tokenizer")
         (path / "config.json").write_text(json.dumps({"backbone": self.name, "config": asdict(self.config),
                                                       "roles": roles}, indent=1))
@@ -184,6 +202,9 @@ class JanusBackbone:
     @property
     def _lm(self):
         return self.network.model.language_model
+
+    def _role_state(self, role: str) -> dict[str, torch.Tensor]:
+        return get_peft_model_state_dict(self._lm, adapter_name=role)
 
     def attach_roles(self) -> None:
         if self.roles_attached:
@@ -228,6 +249,19 @@ class JanusBackbone:
                 p.requires_grad_(f".{role}." in name)
         yield
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.network.parameters()).dtype
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "JanusBackbone":
+        """Move the model (e.g. `.to("cuda", torch.bfloat16)` on a GPU); inputs follow it."""
+        self.network.to(device=device, dtype=dtype)
+        return self
+
     # ----- inputs -------------------------------------------------------------------------
     def _pixels(self, images: list[np.ndarray]) -> torch.Tensor:
         """Janus's preprocessing: resize to the vision tower's size, scale to [-1, 1] (mean 0.5, std 0.5)."""
@@ -237,7 +271,7 @@ class JanusBackbone:
                 raise ValueError(f"images must be uint8 (H, W, 3), got {image.dtype} shape {image.shape}")
             resized = np.asarray(Image.fromarray(image).resize((self.vision_size, self.vision_size), Image.BICUBIC))
             out.append(torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 127.5 - 1.0)
-        return torch.stack(out)
+        return torch.stack(out).to(self.device, self.dtype)
 
     def _text_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -255,7 +289,7 @@ class JanusBackbone:
         for i, r in enumerate(rows):
             ids[i, width - len(r):] = torch.tensor(r)
             mask[i, width - len(r):] = 1
-        return ids, mask
+        return ids.to(self.device), mask.to(self.device)
 
     # ----- understanding ------------------------------------------------------------------
     @torch.no_grad()
@@ -333,7 +367,7 @@ class JanusBackbone:
             tokens = self.network.generate(input_ids=ids, attention_mask=mask, generation_mode="image",
                                            generation_config=config)
             pixels = self.network.decode_image_tokens(tokens[:, -self.n_image_tokens:])
-        arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        arrays = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
         images = [np.asarray(Image.fromarray(a).resize((self.image_size, self.image_size), Image.NEAREST))
                   for a in arrays]
         return [images[i * n_per_prompt:(i + 1) * n_per_prompt] for i in range(len(prompts))]
@@ -347,14 +381,14 @@ class JanusBackbone:
         with self.role(None):
             hidden = self._lm(input_ids=ids, attention_mask=mask).last_hidden_state
         pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        return pooled.float().numpy()
+        return pooled.float().cpu().numpy()
 
     @torch.no_grad()
     def embed_images(self, images):
         if not images:
             return np.zeros((0, self.network.config.text_config.hidden_size), np.float32)
         features = self.network.model.get_image_features(self._pixels(images)).pooler_output
-        return features.mean(1).float().numpy()
+        return features.mean(1).float().cpu().numpy()
 
     # ----- likelihoods --------------------------------------------------------------------
     def _target_text(self, example: TrainingExample) -> tuple[str, str]:
@@ -366,7 +400,7 @@ class JanusBackbone:
 
     def _example_nll(self, example: TrainingExample) -> torch.Tensor:
         if example.kind == "t2i":
-            prompt = torch.tensor([self._prompt_ids(example.prompt, False) + [self.ids["boi"]]])
+            prompt = torch.tensor([self._prompt_ids(example.prompt, False) + [self.ids["boi"]]], device=self.device)
             with torch.no_grad():
                 codes = self.network.model.vqmodel.encode(self._pixels([example.target_image])).image_tokens
             codes = codes.reshape(1, -1)
@@ -378,10 +412,10 @@ class JanusBackbone:
         text, target = self._target_text(example)
         prompt = self._prompt_ids(text, True)
         answer = self._text_ids(target) + [self.ids["eos"]]
-        ids = torch.tensor([prompt + answer])
+        ids = torch.tensor([prompt + answer], device=self.device)
         logits = self.network(input_ids=ids, pixel_values=self._pixels([example.image])).logits
         start = len(prompt) - 1
-        return F.cross_entropy(logits[0, start:start + len(answer)].float(), torch.tensor(answer))
+        return F.cross_entropy(logits[0, start:start + len(answer)].float(), torch.tensor(answer, device=self.device))
 
     def example_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
         with self.role(role):

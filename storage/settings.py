@@ -7,6 +7,7 @@
 | ASG_OBJECTS_URI | $ASG_HOME/objects | checkpoints and other objects (a folder or s3://…) |
 | MLFLOW_TRACKING_URI | sqlite:///$ASG_HOME/mlflow.db | MLflow tracking store |
 | ASG_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION | unset | S3 access |
+| ASG_DEVICE, ASG_DTYPE | unset (CPU, float32) | where adapters that support it run, e.g. cuda and bfloat16 |
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class Settings:
     objects_uri: str
     mlflow_uri: str
     s3_endpoint_url: str | None = None
+    device: str | None = None
+    dtype: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -33,6 +36,8 @@ class Settings:
             objects_uri=os.environ.get("ASG_OBJECTS_URI", str(home / "objects")),
             mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
             s3_endpoint_url=os.environ.get("ASG_S3_ENDPOINT_URL"),
+            device=os.environ.get("ASG_DEVICE") or None,
+            dtype=os.environ.get("ASG_DTYPE") or None,
         )
 
     def namespace_environment(self, name: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.filter import previous_states
 from tasks.logic.advantages import BETA_INIT, adaptive_beta
-from tasks.round_inputs import images_by_id
+from tasks.round_inputs import images_by_id, placed
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world.seed_set import seed_examples
@@ -103,6 +103,7 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: 
     # A private copy, not the per-process cache: the input checkpoint must stay as it was.
     backbone = load_backbone(local_checkpoint(checkpoint_uri, settings))
     backbone.attach_roles()
+    backbone = placed(backbone, settings.device, settings.dtype)
     states = previous_states(db, round_idx)
     metrics: dict[str, float] = {}
     betas: dict[str, float] = {}

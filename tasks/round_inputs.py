@@ -15,16 +15,27 @@ from tasks.logic.selection import round_sample
 
 
 @lru_cache(maxsize=2)
-def _cached_backbone(path: str, stamp: float):
+def _cached_backbone(path: str, stamp: float, device: str | None, dtype: str | None):
     backbone = load_backbone(path)
     backbone.attach_roles()
+    return placed(backbone, device, dtype)
+
+
+def placed(backbone, device: str | None, dtype: str | None):
+    """Move a backbone that supports it (`to`) onto ASG_DEVICE / ASG_DTYPE."""
+    if device or dtype:
+        if not hasattr(backbone, "to"):
+            raise ValueError(f"backbone {backbone.name!r} runs on the CPU only; unset ASG_DEVICE/ASG_DTYPE")
+        import torch
+
+        backbone.to(device or "cpu", getattr(torch, dtype) if dtype else None)
     return backbone
 
 
 def backbone_for(checkpoint_uri: str, settings: Settings):
     """The backbone of a checkpoint, loaded once per process and checkpoint version."""
     path = local_checkpoint(checkpoint_uri, settings)
-    return _cached_backbone(str(path), (path / "config.json").stat().st_mtime)
+    return _cached_backbone(str(path), (path / "config.json").stat().st_mtime, settings.device, settings.dtype)
 
 
 def round_images(db, source: str, n_images: int, round_idx: int, seed: int) -> tuple[list[str], list[np.ndarray]]:

@@ -6,6 +6,8 @@ as the embedded model."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +111,60 @@ def test_a_tiny_round_runs_on_janus_through_the_same_flow(janus, asg_home, tmp_p
     assert len(read(db, "specs")) == 12
     assert "finetune.solver_examples" in result and (asg_home / "objects" / "checkpoints" / "round-0").is_dir()
     assert load_backbone(asg_home / "objects" / "checkpoints" / "round-0").name == janus.name
+
+
+def test_checkpoints_of_pretrained_models_store_adapters_and_the_source_path(janus, tmp_path):
+    """A model loaded with from_pretrained(local path) saves its adapters and the path, not another copy."""
+    janus.save(tmp_path / "pretrained")  # stands in for a downloaded model folder
+    source = {"janus": {"path": str(tmp_path / "pretrained")},
+              "composite": {"vlm_path": str(tmp_path / "pretrained"), "pipeline_path": str(tmp_path / "pretrained")}}
+    janus.source = source[janus.name]
+    try:
+        janus.save(tmp_path / "round-ckpt")
+    finally:
+        janus.source = None
+    saved = {p.name for p in (tmp_path / "round-ckpt").iterdir()}
+    assert "base.safetensors" not in saved and "adapter_generator.safetensors" in saved
+    assert json.loads((tmp_path / "round-ckpt" / "config.json").read_text())["source"] == source[janus.name]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_gpu_script_runs_a_round_from_local_model_folders(janus, asg_home, tmp_path):
+    """infra/real_model_round.py on folders laid out like downloaded models (tiny weights saved here)."""
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    images = tmp_path / "unlabeled"
+    images.mkdir()
+    for i, image in enumerate(_images(6)):
+        Image.fromarray(image).save(images / f"{i}.png")
+    if janus.name == "janus":
+        fresh = create_backbone("janus", seed=1, size="tiny")
+        fresh.network.save_pretrained(tmp_path / "model")
+        fresh.tokenizer.save_pretrained(tmp_path / "model")
+        argv = ["janus", "--model", str(tmp_path / "model")]
+    else:
+        fresh = create_backbone("composite", seed=1, size="tiny")
+        fresh.network.vlm.save_pretrained(tmp_path / "vlm")
+        fresh.processor.save_pretrained(tmp_path / "vlm")
+        fresh.network.transformer.save_pretrained(tmp_path / "pipe" / "transformer")
+        fresh.network.vae.save_pretrained(tmp_path / "pipe" / "vae")
+        fresh.scheduler.save_pretrained(tmp_path / "pipe" / "scheduler")
+        argv = ["composite", "--vlm", str(tmp_path / "vlm"), "--pipeline", str(tmp_path / "pipe")]
+    spec = importlib.util.spec_from_file_location(
+        "real_model_round", Path(__file__).resolve().parent.parent / "infra" / "real_model_round.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    result = script.main([*argv, "--images", str(images), "--n-images", "4", "--image-size", "32", "--steps", "2",
+                          "--batch-size", "2"])
+    from storage.settings import Settings
+    from storage.tables import connect, read
+
+    assert len(read(connect(Settings.from_env()), "images")) == 6
+    assert result["finetune.solver_examples"] >= 0
+    round_ckpt = asg_home / "objects" / "checkpoints" / "round-0"
+    meta = json.loads((round_ckpt / "config.json").read_text())
+    assert meta["source"] and not (round_ckpt / "base.safetensors").exists()
+    assert load_backbone(round_ckpt).name == janus.name
