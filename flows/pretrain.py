@@ -22,15 +22,18 @@ from world.evaluation import EvalConfig
 @flow(name="asg-pretrain", log_prints=True)
 def pretrain_flow(checkpoint_uri: str, backbone: str = "shapes", size: str = "default", seed_scenes: int = 300,
                   steps: int = 5000, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
-                  control_steps: int = 310, control_lr: float = 1e-3, eval_size: str = "default") -> dict:
+                  control_steps: int = 310, control_lr: float = 1e-3, eval_size: str = "default",
+                  init_from: str | None = None) -> dict:
     settings = Settings.from_env()
     tracker = Tracker(settings.mlflow_uri, "asg-pretrain")
     schedule = TrainConfig(steps=steps, lr=lr, warmup_steps=min(100, steps // 10), seed=seed)
     eval_config = EvalConfig.tiny() if eval_size == "tiny" else EvalConfig(seed=seed)
     with tracker.run(f"pretrain-{backbone}-seed{seed}"):
         tracker.log_params({"backbone": backbone, "size": size, "seed_scenes": seed_scenes, "batch_size": batch_size,
-                            "control_steps": control_steps, "control_lr": control_lr, **asdict(schedule)})
-        result = pretrain_base(backbone, size, seed_scenes, schedule, batch_size, checkpoint_uri, eval_config)
+                            "control_steps": control_steps, "control_lr": control_lr, "init_from": init_from,
+                            **asdict(schedule)})
+        result = pretrain_base(backbone, size, seed_scenes, schedule, batch_size, checkpoint_uri, eval_config,
+                               init_from=init_from)
         tracker.log_series("train_loss", result.losses)
         tracker.log_series("learning_rate", result.lrs)
         for step, acc in result.validation:
@@ -44,6 +47,7 @@ def pretrain_flow(checkpoint_uri: str, backbone: str = "shapes", size: str = "de
         write_checkpoint_card(checkpoint_uri, {
             "command": " ".join(["asg pretrain", f"--out {checkpoint_uri}", f"--backbone {backbone}", f"--size {size}",
                                  f"--seed-scenes {seed_scenes}", f"--steps {steps}", f"--lr {lr}", f"--seed {seed}",
+                                 *([f"--init-from {init_from}"] if init_from else []),
                                  f"--control-steps {control_steps}"]),
             "seed": seed, "seed_scenes": seed_scenes, "steps": steps, "batch_size": batch_size, "lr": lr,
             "control_lr": control_lr, "metrics": summary,

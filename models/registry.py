@@ -19,6 +19,8 @@ from models.protocol import Backbone
 
 BACKBONES = {
     "shapes": "models.shapes_backbone:ShapesBackbone",
+    "shapes-diffusion": "models.shapes_latent_backbone:ShapesDiffusionBackbone",
+    "shapes-flow": "models.shapes_latent_backbone:ShapesFlowBackbone",
     "janus": "models.janus_backbone:JanusBackbone",
     "composite": "models.composite_backbone:CompositeBackbone",
 }
@@ -68,9 +70,14 @@ def load_backbone(checkpoint: str | Path) -> Backbone:
     return backbone_class(name).load(checkpoint)
 
 
-def create_backbone(name: str, seed: int, size: str = "default") -> Backbone:
-    """A freshly initialised backbone; size "tiny" builds the unit-test configuration."""
+def create_backbone(name: str, seed: int, size: str = "default", **overrides) -> Backbone:
+    """A freshly initialised backbone; size "tiny" builds the unit-test configuration; `overrides`
+    replace config fields (e.g. freeze_understanding=True)."""
+    import dataclasses
+
     cls = backbone_class(name)
     config_cls = cls.config_class
     config = config_cls.tiny() if size == "tiny" else config_cls()
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
     return cls.create(config, seed=seed)

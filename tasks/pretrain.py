@@ -16,7 +16,7 @@ from models.protocol import TrainingExample
 from models.registry import create_backbone, load_backbone
 from models.training import TrainConfig, mixture_batches, train
 from models.vocabulary import FRAMINGS
-from storage.checkpoints import save_checkpoint
+from storage.checkpoints import local_checkpoint, save_checkpoint
 from storage.settings import Settings
 from world.evaluation import EvalConfig, evaluate, evaluate_vqa
 from world.seed_set import seed_examples
@@ -36,11 +36,19 @@ class PretrainResult:
 @task(name="pretrain-base")
 def pretrain_base(backbone_name: str, size: str, seed_scenes: int, schedule: TrainConfig, batch_size: int,
                   checkpoint_uri: str, eval_config: EvalConfig, t2i_per_scene: int = 1,
-                  validate_every: int = 500) -> PretrainResult:
+                  validate_every: int = 500, init_from: str | None = None) -> PretrainResult:
+    """Pretrain a base on the labeled seed set. With `init_from`, a latent-generator backbone takes
+    that checkpoint's understanding trunk and trains only its denoiser (on the seed set's t2i pairs)."""
     settings = Settings.from_env()
-    backbone = create_backbone(backbone_name, seed=schedule.seed, size=size)
+    if init_from:
+        backbone = create_backbone(backbone_name, seed=schedule.seed, size=size, freeze_understanding=True)
+        if not hasattr(backbone, "init_understanding_from"):
+            raise ValueError(f"backbone {backbone_name!r} cannot start from another checkpoint's trunk")
+        backbone.init_understanding_from(local_checkpoint(init_from, settings))
+    else:
+        backbone = create_backbone(backbone_name, seed=schedule.seed, size=size)
     examples = [TrainingExample(**e) for e in seed_examples(seed_scenes, schedule.seed, FRAMINGS, t2i_per_scene)]
-    batches = mixture_batches(examples, PRETRAIN_MIX, batch_size, schedule.seed)
+    batches = mixture_batches(examples, {"t2i": 1.0} if init_from else PRETRAIN_MIX, batch_size, schedule.seed)
     lrs: list[float] = []
     validation: list[tuple[int, float]] = []
     small_eval = EvalConfig(vqa_scenes=100, seed=eval_config.seed, split="validation")
