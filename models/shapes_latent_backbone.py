@@ -62,6 +62,8 @@ class ShapesLatentConfig(ShapesConfig):
     inference_steps: int = 20
     loss_draws: int = 4
     denoiser_lora_r: int = 8
+    cfg_drop: float = 0.15  # pretraining drops the prompt this often, so sampling can use guidance
+    guidance_scale: float = 4.0  # classifier-free guidance when sampling (1 = none)
     freeze_understanding: bool = False  # pretraining from an existing trunk trains the denoiser only
 
     @classmethod
@@ -240,11 +242,16 @@ class ShapesLatentBackbone(ShapesBackbone):
         latents = torch.randn((len(flat), LATENT_DIM, GRID, GRID), generator=generator) * max(temperature, 1e-3)
         scheduler = self._sample_scheduler()
         scheduler.set_timesteps(self.config.inference_steps)
+        guided = self.config.guidance_scale != 1.0
         with self.role("generator") if self.roles_attached else contextlib.nullcontext():
-            cond, pooled = self._condition(flat)
+            cond, pooled = self._condition(flat + ([""] * len(flat) if guided else []))
             for t in scheduler.timesteps:
-                out = self.network.denoiser(hidden_states=latents, encoder_hidden_states=cond,
-                                            pooled_projections=pooled, timestep=t.expand(len(flat)).float()).sample
+                x = torch.cat([latents, latents]) if guided else latents
+                out = self.network.denoiser(hidden_states=x, encoder_hidden_states=cond, pooled_projections=pooled,
+                                            timestep=t.expand(len(x)).float()).sample
+                if guided:  # classifier-free guidance
+                    conditional, unconditional = out.chunk(2)
+                    out = unconditional + self.config.guidance_scale * (conditional - unconditional)
                 latents = scheduler.step(out, t, latents).prev_sample
         images = [codebook.decode(codes) for codes in self._to_codes(latents)]
         return [images[i * n_per_prompt:(i + 1) * n_per_prompt] for i in range(len(prompts))]
@@ -261,7 +268,13 @@ class ShapesLatentBackbone(ShapesBackbone):
             sigma.append(torch.rand(draws, generator=g).clamp(0.02, 0.98))
             steps.append(torch.randint(0, scheduler.config.num_train_timesteps, (draws,), generator=g))
         noise, sigma, steps = torch.cat(noise), torch.cat(sigma), torch.cat(steps)
-        cond, pooled = self._condition([e.prompt for e in examples for _ in range(draws)])
+        prompts = [e.prompt for e in examples]
+        if self.network.training and not self.roles_attached and self.config.cfg_drop > 0:
+            # Pretraining: drop some prompts (seeded per prompt) so the denoiser also learns p(x).
+            prompts = [p if torch.rand(1, generator=torch.Generator().manual_seed(zlib.crc32(p.encode()) + step))
+                       .item() >= self.config.cfg_drop else "" for p, step in zip(prompts, self._drop_steps(len(prompts)))]
+        cond, pooled = self._condition(prompts)  # once per example, shared by its draws
+        cond, pooled = cond.repeat_interleave(draws, 0), pooled.repeat_interleave(draws, 0)
         if self.paradigm == "flow":
             s = sigma[:, None, None, None]
             noisy, target, timestep = (1 - s) * x0 + s * noise, noise - x0, sigma * 1000
@@ -271,6 +284,11 @@ class ShapesLatentBackbone(ShapesBackbone):
                                      timestep=timestep).sample
         per_draw = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
         return per_draw.reshape(len(examples), draws).mean(1)
+
+    def _drop_steps(self, n: int) -> list[int]:
+        """A counter that advances every call, so a prompt is not dropped in every step alike."""
+        self._drop_counter = getattr(self, "_drop_counter", 0) + 1
+        return [self._drop_counter * 7919 + i for i in range(n)]
 
     def example_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
         """Token NLL for text kinds (the shared trunk), the denoising loss for t2i examples."""

@@ -187,3 +187,19 @@ def test_browser_loads_every_view(filled_home, tmp_path):
                 (Path(os.environ.get("TMPDIR", "/tmp")) / f"dashboard-{view}.png").write_bytes(
                     (tmp_path / f"{view}.png").read_bytes())
     assert all((tmp_path / f"{v}.png").stat().st_size > 10_000 for v in ("questions", "generations", "rounds"))
+
+
+def test_a_round_without_generations_shows_a_message(filled_home, tmp_path, monkeypatch):
+    import shutil
+
+    from storage.tables import upsert
+
+    home = tmp_path / "copy"
+    shutil.copytree(filled_home / "lancedb", home / "lancedb")
+    settings = Settings(home=home, lancedb_uri=str(home / "lancedb"), objects_uri="", mlflow_uri="")
+    db = connect(settings)
+    row = read(db, "qa_items").iloc[0].to_dict()
+    upsert(db, "qa_items", [{**row, "question_id": "r1:understanding-only", "round_idx": 1}])  # round 1: no images
+    at = _app(monkeypatch, home, "generations")
+    assert not at.exception
+    assert "Round 1 has no generated images" in at.info[0].value

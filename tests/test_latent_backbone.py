@@ -1,0 +1,67 @@
+"""The embedded model's diffusion and rectified-flow generators (tiny configs built here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.protocol import SolveRequest, TrainingExample
+from models.registry import create_backbone, load_backbone
+from models.shapes_latent_backbone import code_latents
+from models.training import TrainConfig, train
+from tests.conftest import SHIPPED_BASE
+from world import codebook, splits
+from world.render import render
+
+
+def _images(n):
+    return [render(splits.scene_at("seed", i, 0)) for i in range(n)]
+
+
+def test_cell_latents_decode_exactly_through_the_codebook():
+    latents = code_latents()
+    assert latents.shape == (codebook.N_CODES, 16)
+    assert np.allclose(latents.std(0), 1.0, atol=1e-5)
+    b = create_backbone("shapes-flow", seed=0, size="tiny")
+    images = _images(5)
+    assert b._to_codes(b._from_codes(images)) == [codebook.encode(im) for im in images]
+    noisy = b._from_codes(images) + 0.05 * torch.randn(5, 16, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert b._to_codes(noisy) == [codebook.encode(im) for im in images]  # small errors still decode exactly
+
+
+@pytest.mark.parametrize("name", ["shapes-diffusion", "shapes-flow"])
+def test_generator_role_trains_only_the_denoiser_adapter_and_round_trips(name, tmp_path):
+    b = create_backbone(name, seed=0, size="tiny")
+    b.attach_roles()
+    images = _images(2)
+    t2i = [TrainingExample("t2i", prompt="a red circle", target_image=images[0])]
+    mixed = t2i + [TrainingExample("vqa", image=images[1], prompt="how many objects are there ?", target="two")]
+    nll = b.example_nll("generator", mixed)
+    assert nll.shape == (2,) and torch.isfinite(nll).all()
+    reference = b.example_nll(None, t2i).detach()
+    before = {n: p.detach().clone() for n, p in b.network.named_parameters()}
+    train(b, "generator", iter(lambda: t2i, None), TrainConfig(steps=2, lr=1e-2, warmup_steps=0, seed=0))
+    changed = {n for n, p in b.network.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("denoiser.") and ".generator." in n for n in changed)
+    assert torch.allclose(b.example_nll(None, t2i), reference)  # the reference (adapters off) is untouched
+    assert not torch.allclose(b.example_nll("generator", t2i), reference)
+    generated = b.generate_images(["a red circle", "two squares"], 2, 1.0, seed=4)
+    assert [len(g) for g in generated] == [2, 2] and generated[0][0].shape == (32, 32, 3)
+    b.save(tmp_path / "ckpt")
+    loaded = load_backbone(tmp_path / "ckpt")
+    assert np.array_equal(loaded.generate_images(["a red circle"], 1, 1.0, seed=4)[0][0], generated[0][0])
+    assert torch.allclose(loaded.example_nll("generator", t2i), b.example_nll("generator", t2i))
+
+
+def test_init_from_takes_the_shipped_trunk_and_pretraining_moves_only_the_denoiser():
+    b = create_backbone("shapes-flow", seed=0, freeze_understanding=True, denoiser_layers=1)
+    b.init_understanding_from(SHIPPED_BASE)
+    base = load_backbone(SHIPPED_BASE)
+    request = [SolveRequest(_images(1)[0], "how many objects are there ?", temperature=0.0)]
+    assert b.solve(request, seed=0) == base.solve(request, seed=0)  # same understanding
+    params = b.trainable_parameters(None)
+    denoiser = {id(p) for p in b.network.denoiser.parameters()}
+    assert params and all(id(p) in denoiser for p in params)
+    with pytest.raises(ValueError, match="does not fit this model's trunk"):
+        create_backbone("shapes-flow", seed=0, size="tiny").init_understanding_from(SHIPPED_BASE)
