@@ -30,7 +30,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 

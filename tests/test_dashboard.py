@@ -4,10 +4,8 @@ read-only), its pages headless (Streamlit's testing API) and in headless Chromiu
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from dashboards.question_filters import QuestionFilter, question_where
