@@ -71,6 +71,15 @@ def test_a_round_on_s3_writes_the_same_rows_as_on_local_disk(asg_home, s3, monke
     assert len(fs.ls("asg/prefect-results")) >= 9  # one persisted result per stage at least
     assert {p.rsplit("/", 1)[-1] for p in fs.ls("asg/lancedb")} >= {f"{t}.lance" for t in ROLLOUT_TABLES}
 
+    # The dashboard reads the same tables straight from the bucket.
+    from dashboards.question_filters import QuestionFilter
+    from dashboards.store import DashboardStore
+
+    store = DashboardStore(Settings.from_env())
+    assert store.rounds() == [0]
+    assert store.count_questions(QuestionFilter(round_idx=0)) == len(read(connect(Settings.from_env()), "qa_items")) > 0
+    assert store.generation_page(0, (0.0, 1.0), None, 0)[0] == len(local["scores"])
+
     run = mlflow.search_runs(experiment_names=["asg-evolution"], output_format="list")[0]
     logged = " ".join([*map(str, run.data.params.values()), *map(str, run.data.tags.values())])
     assert SECRET not in logged and "asg-test-key" not in logged
