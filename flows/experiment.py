@@ -80,7 +80,7 @@ def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...
                 if overrides is None:
                     output = checkpoint_uri(arm_settings, f"control-{r}")
                     control_finetune(r, checkpoint, output, config.finetune_steps, config.lr, config.batch_size,
-                                     config.seed_scenes, seed)
+                                     config.seed_scenes, seed, config.seed_set_seed)
                     metrics = evaluate_checkpoint(output, r, eval_config).metrics
                     with tracker.run(f"{arm}-seed{seed}-round-{r}", tags={"arm": arm, "seed": str(seed)}):
                         tracker.log_metrics(metrics, step=r, prefix="evaluate.")

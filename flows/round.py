@@ -58,6 +58,8 @@ class RoundConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     replay_fraction: float = Field(0.5, ge=0, le=1, description="share of each batch replayed from the seed set")
     seed_scenes: int = Field(300, ge=1, description="seed set size used for replay (same as pretraining)")
+    seed_set_seed: int = Field(0, description="seed of the labeled seed set the base was pretrained on; replay and "
+                                              "the matched control use exactly that set, whatever `seed` is")
     min_majority_fraction: float = Field(0.4, ge=0, le=1)
     accept_reward: float = Field(0.7, ge=0, le=1, description="R_g at which a generated image is accepted")
     check_label_reward: float = Field(0.7, ge=0, le=1, description="verified preset: R_g at which a generated "
@@ -97,7 +99,7 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
     lr = config.policy_lr if config.preset == "paper" else config.lr
     stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, lr,
                                  config.batch_size, config.replay_fraction, config.seed_scenes, config.preset,
-                                 config.seed))
+                                 config.seed, config.seed_set_seed))
     if config.evaluation != "none":
         stages.append(evaluate_checkpoint(output, round_idx, config.eval_config()))
     stages.append(diagnose_round(round_idx, config.accept_reward))

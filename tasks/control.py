@@ -14,7 +14,7 @@ from tasks.stage_result import StageResult
 
 @stage_task("control", "control-finetune")
 def control_finetune(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
-                     batch_size: int, seed_scenes: int, seed: int = 0) -> StageResult:
+                     batch_size: int, seed_scenes: int, seed: int = 0, seed_set_seed: int = 0) -> StageResult:
     settings = Settings.from_env()
     backbone = load_backbone(local_checkpoint(checkpoint_uri, settings))
     backbone.attach_roles()
@@ -22,7 +22,7 @@ def control_finetune(round_idx: int, checkpoint_uri: str, output_uri: str, steps
     for role, n_steps in steps.items():
         if n_steps <= 0:
             continue
-        seed_data = replay_examples(seed_scenes, seed, role)
+        seed_data = replay_examples(seed_scenes, seed_set_seed, role)  # the base's own labeled set
         metrics.update(imitate_role(backbone, role, seed_data, n_steps, lr, batch_size, 1.0, seed_data,
                                 seed + round_idx * 31 + len(role)))
     save_checkpoint(backbone, output_uri, settings)

@@ -97,7 +97,7 @@ def _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, seed) -> tupl
 @stage_task("finetune", "finetune-roles")
 def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
                    batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper",
-                   seed: int = 0) -> StageResult:
+                   seed: int = 0, seed_set_seed: int = 0) -> StageResult:
     settings = Settings.from_env()
     db = connect(settings)
     # A private copy, not the per-process cache: the input checkpoint must stay as it was.
@@ -117,9 +117,10 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: 
             beta = states.get(f"beta:{role}", BETA_INIT)
             role_metrics, betas[role] = _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, role_seed)
         else:
-            # Replay is the labeled seed set of pretraining (seed `seed`), never other labeled scenes.
+            # Replay is the labeled seed set of pretraining (`seed_set_seed`), never other labeled scenes:
+            # an experiment's `seed` varies the rollouts, not the labels.
             role_metrics = imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction,
-                                    replay_examples(seed_scenes, seed, role), role_seed)
+                                        replay_examples(seed_scenes, seed_set_seed, role), role_seed)
         metrics.update(role_metrics)
     save_checkpoint(backbone, output_uri, settings)
     upsert(db, "role_states", [{"state_id": f"r{round_idx}:beta:{r}", "round_idx": round_idx, "name": f"beta:{r}",

@@ -120,3 +120,14 @@ def test_presets_and_ablations_run_end_to_end(asg_home, overrides):
         solver = examples[examples["role"] == "solver"]
         assert (solver["weight"] > 0).all()
     assert (Settings.from_env().home / "objects" / "checkpoints" / "round-0" / "config.json").is_file()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_replay_uses_the_bases_own_seed_set_whatever_the_round_seed(asg_home, monkeypatch):
+    import tasks.finetune as finetune
+
+    seen = []
+    original = finetune.replay_examples
+    monkeypatch.setattr(finetune, "replay_examples", lambda n, seed, role: seen.append(seed) or original(n, seed, role))
+    round_flow(0, str(SHIPPED_BASE), _config(preset="verified", seed=3))
+    assert seen and set(seen) == {0}  # seed_set_seed, not the round's seed 3
