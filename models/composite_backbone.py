@@ -27,22 +27,20 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import (
+    LoraConfig,
+    get_peft_model,
+    get_peft_model_state_dict,
+    set_peft_model_state_dict,
+)
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
 from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
+from models.weight_checks import check_shapes
 
-FRAMING_TEXT = {"canonical": "", "observational": "Look closely at the picture.",
-                "analyst": "Think like an image analyst.", "direct": "Answer directly.",
-                "examiner": "As an examiner, answer.", "concise": "Be concise.",
-                "evidence": "Answer from visible evidence."}
-ROLE_PROMPTS = {
-    "ask": "Ask one question about the image with two candidate answers, as: question ? | answer | answer",
-    "spec": "Write a text-to-image prompt for this image with checks, as: prompt | question ? = answer",
-    "caption": "Describe the image in one sentence.",
-}
 UNDERSTANDING_ROLES = ("proposer", "solver")
 DIT_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
@@ -90,10 +88,19 @@ def _identity_or_random(d_in: int, d_out: int) -> nn.Linear:
 
 
 def _tiny_parts(seed: int):
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+    )
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    from transformers import PreTrainedTokenizerFast
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     from world.language import WORDS
 
@@ -235,11 +242,7 @@ class CompositeBackbone:
         backbone = cls(config, vlm, processor, transformer, vae, scheduler)
         state = load_file(path / "base.safetensors")
         expected = backbone.network.state_dict()
-        bad = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
-               if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-        if bad:
-            raise ValueError(f"{path / 'base.safetensors'} does not match its config.json: " +
-                             "; ".join(f"{k}: weights {a} vs config {b}" for k, a, b in bad))
+        check_shapes(state, expected, path / "base.safetensors")
         backbone.network.load_state_dict(state, strict=False)
         if meta.get("roles"):
             backbone.attach_roles()
@@ -397,7 +400,7 @@ class CompositeBackbone:
         for i, r in enumerate(requests):
             groups.setdefault((r.temperature, r.top_p), []).append(i)
         for (temperature, top_p), index in sorted(groups.items()):
-            texts = [f"{requests[i].question} {FRAMING_TEXT.get(requests[i].framing, '')}".strip() for i in index]
+            texts = [question_text(requests[i].question, requests[i].framing) for i in index]
             for i, (text, ent) in zip(index, self._generate_text(
                     "solver", [requests[i].image for i in index], texts, temperature, top_p, seed)):
                 out[i] = SolveResult(text, ent)
@@ -501,7 +504,7 @@ class CompositeBackbone:
         if example.kind == "t2i":
             return self._denoising_loss(example.prompt, example.target_image)
         if example.kind == "vqa":
-            text = f"{example.prompt} {FRAMING_TEXT.get(example.framing, '')}".strip()
+            text = question_text(example.prompt, example.framing)
         elif example.kind in ROLE_PROMPTS:
             text = ROLE_PROMPTS[example.kind]
         else:

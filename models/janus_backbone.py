@@ -23,23 +23,21 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import (
+    LoraConfig,
+    get_peft_model,
+    get_peft_model_state_dict,
+    set_peft_model_state_dict,
+)
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
 from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
+from models.weight_checks import check_shapes
 
 SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "image": "<image_placeholder>",
            "boi": "<begin_of_image>", "eoi": "<end_of_image>"}
-FRAMING_TEXT = {"canonical": "", "observational": "Look closely at the picture.",
-                "analyst": "Think like an image analyst.", "direct": "Answer directly.",
-                "examiner": "As an examiner, answer.", "concise": "Be concise.",
-                "evidence": "Answer from visible evidence."}
-ROLE_PROMPTS = {
-    "ask": "Ask one question about the image with two candidate answers, as: question ? | answer | answer",
-    "spec": "Write a text-to-image prompt for this image with checks, as: prompt | question ? = answer",
-    "caption": "Describe the image in one sentence.",
-}
 
 
 @dataclass(frozen=True)
@@ -144,7 +142,11 @@ class JanusBackbone:
 
     @classmethod
     def load(cls, path: Path | str) -> "JanusBackbone":
-        from transformers import JanusConfig, JanusForConditionalGeneration, PreTrainedTokenizerFast
+        from transformers import (
+            JanusConfig,
+            JanusForConditionalGeneration,
+            PreTrainedTokenizerFast,
+        )
 
         path = Path(path)
         meta = json.loads((path / "config.json").read_text())
@@ -158,11 +160,7 @@ class JanusBackbone:
         network = JanusForConditionalGeneration(JanusConfig.from_dict(config.janus_config))
         state = load_file(path / "base.safetensors")
         expected = network.state_dict()
-        bad = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
-               if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-        if bad:
-            raise ValueError(f"{path / 'base.safetensors'} does not match its config.json: " +
-                             "; ".join(f"{k}: weights {a} vs config {b}" for k, a, b in bad))
+        check_shapes(state, expected, path / "base.safetensors")
         network.load_state_dict(state, strict=False)
         backbone = cls(config, network, PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"))
         backbone._attach_saved_roles(path, meta.get("roles", []))
@@ -339,7 +337,7 @@ class JanusBackbone:
         for i, r in enumerate(requests):
             groups.setdefault((r.temperature, r.top_p), []).append(i)
         for (temperature, top_p), index in sorted(groups.items()):
-            texts = [f"{requests[i].question} {FRAMING_TEXT.get(requests[i].framing, '')}".strip() for i in index]
+            texts = [question_text(requests[i].question, requests[i].framing) for i in index]
             for i, (text, ent) in zip(index, self._generate_text(
                     "solver", [requests[i].image for i in index], texts, temperature, top_p, seed)):
                 out[i] = SolveResult(text, ent)
@@ -393,7 +391,7 @@ class JanusBackbone:
     # ----- likelihoods --------------------------------------------------------------------
     def _target_text(self, example: TrainingExample) -> tuple[str, str]:
         if example.kind == "vqa":
-            return f"{example.prompt} {FRAMING_TEXT.get(example.framing, '')}".strip(), example.target
+            return question_text(example.prompt, example.framing), example.target
         if example.kind in ("ask", "spec", "caption"):
             return ROLE_PROMPTS[example.kind], example.target
         raise ValueError(f"unknown example kind {example.kind!r}")

@@ -22,7 +22,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import (
+    LoraConfig,
+    PeftModel,
+    get_peft_model,
+    get_peft_model_state_dict,
+    set_peft_model_state_dict,
+)
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -31,6 +37,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
 from models.sampling import full_entropy, sample_next
 from models.vocabulary import Vocabulary
+from models.weight_checks import check_shapes
 from world import codebook
 from world.scenes import GRID
 
@@ -443,20 +450,17 @@ class ShapesBackbone:
         return (tok_nll * flags).sum(1) / flags.sum(1)
 
 
+def _shape_hint(key: str, got: tuple, want: tuple) -> str:
+    if "embed_tokens" in key:
+        return f" (vocabulary of {got[0]} tokens in the weights vs {want[0]} in config.json)"
+    if "cell" in key or "row" in key or "col" in key:
+        return " (image grid size differs)"
+    return ""
+
+
 def _load_base(network: ShapesNetwork, file: Path) -> None:
     state = load_file(file)
-    expected = network.state_dict()
-    mismatched = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
-                  if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-    if mismatched:
-        def hint(key: str, got: tuple, want: tuple) -> str:
-            if "embed_tokens" in key:
-                return f" (vocabulary of {got[0]} tokens in the weights vs {want[0]} in config.json)"
-            if "cell" in key or "row" in key or "col" in key:
-                return " (image grid size differs)"
-            return ""
-        raise ValueError(f"{file} does not match its config.json: " + "; ".join(
-            f"{k}: weights {got} vs config {want}{hint(k, got, want)}" for k, got, want in mismatched))
+    check_shapes(state, network.state_dict(), file, _shape_hint)
     missing, unexpected = network.load_state_dict(state, strict=False)
     # lm_head is tied to the input embeddings, so it is the one key a base file leaves out.
     if unexpected or set(missing) - {"lm.lm_head.weight"}:

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from models.protocol import TrainingExample
 from models.shapes_backbone import ShapesBackbone, ShapesConfig, ShapesNetwork
 from models.vocabulary import Vocabulary
+from models.weight_checks import check_shapes
 from world import codebook
 from world.scenes import GRID
 
@@ -140,11 +141,7 @@ class ShapesLatentBackbone(ShapesBackbone):
         network.denoiser = cls._build_denoiser(config)
         state = load_file(path / "base.safetensors")
         expected = network.state_dict()
-        bad = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
-               if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-        if bad:
-            raise ValueError(f"{path / 'base.safetensors'} does not match its config.json: " +
-                             "; ".join(f"{k}: weights {a} vs config {b}" for k, a, b in bad))
+        check_shapes(state, expected, path / "base.safetensors")
         missing, unexpected = network.load_state_dict(state, strict=False)
         if unexpected or set(missing) - {"lm.lm_head.weight"}:
             raise ValueError(f"{path} does not match the configured network: missing {missing[:5]}, "
