@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,8 @@ import flows  # noqa: F401 - sets offline defaults for Prefect and MLflow before
 def _round_config(args):
     from flows.round import RoundConfig
 
-    fields = {"source": args.source, "n_images": args.images, "seed": args.seed, "preset": args.preset}
+    fields = {"source": args.source, "n_images": args.images, "seed": args.seed, "preset": args.preset,
+              "shards": args.shards}
     if args.quick:
         fields.update(finetune_steps={"solver": 20, "proposer": 10, "generator": 20}, evaluation="tiny")
     return RoundConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -38,6 +40,24 @@ def _add_round_options(p: argparse.ArgumentParser) -> None:
                    help="paper: METHOD.md's rewards and RL updates (default); verified: imitation of confident "
                         "and Solver-verified items with seed replay")
     p.add_argument("--quick", action="store_true", help="few fine-tune steps and a tiny evaluation (smoke runs)")
+    p.add_argument("--shards", type=int, help="shards per rollout stage (default 1)")
+    _add_runner_options(p)
+
+
+def _add_runner_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task-runner", choices=["inprocess", "dask", "ray"],
+                   help="where shards run (default: $ASG_TASK_RUNNER or inprocess)")
+    p.add_argument("--dask-address", help="an existing Dask scheduler (default: a LocalCluster)")
+    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default 2)")
+
+
+def _runner_environment(args) -> None:
+    """Runner options become ASG_* variables, read when the flows are imported (flows/task_runners.py)."""
+    for option, variable in (("task_runner", "ASG_TASK_RUNNER"), ("dask_address", "ASG_DASK_ADDRESS"),
+                             ("workers", "ASG_DASK_WORKERS")):
+        value = getattr(args, option, None)
+        if value is not None:
+            os.environ[variable] = str(value)
 
 
 def _checkpoint(path: str) -> str:
@@ -96,9 +116,9 @@ def cmd_experiment(args) -> None:
 
 
 def cmd_ingest(args) -> None:
-    from tasks.ingest import ingest_images
+    from tasks.ingest import ingest_source
 
-    result = ingest_images.fn(args.source, args.image_size)
+    result = ingest_source(args.source, args.image_size)
     print(json.dumps(result.metrics, indent=1))
 
 
@@ -193,12 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="base checkpoint of the first night (default: the shipped shapes base)")
     p.add_argument("--model", default="asg-shapes", help="registered model name in MLflow (default asg-shapes)")
     p.add_argument("--margin", type=float, default=0.005, help="validation gain needed to promote (default 0.005)")
+    _add_runner_options(p)
     p.set_defaults(func=cmd_nightly)
 
     p = sub.add_parser("serve", help="serve the nightly, evaluate and pretrain deployments (needs a Prefect server)")
     p.add_argument("--preset", default="cpu-tiny", help="nightly preset: cpu-tiny (default) or single-gpu")
     p.add_argument("--cron", default="0 2 * * *", help="nightly schedule (default 0 2 * * *)")
     p.add_argument("--timezone", default="UTC", help="IANA timezone of the schedule (default UTC)")
+    _add_runner_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("dashboard", help="read-only web app over the QA datasets and rounds (127.0.0.1)")
@@ -218,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _runner_environment(args)
     try:
         args.func(args)
     except (FileNotFoundError, ValueError) as exc:

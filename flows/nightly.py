@@ -20,6 +20,7 @@ from prefect import flow
 from prefect.runtime import flow_run as prefect_flow_run
 
 from flows.round import RoundConfig, execute_round
+from flows.task_runners import task_runner
 from flows.tracking import Tracker
 from storage.checkpoints import local_checkpoint
 from storage.settings import Settings
@@ -46,7 +47,7 @@ def preset_config(name: str, **overrides: Any) -> RoundConfig:
     return RoundConfig(**{**NIGHTLY_PRESETS[name], **overrides})
 
 
-@flow(name="asg-nightly", log_prints=True)
+@flow(name="asg-nightly", log_prints=True, task_runner=task_runner())
 def nightly_flow(config: RoundConfig = RoundConfig(), base_checkpoint: str = SHIPPED_BASE_URI,
                  registered_model: str = "asg-shapes", promotion_margin: float = 0.005,
                  experiment: str = "asg-nightly", inject_fault: dict[str, str] | None = None) -> dict:

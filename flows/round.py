@@ -6,6 +6,7 @@ score, filter, fine-tune, evaluate. Owns the round's MLflow run.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import pandas as pd
@@ -13,20 +14,23 @@ from prefect import flow
 from prefect.runtime import flow_run as prefect_flow_run
 from pydantic import BaseModel, Field
 
+from flows.task_runners import task_runner
 from flows.tracking import Tracker
 from storage.checkpoints import checkpoint_uri, local_checkpoint
 from storage.settings import Settings
+from storage.shard_files import remove_round_shards
 from tasks.check_backbone import check_backbone
 from tasks.diagnose import diagnose_round
 from tasks.evaluate import evaluate_checkpoint
 from tasks.filter import filter_examples
 from tasks.finetune import finetune_roles
-from tasks.generate import generate_images
-from tasks.ingest import ingest_images
-from tasks.propose import propose_questions
+from tasks.generate import generate_images, generate_shard
+from tasks.ingest import ingest_images, ingest_shard
+from tasks.propose import propose_questions, propose_shard
 from tasks.report import write_round_report
-from tasks.score import score_generations
-from tasks.solve import solve_and_vote
+from tasks.score import score_generations, score_shard
+from tasks.solve import solve_and_vote, solve_shard
+from tasks.stage_result import ShardResult, StageResult
 from world.evaluation import EvalConfig
 
 
@@ -66,12 +70,53 @@ class RoundConfig(BaseModel):
                                       "image's checks become Solver examples")
     max_check_contradiction: float = Field(1.0, ge=0, le=1, description="verified preset: most contradicted "
                                            "share of checks for those Solver examples")
+    shards: int = Field(1, ge=1, description="shards per rollout stage (ingest, propose, solve, generate, score); "
+                                             "they run on the flow's task runner, see flows/task_runners.py")
     evaluation: Literal["default", "tiny", "none"] = "default"
     eval_seed: int = Field(0, description="seed of the held-out sets; fixed so every arm and round is comparable")
     seed: int = 0
 
     def eval_config(self) -> EvalConfig:
         return EvalConfig.tiny() if self.evaluation == "tiny" else EvalConfig(seed=self.eval_seed)
+
+
+def fan_out(shard_task, n_shards: int, **params) -> list[ShardResult]:
+    """Submit one task per shard to the flow's task runner and wait for all of them."""
+    futures = [shard_task.submit(shard_idx=s, n_shards=n_shards, **params) for s in range(n_shards)]
+    return [f.result() for f in futures]
+
+
+def _merged(stage: StageResult, shards: list[ShardResult]) -> StageResult:
+    """The merge step's result plus how its shards ran (logged with the stage's metrics)."""
+    return replace(stage, metrics={**stage.metrics, "shards": len(shards),
+                                   "shard_processes": len({s.pid for s in shards}),
+                                   "shard_backbone_loads_max": max(s.backbone_loads for s in shards)})
+
+
+def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list[StageResult]:
+    """Ingest, propose, solve, generate and score: each fanned out over `config.shards` shards on the
+    flow's task runner, then merged."""
+    n = config.shards
+    ingested = fan_out(ingest_shard, n, source=config.source, image_size=config.image_size)
+    stages = [_merged(ingest_images(config.source, n, ingested), ingested)]
+    if config.mode != "generation":
+        proposed = fan_out(propose_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, source=config.source,
+                           n_images=config.n_images, n_candidates=config.n_candidates,
+                           temperature=config.temperature, seed=config.seed, ste_aggregate=config.ste_aggregate)
+        stages.append(_merged(propose_questions(round_idx, n, config.n_candidates, config.use_ste, proposed), proposed))
+        solved = fan_out(solve_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, n_samples=config.n_samples,
+                         seed=config.seed, use_framings=config.use_framings)
+        stages.append(_merged(solve_and_vote(round_idx, n, solved), solved))
+    if config.mode != "understanding":
+        drawn = fan_out(generate_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, source=config.source,
+                        n_images=config.n_images, n_per_prompt=config.n_per_prompt,
+                        temperature=config.temperature, seed=config.seed)
+        stages.append(_merged(generate_images(round_idx, n, drawn), drawn))
+        scored = fan_out(score_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint,
+                         n_answers=config.n_check_answers, seed=config.seed, use_fidelity=config.use_fidelity,
+                         use_cycle=config.use_cycle)
+        stages.append(_merged(score_generations(round_idx, n, scored), scored))
+    return stages
 
 
 def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker: Tracker) -> dict:
@@ -82,17 +127,7 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
     tracker.log_params({"round_idx": round_idx, "input_checkpoint": checkpoint, "output_checkpoint": output,
                         **config.model_dump()})
     check_backbone(checkpoint)  # fails before anything is written when a capability is missing
-    stages = [ingest_images(config.source, config.image_size)]
-    if config.mode != "generation":
-        stages.append(propose_questions(round_idx, checkpoint, config.source, config.n_images,
-                                        config.n_candidates, config.temperature, config.seed, config.use_ste,
-                                        config.ste_aggregate))
-        stages.append(solve_and_vote(round_idx, checkpoint, config.n_samples, config.seed, config.use_framings))
-    if config.mode != "understanding":
-        stages.append(generate_images(round_idx, checkpoint, config.source, config.n_images,
-                                      config.n_per_prompt, config.temperature, config.seed))
-        stages.append(score_generations(round_idx, checkpoint, config.n_check_answers, config.seed,
-                                        config.use_fidelity, config.use_cycle))
+    stages = rollout_stages(round_idx, checkpoint, config)
     stages.append(filter_examples(round_idx, config.preset, config.mode, config.min_majority_fraction,
                                   config.accept_reward, config.check_label_reward,
                                   config.max_check_contradiction))
@@ -106,6 +141,7 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
     for stage in stages:
         tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
         tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})
+    remove_round_shards(settings, round_idx)  # its rows are in LanceDB now
     report_dir = settings.home / "reports" / f"round-{round_idx}"
     qa_sample = write_round_report(round_idx, str(report_dir))
     tracker.log_artifacts(str(report_dir), "report")
@@ -114,7 +150,7 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
     return {"checkpoint": output, **{f"{s.stage}.{k}": v for s in stages for k, v in s.metrics.items()}}
 
 
-@flow(name="asg-round", log_prints=True)
+@flow(name="asg-round", log_prints=True, task_runner=task_runner())
 def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfig(),
                experiment: str = "asg-evolution", run_prefix: str = "") -> dict:
     tracker = Tracker(Settings.from_env().mlflow_uri, experiment)

@@ -39,6 +39,7 @@ from torch import nn
 
 from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
 from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
+from models.sampling import call_seed
 from models.weight_checks import check_shapes
 
 UNDERSTANDING_ROLES = ("proposer", "solver")
@@ -364,7 +365,7 @@ class CompositeBackbone:
         if not texts:
             return []
         inputs = self._inputs(images, texts)
-        torch.manual_seed(seed)
+        torch.manual_seed(call_seed(seed))  # per-item seeds are folded: batch-dependent draws
         greedy = temperature <= 0
         tok = self.tokenizer
         config = GenerationConfig(do_sample=not greedy, temperature=None if greedy else temperature,
@@ -433,7 +434,7 @@ class CompositeBackbone:
         flat = [p for p in prompts for _ in range(n_per_prompt)]
         if not flat:
             return [[] for _ in prompts]
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(call_seed(seed))
         latents = (torch.randn((len(flat), *self._latent_shape()), generator=generator) * max(temperature, 1e-3)
                    ).to(self.device, self.dtype)
         self.scheduler.set_timesteps(self.config.inference_steps)

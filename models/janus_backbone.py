@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
 from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
+from models.sampling import call_seed
 from models.weight_checks import check_shapes
 
 SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "image": "<image_placeholder>",
@@ -297,7 +298,7 @@ class JanusBackbone:
         if not texts:
             return []
         ids, mask = self._left_pad([self._prompt_ids(t, True) for t in texts])
-        torch.manual_seed(seed)
+        torch.manual_seed(call_seed(seed))  # per-item seeds are folded: batch-dependent draws
         greedy = temperature <= 0
         config = GenerationConfig(do_sample=not greedy, temperature=None if greedy else temperature,
                                   top_p=None if greedy else top_p, max_new_tokens=self.config.max_new_tokens,
@@ -356,7 +357,7 @@ class JanusBackbone:
         if not rows:
             return [[] for _ in prompts]
         ids, mask = self._left_pad(rows)
-        torch.manual_seed(seed)
+        torch.manual_seed(call_seed(seed))  # per-item seeds are folded: batch-dependent draws
         config = GenerationConfig(do_sample=True, temperature=max(temperature, 1e-3),
                                   guidance_scale=self.config.guidance_scale, max_new_tokens=self.n_image_tokens,
                                   pad_token_id=self.ids["pad"], bos_token_id=self.ids["bos"],

@@ -4,6 +4,11 @@ Images cross this boundary as uint8 arrays of shape (H, W, 3) and text as plain 
 so no tokenizer or tensor type leaks into tasks. Roles are LoRA adapters named
 `proposer`, `solver` and `generator`; the base with adapters off is the reference.
 
+`seed` is an int for the whole call or a sequence with one int per item (image, request or
+prompt). Stages pass per-item seeds derived from row keys; a backbone that honours them row by
+row (the embedded ones) draws the same rows however a stage is sharded, others may fold them into
+one call seed (`models.sampling.call_seed`).
+
 A new backbone is one file in `models/` that implements `Backbone` and one line in
 `models/registry.py`.
 """

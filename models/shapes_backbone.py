@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
-from models.sampling import full_entropy, sample_next
+from models.sampling import Seeds, full_entropy, row_seeds, sample_next
 from models.vocabulary import Vocabulary
 from models.weight_checks import check_shapes
 from world import codebook
@@ -297,18 +297,22 @@ class ShapesBackbone:
     # ----- decoding ---------------------------------------------------------------------
     @torch.no_grad()
     def _decode(self, prefixes: list[tuple[list[int], list[int]]], max_new: int, image_mode: bool,
-                temperature: list[float], top_p: list[float], seed: int, desc: str = "decode",
+                temperature: list[float], top_p: list[float], seed: int | list[int], desc: str = "decode",
                 branches: list[tuple[int, list[int]]] | None = None):
         """Batched KV-cached decoding; returns token ids and full-vocab entropies per row.
 
         Without `branches` row i decodes after prefixes[i]. With `branches`, row i is
         (prefix index, suffix ids): rows sharing a prefix reuse its KV cache, so the image and
         question of N Solver samples are encoded once and only each sample's suffix (its
-        framing) is run per row. Suffixes of one call have equal lengths.
+        framing) is run per row. Suffixes of one call have equal lengths. `seed` is one seed for
+        the call, or one per row (then a row's draws do not depend on the other rows).
         """
         if branches is None:
             branches = [(i, []) for i in range(len(prefixes))]
-        generator = torch.Generator().manual_seed(seed)
+        keys = None if isinstance(seed, int) else torch.tensor(seed, dtype=torch.long)
+        if keys is not None and len(keys) != len(branches):
+            raise ValueError(f"{len(keys)} row seeds for {len(branches)} rows")
+        generator = torch.Generator().manual_seed(seed) if keys is None else None
         tokens: list[list[int]] = []
         entropies: list[list[float]] = []
         step = self.config.chunk_size
@@ -320,12 +324,14 @@ class ShapesBackbone:
             t, h = self._decode_chunk([prefixes[p] for p in used], [local[p] for p, _ in rows],
                                       [suffix for _, suffix in rows], max_new, image_mode,
                                       torch.tensor(temperature[start:start + step]),
-                                      torch.tensor(top_p[start:start + step]), generator)
+                                      torch.tensor(top_p[start:start + step]), generator,
+                                      None if keys is None else keys[start:start + step])
             tokens += t
             entropies += h
         return tokens, entropies
 
-    def _decode_chunk(self, shared, row_prefix, suffixes, max_new, image_mode, temperature, top_p, generator):
+    def _decode_chunk(self, shared, row_prefix, suffixes, max_new, image_mode, temperature, top_p, generator,
+                      keys=None):
         batch = self._pad([(ids, cells, [False] * len(ids)) for ids, cells in shared])
         n = len(row_prefix)
         eos = self.vocab.id("<eos>")
@@ -350,7 +356,7 @@ class ShapesBackbone:
         picked, ents = [], []
         for k in range(max_new):
             ents.append(full_entropy(logits))
-            nxt = sample_next(logits, allowed, temperature, top_p, generator)
+            nxt = sample_next(logits, allowed, temperature, top_p, generator, keys, step=k)
             nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
             picked.append(nxt)
             done |= nxt == eos
@@ -375,7 +381,7 @@ class ShapesBackbone:
         with self.role("proposer"):
             prefixes = [self._prefix("ask", im) for im in images for _ in range(n_per_image)]
             toks, _ = self._decode(prefixes, MAX_NEW["ask"], False, [temperature] * len(prefixes),
-                                   [1.0] * len(prefixes), seed, desc="propose")
+                                   [1.0] * len(prefixes), _seeds(seed, len(images), n_per_image), desc="propose")
         texts = [self.vocab.decode_text(t) for t in toks]
         return [texts[i * n_per_image:(i + 1) * n_per_image] for i in range(len(images))]
 
@@ -383,7 +389,7 @@ class ShapesBackbone:
         with self.role("proposer"):
             prefixes = [self._prefix("spec", im) for im in images]
             toks, _ = self._decode(prefixes, MAX_NEW["spec"], False, [temperature] * len(prefixes),
-                                   [1.0] * len(prefixes), seed, desc="specs")
+                                   [1.0] * len(prefixes), _seeds(seed, len(images)), desc="specs")
         return [self.vocab.decode_text(t) for t in toks]
 
     def solve(self, requests: list[SolveRequest], seed: int) -> list[SolveResult]:
@@ -397,7 +403,8 @@ class ShapesBackbone:
             branches.append((shared[key], [self.vocab.framing_id(r.framing), self.vocab.id("<ans>")]))
         with self.role("solver"):
             toks, ents = self._decode(prefixes, MAX_NEW["answer"], False, [r.temperature for r in requests],
-                                      [r.top_p for r in requests], seed, desc="solve", branches=branches)
+                                      [r.top_p for r in requests], _seeds(seed, len(requests)), desc="solve",
+                                      branches=branches)
         return [SolveResult(self.vocab.decode_text(t), tuple(h[:STE_TOKENS])) for t, h in zip(toks, ents)]
 
     def caption(self, images):
@@ -411,7 +418,7 @@ class ShapesBackbone:
         with self.role("generator"):
             prefixes = [self._prefix("t2i", None, p) for p in prompts for _ in range(n_per_prompt)]
             toks, _ = self._decode(prefixes, codebook.TOKENS_PER_IMAGE, True, [temperature] * len(prefixes),
-                                   [1.0] * len(prefixes), seed, desc="generate")
+                                   [1.0] * len(prefixes), _seeds(seed, len(prompts), n_per_prompt), desc="generate")
         off = self.vocab.image_offset
         images = [codebook.decode([t - off for t in row]) for row in toks]
         return [images[i * n_per_prompt:(i + 1) * n_per_prompt] for i in range(len(prompts))]
@@ -448,6 +455,12 @@ class ShapesBackbone:
         tok_nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         flags = batch.loss_mask[:, 1:].float()
         return (tok_nll * flags).sum(1) / flags.sum(1)
+
+
+def _seeds(seed: Seeds, n_items: int, per_item: int = 1) -> int | list[int]:
+    """The call's seed, or one seed per decoded row when the caller gave one per item."""
+    rows = row_seeds(seed, n_items, per_item)
+    return seed if rows is None else rows
 
 
 def _shape_hint(key: str, got: tuple, want: tuple) -> str:

@@ -34,6 +34,7 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from models.protocol import TrainingExample
+from models.sampling import row_seeds
 from models.shapes_backbone import ShapesBackbone, ShapesConfig, ShapesNetwork
 from models.vocabulary import Vocabulary
 from models.weight_checks import check_shapes
@@ -234,8 +235,13 @@ class ShapesLatentBackbone(ShapesBackbone):
         flat = [p for p in prompts for _ in range(n_per_prompt)]
         if not flat:
             return [[] for _ in prompts]
-        generator = torch.Generator().manual_seed(seed)
-        latents = torch.randn((len(flat), LATENT_DIM, GRID, GRID), generator=generator) * max(temperature, 1e-3)
+        rows = row_seeds(seed, len(prompts), n_per_prompt)
+        if rows is None:
+            noise = torch.randn((len(flat), LATENT_DIM, GRID, GRID), generator=torch.Generator().manual_seed(seed))
+        else:  # one noise draw per image from its own seed: independent of the batch it is drawn in
+            noise = torch.stack([torch.randn((LATENT_DIM, GRID, GRID), generator=torch.Generator().manual_seed(r))
+                                 for r in rows])
+        latents = noise * max(temperature, 1e-3)
         scheduler = self._sample_scheduler()
         scheduler.set_timesteps(self.config.inference_steps)
         guided = self.config.guidance_scale != 1.0

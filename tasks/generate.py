@@ -4,6 +4,9 @@ the source image (the self-alignment gate, with retries), and the Generator draw
 Writes `specs` (raw text, prompt, checks, Q_spec, attempts, alignment, the Solver's answers on the
 source image, why it was accepted or not) and `generations` (a PNG per sample). Only accepted
 specs are drawn.
+
+Sharded by source image: `generate_shard` writes, gates and draws the specs of one shard's images
+(per-image and per-spec seeds) and stages its rows; `generate_images` merges and upserts them.
 """
 
 from __future__ import annotations
@@ -13,31 +16,34 @@ import json
 from models.protocol import SolveRequest
 from storage.image_files import encode_png
 from storage.settings import Settings
+from storage.shard_files import read_all_shards, write_shard
 from storage.tables import connect, upsert
 from tasks.logic.alignment import MAX_RETRIES, alignment, best_attempt, spec_accepted
 from tasks.logic.answers import normalize_answer
 from tasks.logic.proposals import parse_spec
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
-from tasks.round_inputs import backbone_for, round_images
+from tasks.logic.shards import chunks, in_shard, item_seed
+from tasks.round_inputs import backbone_for, images_by_id, round_image_ids, shard_result
 from tasks.stage import stage_task
-from tasks.stage_result import StageResult
+from tasks.stage_result import ShardResult, StageResult
 
 SOURCE_CHECK_ANSWERS = 3
 
 
-def _attempt(backbone, images, temperature: float, seed: int) -> list[dict]:
+def _attempt(backbone, image_ids, images, temperature: float, seed: int) -> list[dict]:
     """One spec per image with its Q_spec, the Solver's answers on the source image and the gate."""
-    raw = backbone.propose_specs(images, temperature, seed=seed)
+    raw = backbone.propose_specs(images, temperature, seed=[item_seed(seed, i) for i in image_ids])
     specs = [parse_spec(text) for text in raw]
     ladder = sampler_ladder(SOURCE_CHECK_ANSWERS)
-    requests, owners = [], []
-    for k, (image, spec) in enumerate(zip(images, specs)):
+    requests, owners, seeds = [], [], []
+    for k, (image_id, image, spec) in enumerate(zip(image_ids, images, specs)):
         for c, (question, _) in enumerate(spec.checks):
             for i, (t, p) in enumerate(ladder):
                 requests.append(SolveRequest(image, question, framing_for(i), t, p))
                 owners.append((k, c))
+                seeds.append(item_seed(seed + 1, f"{image_id}:c{c}:s{i}"))
     answers: dict[tuple[int, int], list[str]] = {}
-    for owner, result in zip(owners, backbone.solve(requests, seed=seed + 1)):
+    for owner, result in zip(owners, backbone.solve(requests, seed=seeds)):
         answers.setdefault(owner, []).append(normalize_answer(result.text))
     out = []
     for k, (text, spec) in enumerate(zip(raw, specs)):
@@ -51,19 +57,32 @@ def _attempt(backbone, images, temperature: float, seed: int) -> list[dict]:
     return out
 
 
-@stage_task("generate", "generate-images")
-def generate_images(round_idx: int, checkpoint_uri: str, source: str, n_images: int, n_per_prompt: int = 3,
-                    temperature: float = 1.0, seed: int = 0, max_retries: int = MAX_RETRIES) -> StageResult:
+@stage_task("generate-shard", "generate-images-shard")
+def generate_shard(round_idx: int, checkpoint_uri: str, source: str, n_images: int, shard_idx: int = 0,
+                   n_shards: int = 1, n_per_prompt: int = 3, temperature: float = 1.0, seed: int = 0,
+                   max_retries: int = MAX_RETRIES, chunk_images: int = 256) -> ShardResult:
     settings = Settings.from_env()
     db = connect(settings)
-    backbone = backbone_for(checkpoint_uri, settings)
-    image_ids, images = round_images(db, source, n_images, round_idx, seed)
+    mine = in_shard(round_image_ids(db, source, n_images, round_idx, seed), shard_idx, n_shards)
+    backbone = backbone_for(checkpoint_uri, settings) if mine else None
+    spec_rows, generation_rows = [], []
+    for chunk in chunks(mine, chunk_images):
+        specs, gens = _generate_chunk(backbone, round_idx, list(chunk), images_by_id(db, "images", "image_id",
+                                      list(chunk)), n_per_prompt, temperature, seed, max_retries)
+        spec_rows += specs
+        generation_rows += gens
+    write_shard(settings, round_idx, "generate", "specs", shard_idx, n_shards, spec_rows)
+    write_shard(settings, round_idx, "generate", "generations", shard_idx, n_shards, generation_rows)
+    return shard_result("generate", round_idx, shard_idx, n_shards, len(generation_rows))
+
+
+def _generate_chunk(backbone, round_idx, image_ids, images, n_per_prompt, temperature, seed, max_retries):
     attempts: list[list[dict]] = [[] for _ in images]
     pending = list(range(len(images)))
     for attempt in range(max_retries + 1):
         if not pending:
             break
-        results = _attempt(backbone, [images[k] for k in pending], temperature,
+        results = _attempt(backbone, [image_ids[k] for k in pending], [images[k] for k in pending], temperature,
                            seed=seed * 1000 + round_idx * 101 + attempt * 17 + 3)
         for k, result in zip(pending, results):
             attempts[k].append(result)
@@ -79,12 +98,25 @@ def generate_images(round_idx: int, checkpoint_uri: str, source: str, n_images: 
                           "accept_reason": best["reason"], "valid": best["ok"]})
     accepted = [r for r in spec_rows if r["valid"]]
     drawn = backbone.generate_images([r["prompt"] for r in accepted], n_per_prompt, temperature,
-                                     seed=seed * 1000 + round_idx + 31)
+                                     seed=[item_seed(seed * 1000 + round_idx + 31, r["spec_id"]) for r in accepted])
     generation_rows = [
         {"generation_id": f"{spec['spec_id']}:g{l}", "spec_id": spec["spec_id"], "round_idx": round_idx,
          "sample_idx": l, "prompt": spec["prompt"], "png": encode_png(image)}
         for spec, group in zip(accepted, drawn) for l, image in enumerate(group)
     ]
+    return spec_rows, generation_rows
+
+
+@stage_task("generate", "generate-images")
+def generate_images(round_idx: int, n_shards: int = 1, shards: list[ShardResult] | None = None) -> StageResult:
+    """Merge the shards into `specs` and `generations`."""
+    settings = Settings.from_env()
+    db = connect(settings)
+    specs = read_all_shards(settings, round_idx, "generate", "specs", n_shards)
+    spec_rows = specs.sort_values("spec_id").to_dict("records") if len(specs) else []
+    generations = read_all_shards(settings, round_idx, "generate", "generations", n_shards)
+    generation_rows = generations.sort_values("generation_id").to_dict("records") if len(generations) else []
+    accepted = [r for r in spec_rows if r["valid"]]
     where = f"round_idx = {round_idx}"
     versions = {"specs": upsert(db, "specs", spec_rows, replace_where=where),
                 "generations": upsert(db, "generations", generation_rows, replace_where=where)}

@@ -12,10 +12,20 @@ from storage.image_files import decode_png
 from storage.settings import Settings
 from storage.tables import read, sql_quote
 from tasks.logic.selection import round_sample
+from tasks.stage_result import ShardResult
+
+
+_LOADS = [0]
+
+
+def backbone_loads() -> int:
+    """How many backbones this process has loaded (a worker should load each checkpoint once)."""
+    return _LOADS[0]
 
 
 @lru_cache(maxsize=2)
 def _cached_backbone(path: str, stamp: float, device: str | None, dtype: str | None):
+    _LOADS[0] += 1
     backbone = load_backbone(path)
     backbone.attach_roles()
     return placed(backbone, device, dtype)
@@ -38,13 +48,16 @@ def backbone_for(checkpoint_uri: str, settings: Settings):
     return _cached_backbone(str(path), (path / "config.json").stat().st_mtime, settings.device, settings.dtype)
 
 
-def round_images(db, source: str, n_images: int, round_idx: int, seed: int) -> tuple[list[str], list[np.ndarray]]:
+def round_image_ids(db, source: str, n_images: int, round_idx: int, seed: int) -> list[str]:
     """The round's images: a deterministic, round-dependent sample of those ingested from `source`."""
     frame = read(db, "images", where=f"source = {sql_quote(source)}", columns=["image_id"])
     if frame.empty:
         raise ValueError(f"no images ingested from {source!r}; run the ingest stage first")
-    ids = round_sample(frame["image_id"].tolist(), n_images, round_idx, seed)
-    return ids, images_by_id(db, "images", "image_id", ids)
+    return round_sample(frame["image_id"].tolist(), n_images, round_idx, seed)
+
+
+def shard_result(stage: str, round_idx: int, shard_idx: int, n_shards: int, rows: int) -> ShardResult:
+    return ShardResult(stage, round_idx, shard_idx, n_shards, rows, backbone_loads=backbone_loads())
 
 
 def images_by_id(db, table: str, key: str, ids: list[str]) -> list[np.ndarray]:

@@ -4,6 +4,9 @@ Per image: QA fidelity over the spec's checks (n Solver answers each), contradic
 cycle consistency (caption it, compare with the prompt in the base model's own embedding
 space, plus image-prompt similarity) and leave-one-out diversity within its spec's group;
 R_g combines them. Writes `scores`.
+
+Sharded by spec (a spec's L images stay together for the diversity term): `score_shard` scores
+one shard's images and stages its rows; `score_generations` merges and upserts them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 
 from models.protocol import SolveRequest
 from storage.settings import Settings
+from storage.shard_files import read_all_shards, write_shard
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import normalize_answer
 from tasks.logic.generation_scores import (
@@ -22,33 +26,46 @@ from tasks.logic.generation_scores import (
     leave_one_out_diversity,
 )
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
-from tasks.round_inputs import backbone_for, images_by_id
+from tasks.logic.shards import chunks, in_shard, item_seed
+from tasks.round_inputs import backbone_for, images_by_id, shard_result
 from tasks.stage import stage_task
-from tasks.stage_result import StageResult
+from tasks.stage_result import ShardResult, StageResult
 
 
-@stage_task("score", "score-generations")
-def score_generations(round_idx: int, checkpoint_uri: str, n_answers: int = 3, seed: int = 0,
-                      use_fidelity: bool = True, use_cycle: bool = True) -> StageResult:
+@stage_task("score-shard", "score-generations-shard")
+def score_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shards: int = 1, n_answers: int = 3,
+                seed: int = 0, use_fidelity: bool = True, use_cycle: bool = True,
+                chunk_specs: int = 256) -> ShardResult:
     """use_fidelity / use_cycle False are the "QA fidelity off" / "cycle consistency off" ablations:
     the term is still measured and stored but left out of R_g."""
     settings = Settings.from_env()
     db = connect(settings)
-    backbone = backbone_for(checkpoint_uri, settings)
     gens = read(db, "generations", where=f"round_idx = {round_idx}",
                 columns=["generation_id", "spec_id", "sample_idx", "prompt"])
-    gens = gens.sort_values("generation_id").reset_index(drop=True)
     specs = read(db, "specs", where=f"round_idx = {round_idx} AND valid = true",
                  columns=["spec_id", "checks_json", "q_spec"]).set_index("spec_id")
+    mine = in_shard(sorted(set(gens["spec_id"])), shard_idx, n_shards)
+    backbone = backbone_for(checkpoint_uri, settings) if mine else None
+    rows = []
+    for chunk in chunks(mine, chunk_specs):
+        part = gens[gens["spec_id"].isin(set(chunk))].sort_values("generation_id").reset_index(drop=True)
+        rows += _score_chunk(backbone, db, round_idx, part, specs, n_answers, seed, use_fidelity, use_cycle)
+    write_shard(settings, round_idx, "score", "scores", shard_idx, n_shards, rows)
+    return shard_result("score", round_idx, shard_idx, n_shards, len(rows))
+
+
+def _score_chunk(backbone, db, round_idx, gens, specs, n_answers, seed, use_fidelity, use_cycle) -> list[dict]:
     images = images_by_id(db, "generations", "generation_id", gens["generation_id"].tolist())
     ladder = sampler_ladder(n_answers)
-    requests, owners = [], []
+    call_seed = seed * 1000 + round_idx + 47
+    requests, owners, seeds = [], [], []
     for g, (row, image) in enumerate(zip(gens.itertuples(), images)):
         for c, (question, _) in enumerate(json.loads(specs.loc[row.spec_id, "checks_json"])):
             for i, (t, p) in enumerate(ladder):
                 requests.append(SolveRequest(image, question, framing_for(i), t, p))
                 owners.append((g, c))
-    results = backbone.solve(requests, seed=seed * 1000 + round_idx + 47)
+                seeds.append(item_seed(call_seed, f"{row.generation_id}:c{c}:s{i}"))
+    results = backbone.solve(requests, seed=seeds)
     answers: dict[tuple[int, int], list[str]] = {}
     for owner, result in zip(owners, results):
         answers.setdefault(owner, []).append(normalize_answer(result.text))
@@ -75,6 +92,16 @@ def score_generations(round_idx: int, checkpoint_uri: str, n_answers: int = 3, s
                      "reward": generation_reward(q_spec, fidelity, cycle, diversity[g], contradiction,
                                                  use_fidelity, use_cycle),
                      "caption": captions[g], "check_answers_json": json.dumps(per_check)})
+    return rows
+
+
+@stage_task("score", "score-generations")
+def score_generations(round_idx: int, n_shards: int = 1, shards: list[ShardResult] | None = None) -> StageResult:
+    """Merge the shards into `scores`."""
+    settings = Settings.from_env()
+    db = connect(settings)
+    scores = read_all_shards(settings, round_idx, "score", "scores", n_shards)
+    rows = scores.sort_values("generation_id").to_dict("records") if len(scores) else []
     version = upsert(db, "scores", rows, replace_where=f"round_idx = {round_idx}")
     n = max(1, len(rows))
     metrics = {"scored": len(rows), **{f"mean_{k}": sum(r[k] for r in rows) / n

@@ -6,6 +6,10 @@ Writes `answers` (one row per sample: framing, temperature, top-p, first-token e
 is the majority, its share, the Solver reward r_i and shaped reward r~_i) and `votes` (majority,
 majority fraction m, answer entropy H_SC, margin M, informativeness s, adaptive easy threshold,
 bucket and the Proposer's reward R_P).
+
+Sharded by question: `solve_shard` answers and votes on one shard's questions (per-sample seeds
+keyed by answer id, so the split does not change a draw) and stages its rows; `solve_and_vote`
+merges them, assigns buckets with the round-wide adaptive threshold and upserts both tables.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from tqdm.auto import tqdm
 
 from models.protocol import SolveRequest
 from storage.settings import Settings
+from storage.shard_files import read_all_shards, write_shard
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import map_to_validators, normalize_answer
 from tasks.logic.buckets import THETA_WINDOW, assign_buckets
@@ -24,11 +29,12 @@ from tasks.logic.rewards import (
     solver_reward,
 )
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
+from tasks.logic.shards import chunks, item_seed, shard_of
 from tasks.logic.ste import raw_ste
 from tasks.logic.voting import vote
-from tasks.round_inputs import backbone_for, images_by_id
+from tasks.round_inputs import backbone_for, images_by_id, shard_result
 from tasks.stage import stage_task
-from tasks.stage_result import StageResult
+from tasks.stage_result import ShardResult, StageResult
 
 
 def entropy_history(db, round_idx: int) -> list[float]:
@@ -37,26 +43,30 @@ def entropy_history(db, round_idx: int) -> list[float]:
     return frame.sort_values(["round_idx", "question_id"])["answer_entropy"].tolist()[-THETA_WINDOW:]
 
 
-@stage_task("solve", "solve-and-vote")
-def solve_and_vote(round_idx: int, checkpoint_uri: str, n_samples: int = 7, seed: int = 0,
-                   use_framings: bool = True, chunk_questions: int = 512) -> StageResult:
-    """use_framings False is the "prompt framings off" ablation: every sample uses the canonical
+@stage_task("solve-shard", "solve-and-vote-shard")
+def solve_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shards: int = 1, n_samples: int = 7,
+                seed: int = 0, use_framings: bool = True, chunk_questions: int = 512) -> ShardResult:
+    """N answers and the vote of each selected question in shard `shard_idx`.
+
+    use_framings False is the "prompt framings off" ablation: every sample uses the canonical
     framing (the temperature/top-p ladder stays)."""
     settings = Settings.from_env()
     db = connect(settings)
-    backbone = backbone_for(checkpoint_uri, settings)
     questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
                      columns=["question_id", "image_id", "question", "validator_a", "validator_b", "ste_difficulty"])
     questions = questions.sort_values("question_id").reset_index(drop=True)
+    questions = questions[[shard_of(q, n_shards) == shard_idx for q in questions["question_id"]]]
     ladder = sampler_ladder(n_samples)
+    call_seed = seed * 1000 + round_idx * 7919
     answer_rows, vote_rows = [], []
-    bar = tqdm(total=len(questions), desc="solve", unit="q")
-    for start in range(0, len(questions), chunk_questions):
-        chunk = questions.iloc[start:start + chunk_questions]
+    backbone = backbone_for(checkpoint_uri, settings) if len(questions) else None
+    bar = tqdm(total=len(questions), desc=f"solve shard {shard_idx}/{n_shards}", unit="q")
+    for chunk in chunks(questions, chunk_questions):
         images = images_by_id(db, "images", "image_id", chunk["image_id"].tolist())
         requests = [SolveRequest(img, q, framing_for(i) if use_framings else "canonical", t, p)
                     for img, q in zip(images, chunk["question"]) for i, (t, p) in enumerate(ladder)]
-        results = backbone.solve(requests, seed=seed * 1000 + round_idx * 7919 + start)
+        seeds = [item_seed(call_seed, f"{qid}:s{i}") for qid in chunk["question_id"] for i in range(n_samples)]
+        results = backbone.solve(requests, seed=seeds)
         for j, row in enumerate(chunk.itertuples()):
             samples = results[j * n_samples:(j + 1) * n_samples]
             validators = (row.validator_a, row.validator_b)
@@ -80,12 +90,28 @@ def solve_and_vote(round_idx: int, checkpoint_uri: str, n_samples: int = 7, seed
                               "sample_ste_mean": sum(raw_ste(r.token_entropies) for r in samples) / n_samples})
         bar.update(len(chunk))
     bar.close()
+    write_shard(settings, round_idx, "solve", "answers", shard_idx, n_shards, answer_rows)
+    write_shard(settings, round_idx, "solve", "votes", shard_idx, n_shards, vote_rows)
+    return shard_result("solve", round_idx, shard_idx, n_shards, len(answer_rows))
+
+
+@stage_task("solve", "solve-and-vote")
+def solve_and_vote(round_idx: int, n_shards: int = 1, shards: list[ShardResult] | None = None) -> StageResult:
+    """Merge the shards: buckets with the round-wide adaptive threshold, the Proposer's reward, upserts."""
+    settings = Settings.from_env()
+    db = connect(settings)
+    votes = read_all_shards(settings, round_idx, "solve", "votes", n_shards)
+    vote_rows = votes.sort_values("question_id").to_dict("records") if len(votes) else []
     buckets = assign_buckets([(r["answer_entropy"], r["majority_fraction"], r["margin"]) for r in vote_rows],
                              entropy_history(db, round_idx))
     for row, (name, theta) in zip(vote_rows, buckets):
         d_ste = row.pop("ste_difficulty")
         row.update(bucket=name, theta_easy=theta, proposer_reward=proposer_reward(
             d_ste, row["answer_entropy"], row["informativeness"], easy=name == "easy"))
+    answers = read_all_shards(settings, round_idx, "solve", "answers", n_shards)
+    answer_rows = answers.sort_values("answer_id").to_dict("records") if len(answers) else []
+    for row in answer_rows:
+        row["token_entropies"] = [float(h) for h in row["token_entropies"]]
     where = f"round_idx = {round_idx}"
     versions = {"answers": upsert(db, "answers", answer_rows, replace_where=where),
                 "votes": upsert(db, "votes", vote_rows, replace_where=where)}

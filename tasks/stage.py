@@ -8,12 +8,15 @@ small references (`StageResult`), never tensors or images, so they pickle and ca
 
 It also carries a test-only fault point: a flow run whose parameters contain
 `inject_fault={"stage": "<stage>", "while_exists": "<path>"}` fails in that stage for as long as
-the file exists (see tests/test_operations.py).
+the file exists (see tests/test_operations.py). With `"kill_worker": true` the process running the
+stage dies instead (after removing the file, so the rescheduled attempt passes): how
+tests/test_sharding.py kills a Dask worker in the middle of a shard.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +35,9 @@ def fault_point(stage: str) -> None:
         return
     marker = Path(str(fault.get("while_exists", "")))
     if fault.get("stage") == stage and marker.exists():
+        if fault.get("kill_worker"):
+            marker.unlink()
+            os._exit(17)
         raise InjectedFault(f"injected fault in stage {stage!r} (it passes once {marker} is removed)")
 
 

@@ -6,7 +6,7 @@ from PIL import Image
 from storage.image_files import SourceNotFound, decode_png
 from storage.settings import Settings
 from storage.tables import connect, read
-from tasks.ingest import ingest_images, parse_world_source
+from tasks.ingest import ingest_source, parse_world_source
 
 
 def _folder(tmp_path):
@@ -26,7 +26,7 @@ def _folder(tmp_path):
 
 def test_folder_ingest_keeps_good_images_and_records_bad_ones(asg_home, tmp_path):
     folder = _folder(tmp_path)
-    result = ingest_images.fn(str(folder), image_size=32)
+    result = ingest_source(str(folder), image_size=32)
     db = connect(Settings.from_env())
     images = read(db, "images")
     errors = read(db, "ingest_errors").sort_values("path")
@@ -39,13 +39,13 @@ def test_folder_ingest_keeps_good_images_and_records_bad_ones(asg_home, tmp_path
     pixels = decode_png(red["png"].iloc[0])
     assert pixels.shape == (32, 32, 3) and tuple(pixels[5, 5]) == (230, 30, 30)
 
-    again = ingest_images.fn(str(folder), image_size=32)
+    again = ingest_source(str(folder), image_size=32)
     assert again.metrics == result.metrics
     assert len(read(db, "images")) == 3 and len(read(db, "ingest_errors")) == 4
 
 
 def test_world_source_renders_the_unlabeled_split_without_labels(asg_home):
-    result = ingest_images.fn("world://unlabeled?n=12&seed=3", image_size=32)
+    result = ingest_source("world://unlabeled?n=12&seed=3", image_size=32)
     images = read(connect(Settings.from_env()), "images")
     assert result.rows == 12 == len(images)
     assert set(images.columns) == {"image_id", "source", "source_uri", "width", "height", "png"}
@@ -54,7 +54,7 @@ def test_world_source_renders_the_unlabeled_split_without_labels(asg_home):
 
 def test_bad_sources_name_themselves(asg_home, tmp_path):
     with pytest.raises(SourceNotFound, match="no-such-folder"):
-        ingest_images.fn(str(tmp_path / "no-such-folder"), image_size=32)
+        ingest_source(str(tmp_path / "no-such-folder"), image_size=32)
     with pytest.raises(ValueError, match="only the unlabeled split"):
         parse_world_source("world://eval?n=3")
     assert parse_world_source("world://unlabeled?n=5&seed=2") == ("unlabeled", 5, 2)
