@@ -26,7 +26,7 @@ def _round_config(args):
     from flows.round import RoundConfig
 
     fields = {"source": args.source, "n_images": args.images, "seed": args.seed, "preset": args.preset,
-              "shards": args.shards}
+              "shards": args.shards, "finetune_processes": args.finetune_processes}
     if args.quick:
         fields.update(finetune_steps={"solver": 20, "proposer": 10, "generator": 20}, evaluation="tiny")
     return RoundConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -41,6 +41,7 @@ def _add_round_options(p: argparse.ArgumentParser) -> None:
                         "and Solver-verified items with seed replay")
     p.add_argument("--quick", action="store_true", help="few fine-tune steps and a tiny evaluation (smoke runs)")
     p.add_argument("--shards", type=int, help="shards per rollout stage (default 1)")
+    p.add_argument("--finetune-processes", type=int, help="data-parallel fine-tune ranks (default 1)")
     _add_runner_options(p)
 
 

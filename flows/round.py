@@ -72,6 +72,8 @@ class RoundConfig(BaseModel):
                                            "share of checks for those Solver examples")
     shards: int = Field(1, ge=1, description="shards per rollout stage (ingest, propose, solve, generate, score); "
                                              "they run on the flow's task runner, see flows/task_runners.py")
+    finetune_processes: int = Field(1, ge=1, description="data-parallel ranks of the fine-tune stage (torchrun; "
+                                                         "gloo on CPU, NCCL with one GPU per rank)")
     evaluation: Literal["default", "tiny", "none"] = "default"
     eval_seed: int = Field(0, description="seed of the held-out sets; fixed so every arm and round is comparable")
     seed: int = 0
@@ -134,7 +136,7 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
     lr = config.policy_lr if config.preset == "paper" else config.lr
     stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, lr,
                                  config.batch_size, config.replay_fraction, config.seed_scenes, config.preset,
-                                 config.seed, config.seed_set_seed))
+                                 config.seed, config.seed_set_seed, config.finetune_processes))
     if config.evaluation != "none":
         stages.append(evaluate_checkpoint(output, round_idx, config.eval_config()))
     stages.append(diagnose_round(round_idx, config.accept_reward))

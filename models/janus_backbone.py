@@ -33,7 +33,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
-from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
+from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult, TrainingExample
 from models.sampling import call_seed
 from models.weight_checks import check_shapes
 
@@ -206,6 +206,13 @@ class JanusBackbone:
         return get_peft_model_state_dict(self._lm, adapter_name=role)
 
     def attach_roles(self) -> None:
+        """Attach the role adapters with a fixed seed: every process (and every data-parallel rank) that
+        attaches them to the same base gets the same initial adapters."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ADAPTER_INIT_SEED)
+            self._attach_roles()
+
+    def _attach_roles(self) -> None:
         if self.roles_attached:
             return
         for p in self.network.parameters():

@@ -1,5 +1,8 @@
 """Policy-gradient updates of one role's adapter on stored rollouts (METHOD.md, Updates).
 
+Data-parallel under torch.distributed like models/training.py: every rank draws the same global
+batch indices and trains on its slice; statistics are those of the global batch.
+
 Each example carries its advantage in `weight`. Log-likelihoods are mean target-token
 log-probabilities from `Backbone.example_nll`; the reference is the base with adapters off.
 
@@ -19,6 +22,7 @@ from typing import Callable, Literal
 
 import torch
 
+from models.data_parallel import any_rank, global_sum, local_slice, role_loss_module, world
 from models.protocol import Backbone, TrainingExample
 
 
@@ -73,14 +77,9 @@ def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample]
     beta = config.beta
     stats: list[StepStats] = []
     network = backbone.network
-    for step in range(config.steps):
-        index = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=generator)
-        batch = [examples[i] for i in index.tolist()]
-        advantages = torch.tensor([ex.weight for ex in batch], dtype=torch.float32)
-        with torch.no_grad():
-            ref_nll = backbone.example_nll(None, batch)
-        old = old_nll[index] if old_nll is not None else None
-        network.train()
+    rank, size = world()
+
+    def local_loss(batch, advantages, ref_nll, old, scale):
         new_nll = backbone.example_nll(role, batch)
         kl = _kl(new_nll, ref_nll, config.kl_term)
         if config.objective == "reinforce":
@@ -90,17 +89,34 @@ def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample]
             ratio = torch.exp(anchor - new_nll)
             clipped = torch.clamp(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
             policy = -torch.minimum(ratio * advantages, clipped * advantages)
-        loss = (policy + beta * kl).mean()
-        skipped = not bool(torch.isfinite(loss))
+        return (policy + beta_now[0] * kl).sum() * scale, policy.detach().sum(), kl.detach().sum()
+
+    beta_now = [beta]
+    step_loss = role_loss_module(network, params, local_loss)
+    for step in range(config.steps):
+        index = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=generator)
+        if len(index) < size:
+            raise ValueError(f"a batch of {len(index)} examples cannot be split over {size} ranks")
+        mine = local_slice(index.tolist(), rank, size)
+        batch = [examples[i] for i in mine]
+        advantages = torch.tensor([ex.weight for ex in batch], dtype=torch.float32)
+        with torch.no_grad():
+            ref_nll = backbone.example_nll(None, batch)
+        old = old_nll[mine] if old_nll is not None else None
+        network.train()
+        beta_now[0] = beta
+        loss, policy_sum, kl_sum = step_loss(batch, advantages, ref_nll, old, size / len(index))
+        skipped = any_rank(not bool(torch.isfinite(loss)))
         if not skipped:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
         network.eval()
-        mean_kl = float(kl.detach().mean())
-        stats.append(StepStats(float(loss.detach()), float(policy.detach().mean()), mean_kl, beta,
-                               float(advantages.mean()), skipped))
+        n = len(index)
+        mean_kl = global_sum(float(kl_sum)) / n
+        stats.append(StepStats(global_sum(float(loss.detach()) / size), global_sum(float(policy_sum)) / n, mean_kl,
+                               beta, global_sum(float(advantages.sum())) / n, skipped))
         if not skipped:
             beta = update_beta(beta, mean_kl)
         if on_step is not None:

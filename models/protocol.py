@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 ROLES = ("proposer", "solver", "generator")
+ADAPTER_INIT_SEED = 20260527  # role adapters start from the same weights in every process
 
 
 @dataclass(frozen=True)

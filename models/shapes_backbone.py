@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from models.protocol import ROLES, SolveRequest, SolveResult, TrainingExample
+from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult, TrainingExample
 from models.sampling import Seeds, full_entropy, row_seeds, sample_next
 from models.vocabulary import Vocabulary
 from models.weight_checks import check_shapes
@@ -186,6 +186,13 @@ class ShapesBackbone:
         return out
 
     def attach_roles(self) -> None:
+        """Attach the role adapters with a fixed seed: every process (and every data-parallel rank) that
+        attaches them to the same base gets the same initial adapters."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ADAPTER_INIT_SEED)
+            self._attach_roles()
+
+    def _attach_roles(self) -> None:
         """Add the proposer/solver/generator LoRA adapters (zero-initialised) on the frozen base."""
         if self.roles_attached:
             return

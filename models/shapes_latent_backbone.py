@@ -33,7 +33,7 @@ import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from models.protocol import TrainingExample
+from models.protocol import ADAPTER_INIT_SEED, TrainingExample
 from models.sampling import row_seeds
 from models.shapes_backbone import ShapesBackbone, ShapesConfig, ShapesNetwork
 from models.vocabulary import Vocabulary
@@ -160,9 +160,16 @@ class ShapesLatentBackbone(ShapesBackbone):
 
     # ----- roles --------------------------------------------------------------------------
     def attach_roles(self) -> None:
+        """Attach the role adapters with a fixed seed: every process (and every data-parallel rank) that
+        attaches them to the same base gets the same initial adapters."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ADAPTER_INIT_SEED)
+            self._attach_roles()
+
+    def _attach_roles(self) -> None:
         from peft import LoraConfig
 
-        super().attach_roles()
+        super()._attach_roles()
         if self.denoiser_roles:
             return
         denoiser = self.network.denoiser

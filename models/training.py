@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from models.data_parallel import global_sum, local_slice, role_loss_module, world
 from models.protocol import Backbone, TrainingExample
 
 
@@ -46,6 +47,8 @@ def train(backbone: Backbone, role: str | None, batches: Iterator[list[TrainingE
 
     role None trains the whole base (pretraining); a role name trains only its adapter.
     `on_step(step, loss, lr)` is called after each step (progress bars, metric logging).
+    Under torch.distributed every rank draws the same global batch and trains on its slice
+    (models/data_parallel.py); the returned losses are those of the global batch.
     """
     torch.manual_seed(config.seed)
     params = [p for p in backbone.trainable_parameters(role)]
@@ -53,6 +56,9 @@ def train(backbone: Backbone, role: str | None, batches: Iterator[list[TrainingE
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     network = backbone.network
+    rank, size = world()
+    batch_loss = role_loss_module(network, params, lambda batch, weights: (
+        weights * backbone.example_nll(role, batch)).sum())
     network.train()
     losses = []
     try:
@@ -61,13 +67,16 @@ def train(backbone: Backbone, role: str | None, batches: Iterator[list[TrainingE
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = next(batches)
-            weights = torch.tensor([ex.weight for ex in batch], dtype=torch.float32)
-            loss = (weights * backbone.example_nll(role, batch)).mean()
+            if len(batch) < size:
+                raise ValueError(f"a batch of {len(batch)} examples cannot be split over {size} ranks")
+            local = local_slice(batch, rank, size)
+            weights = torch.tensor([ex.weight for ex in local], dtype=torch.float32)
+            loss = batch_loss(local, weights) * (size / len(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(global_sum(float(loss.detach()) / size))
             if on_step is not None:
                 on_step(step, losses[-1], lr)
     finally:

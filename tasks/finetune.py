@@ -94,10 +94,15 @@ def _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, seed) -> tupl
     return metrics, final_beta
 
 
-@stage_task("finetune", "finetune-roles")
-def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
-                   batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper",
-                   seed: int = 0, seed_set_seed: int = 0) -> StageResult:
+def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
+                batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper", seed: int = 0,
+                seed_set_seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+    """Update every role's adapter and save the new checkpoint: (metrics, final betas).
+
+    Runs in the stage's process, or on every rank of a `torchrun` launch (tasks/finetune_ranks.py):
+    all ranks read the same examples, train data-parallel, and only rank 0 writes the checkpoint."""
+    from models.data_parallel import world
+
     settings = Settings.from_env()
     db = connect(settings)
     # A private copy, not the per-process cache: the input checkpoint must stay as it was.
@@ -122,8 +127,29 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: 
             role_metrics = imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction,
                                         replay_examples(seed_scenes, seed_set_seed, role), role_seed)
         metrics.update(role_metrics)
-    save_checkpoint(backbone, output_uri, settings)
+    if world()[0] == 0:
+        save_checkpoint(backbone, output_uri, settings)
+    return metrics, betas
+
+
+@stage_task("finetune", "finetune-roles")
+def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
+                   batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper",
+                   seed: int = 0, seed_set_seed: int = 0, processes: int = 1) -> StageResult:
+    """`processes` > 1 trains data-parallel in that many `torchrun` ranks (gloo on CPU, NCCL on GPUs)."""
+    settings = Settings.from_env()
+    args = dict(round_idx=round_idx, checkpoint_uri=checkpoint_uri, output_uri=output_uri, steps=steps, lr=lr,
+                batch_size=batch_size, replay_fraction=replay_fraction, seed_scenes=seed_scenes, preset=preset,
+                seed=seed, seed_set_seed=seed_set_seed)
+    if processes > 1:
+        from tasks.finetune_ranks import launch
+
+        metrics, betas = launch(args, processes, settings)
+    else:
+        metrics, betas = train_roles(**args)
+    db = connect(settings)
     upsert(db, "role_states", [{"state_id": f"r{round_idx}:beta:{r}", "round_idx": round_idx, "name": f"beta:{r}",
                                 "value": b} for r, b in sorted(betas.items())],
            replace_where=f"round_idx = {round_idx} AND name LIKE 'beta:%'")
+    metrics["processes"] = float(processes)
     return StageResult("finetune", round_idx, {}, sum(int(metrics.get(f"{r}_examples", 0)) for r in steps), metrics)
