@@ -13,6 +13,7 @@ import argparse
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -80,6 +81,12 @@ def main() -> None:
     loop_s, _ = _timed(lambda: [backbone.solve([r], seed=i) for i, r in enumerate(requests)])
     extra_s, recomputed = _timed(lambda: extra_pass_entropies(backbone, requests, results))
     max_gap = max(abs(a - b) for res, rec in zip(results, recomputed) for a, b in zip(res.token_entropies, rec))
+    # Stage scaling with batch size: the same requests with per-item seeds, rows per forward pass varied.
+    seeds = list(range(len(requests)))
+    by_chunk = {}
+    for chunk in (16, 64, 256, 1024):
+        backbone.config = replace(backbone.config, chunk_size=chunk)
+        by_chunk[chunk] = _timed(lambda: backbone.solve(requests, seed=seeds))[0]
     report = {
         "requests": len(requests),
         "batched_seconds": batched_s,
@@ -89,6 +96,8 @@ def main() -> None:
         "ste_cost_ratio_extra_pass_vs_ours": (batched_s + extra_s) / batched_s,
         "ste_max_abs_difference_nats": max_gap,
         "torch_threads": torch.get_num_threads(),
+        "seconds_by_rows_per_forward": by_chunk,
+        "samples_per_second_by_rows_per_forward": {k: len(requests) / v for k, v in by_chunk.items()},
     }
     out = ROOT / "benchmarks" / "results" / "solve_throughput.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +106,8 @@ def main() -> None:
     print(f"batched: {batched_s:.2f} s   per-sample loop: {loop_s:.2f} s   speed-up x{report['batched_speedup']:.1f}")
     print(f"STE from the decoding logits: no extra pass. With an extra forward pass for STE the stage takes "
           f"x{report['ste_cost_ratio_extra_pass_vs_ours']:.2f} as long (max entropy difference {max_gap:.1e} nats)")
+    print("rows per forward pass -> samples/s: " + "  ".join(
+        f"{k}: {len(requests) / v:,.0f}" for k, v in by_chunk.items()))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 verified presets) over R rounds and several seeds, plus the ablations; writes a Markdown report with
 plots and logs every round to MLflow (experiment "asg-experiment").
 
-    asg experiment            # default size: 3 rounds, seeds 0 1 2, five ablations (about 1.5 hours here)
+    asg experiment            # default size: 3 rounds, seeds 0 1 2, five ablations (62 minutes here)
     asg experiment --quick    # a structure check for CI: 1 round, tiny sizes
 """
 

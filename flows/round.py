@@ -92,7 +92,9 @@ def _merged(stage: StageResult, shards: list[ShardResult]) -> StageResult:
     """The merge step's result plus how its shards ran (logged with the stage's metrics)."""
     return replace(stage, metrics={**stage.metrics, "shards": len(shards),
                                    "shard_processes": len({s.pid for s in shards}),
-                                   "shard_backbone_loads_max": max(s.backbone_loads for s in shards)})
+                                   "shard_backbone_loads_max": max(s.backbone_loads for s in shards),
+                                   "shard_seconds_sum": sum(s.seconds for s in shards),
+                                   "shard_seconds_max": max(s.seconds for s in shards)})
 
 
 def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list[StageResult]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
 from prefect import task
+
+from tasks.logic.experiment_targets import target_checks, targets_table
 
 HEADLINE = ("vqa_accuracy", "geneval_overall", "caption_accuracy", "proposer_well_posed")
 
@@ -70,6 +73,9 @@ def write_experiment_report(results: list[dict], out_dir: str, title: str) -> st
                             f"{d.get('auroc_ste_error', float('nan')):.3f} | "
                             f"{d.get('auroc_disagreement_error', float('nan')):.3f} | "
                             f"{d.get('reward_precision', float('nan')):.3f} |")
+    sections += ["", "## Against the targets (last round, mean over seeds; ablations on one seed)", "",
+                 targets_table(target_checks(results)), ""]
     path = out / "report.md"
     path.write_text("\n".join(sections) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     return str(path)

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import functools
 import os
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from prefect import task
+
+from tasks.stage_result import ShardResult, StageResult
 
 
 class InjectedFault(RuntimeError):
@@ -41,6 +45,15 @@ def fault_point(stage: str) -> None:
         raise InjectedFault(f"injected fault in stage {stage!r} (it passes once {marker} is removed)")
 
 
+def timed(result, seconds: float):
+    """A stage's result with its wall time: `seconds` in a StageResult's metrics, or a ShardResult's field."""
+    if isinstance(result, StageResult):
+        return replace(result, metrics={**result.metrics, "seconds": seconds})
+    if isinstance(result, ShardResult):
+        return replace(result, seconds=seconds)
+    return result
+
+
 def stage_task(stage: str, name: str, **options) -> Callable:
     """A Prefect task named `name` for round stage `stage`, with persisted results and the fault point."""
 
@@ -48,7 +61,9 @@ def stage_task(stage: str, name: str, **options) -> Callable:
         @functools.wraps(fn)
         def run(*args, **kwargs):
             fault_point(stage)
-            return fn(*args, **kwargs)
+            started = time.perf_counter()
+            result = fn(*args, **kwargs)
+            return timed(result, time.perf_counter() - started)
 
         return task(name=name, persist_result=True, **options)(run)
 

@@ -26,3 +26,4 @@ class ShardResult:
     rows: int
     pid: int = field(default_factory=os.getpid)
     backbone_loads: int = 0  # backbones this process had loaded when the shard finished
+    seconds: float = 0.0  # wall time of the shard task

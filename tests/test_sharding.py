@@ -87,7 +87,7 @@ def test_two_dask_workers_write_the_single_process_rows(single_process, tmp_path
     for stage, rows, metrics in reference_result:
         assert ran[stage][0] == rows, stage
         assert metrics["shards"] == 1 and ran[stage][1]["shards"] == 2
-        shared = sorted(k for k in metrics if not k.startswith("shard"))
+        shared = sorted(k for k in metrics if not k.startswith("shard") and k != "seconds")
         assert np.allclose([ran[stage][1][k] for k in shared], [metrics[k] for k in shared], rtol=1e-4), stage
     # the shards ran in two worker processes, each of which loaded the checkpoint once
     assert max(m["shard_processes"] for _, _, m in result) == 2

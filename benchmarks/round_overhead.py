@@ -1,0 +1,154 @@
+"""Benchmark: what orchestration, storage and tracking add to a round, over its bare model calls.
+
+    .venv/bin/python benchmarks/round_overhead.py [--images 1000] [--quick]
+
+Side by side in one process, on the same unlabeled scenes, the shipped base and the same sizes
+(K candidates, N Solver samples, L images per spec, fine-tune steps and batch size):
+
+1. **bare**: a plain Python loop making the round's model calls — propose + greedy STE spot check,
+   N-sample solving of the selected questions, specs with their source-image checks and retries,
+   L images per accepted spec, scoring (checks, captions, embeddings) and the three roles' policy
+   updates — with nothing stored, tracked or orchestrated;
+2. **flow**: `round_flow` (Prefect tasks with persisted results, every row upserted into LanceDB,
+   MLflow run with params, metrics, report and checkpoint artifacts), evaluation off.
+
+Prefect's temporary server is started by a warm-up flow before timing (a served deployment finds it
+running). Prints both wall times, the overhead share and the flow's time by stage; writes
+benchmarks/results/round_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "models" / "checkpoints" / "shapes-base"
+
+
+def bare_round(config, images, ids) -> dict[str, float]:
+    """The round's model calls in a loop; returns seconds per phase."""
+    from models.policy_training import PolicyConfig, policy_update
+    from models.protocol import SolveRequest, TrainingExample
+    from models.registry import load_backbone
+    from tasks.finetune import PAPER_OBJECTIVES
+    from tasks.generate import _generate_chunk
+    from tasks.logic.answers import map_to_validators
+    from tasks.logic.proposals import parse_question_proposal
+    from tasks.logic.sampling_plan import framing_for, sampler_ladder
+    from tasks.logic.shards import item_seed
+    from tasks.logic.voting import vote
+    from storage.image_files import decode_png
+
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    backbone = load_backbone(BASE)
+    backbone.attach_roles()
+    seconds["load"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    raw = backbone.propose_questions(images, config.n_candidates, config.temperature,
+                                     seed=[item_seed(0, i) for i in ids])
+    parsed = [[parse_question_proposal(t) for t in texts] for texts in raw]
+    backbone.solve([SolveRequest(im, p.question, "canonical", 0.0) for im, ps in zip(images, parsed) for p in ps], 0)
+    chosen = [(im, next((p for p in ps if p.well_formed), None)) for im, ps in zip(images, parsed)]
+    chosen = [(im, p) for im, p in chosen if p is not None]
+    seconds["propose"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    ladder = sampler_ladder(config.n_samples)
+    requests = [SolveRequest(im, p.question, framing_for(i), t, q) for im, p in chosen
+                for i, (t, q) in enumerate(ladder)]
+    results = backbone.solve(requests, seed=[item_seed(1, str(i)) for i in range(len(requests))])
+    solver_examples = []
+    for j, (im, p) in enumerate(chosen):
+        v = vote([map_to_validators(r.text, p.validators) for r in results[j * config.n_samples:(j + 1) * config.n_samples]])
+        solver_examples.append(TrainingExample("vqa", image=im, prompt=p.question, target=v.majority, weight=0.5))
+    seconds["solve"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    specs, generations = _generate_chunk(backbone, 0, ids, images, config.n_per_prompt, config.temperature, 0, 2)
+    seconds["generate"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    by_spec = {s["spec_id"]: s for s in specs}
+    drawn = [decode_png(g["png"]) for g in generations]
+    answers = sampler_ladder(config.n_check_answers)
+    checks = [SolveRequest(im, q, framing_for(i), t, p) for im, g in zip(drawn, generations)
+              for q, _ in json.loads(by_spec[g["spec_id"]]["checks_json"]) for i, (t, p) in enumerate(answers)]
+    backbone.solve(checks, seed=[item_seed(2, str(i)) for i in range(len(checks))])
+    captions = backbone.caption(drawn)
+    backbone.embed_texts([g["prompt"] for g in generations])
+    backbone.embed_texts(captions)
+    backbone.embed_images(drawn)
+    seconds["score"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    examples = {
+        "solver": solver_examples,
+        "proposer": [TrainingExample("ask", image=im, target=f"{p.question} | a | b", weight=0.5) for im, p in chosen],
+        "generator": [TrainingExample("t2i", prompt=g["prompt"], target_image=im, weight=0.5)
+                      for im, g in zip(drawn, generations)],
+    }
+    for role, steps in config.finetune_steps.items():
+        policy_update(backbone, role, examples[role], config.batch_size,
+                      PolicyConfig(steps=steps, lr=config.policy_lr, **PAPER_OBJECTIVES[role]))
+    seconds["finetune"] = time.perf_counter() - clock
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="few fine-tune steps (a smoke run of this script)")
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="asg-bench-overhead-"))
+    os.environ.update({"ASG_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
+    import flows  # noqa: F401 - offline defaults
+    from prefect import flow
+
+    from flows.round import RoundConfig, round_flow
+    from storage.image_files import decode_png, encode_png
+    from world import splits
+    from world.render import render
+
+    config = RoundConfig(source=f"world://unlabeled?n={args.images}&seed=0", n_images=args.images,
+                         evaluation="none", **({"finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}}
+                                               if args.quick else {}))
+    scenes = [render(splits.scene_at("unlabeled", i, 0)) for i in range(args.images)]
+    images = [decode_png(encode_png(im)) for im in scenes]
+    ids = [f"img{i}" for i in range(args.images)]
+
+    @flow(name="asg-bench-warmup")
+    def warmup() -> int:
+        return 1
+
+    warmup()  # starts Prefect's temporary server outside the timings
+    clock = time.perf_counter()
+    bare = bare_round(config, images, ids)
+    bare_s = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    out = round_flow(0, str(BASE), config, experiment="asg-bench")
+    flow_s = time.perf_counter() - clock
+    stages = {k.removesuffix(".seconds"): v for k, v in out.items() if k.endswith(".seconds")}
+    shard_compute = {k.removesuffix(".shard_seconds_sum"): v for k, v in out.items() if k.endswith(".shard_seconds_sum")}
+    result = {"images": args.images, "bare_seconds": bare_s, "flow_seconds": flow_s,
+              "overhead_seconds": flow_s - bare_s, "overhead_share_of_flow": (flow_s - bare_s) / flow_s,
+              "bare_by_phase": bare, "flow_stage_seconds": stages, "flow_shard_seconds": shard_compute,
+              "quick": args.quick}
+    print(f"bare model calls: {bare_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in bare.items()))
+    print(f"full round flow:  {flow_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    print(f"overhead: {flow_s - bare_s:+.1f} s = {100 * (flow_s - bare_s) / flow_s:.1f}% of the flow's wall time "
+          f"(target <= 10%)")
+    out_file = ROOT / "benchmarks" / "results" / ("round_overhead_quick.json" if args.quick else "round_overhead.json")
+    out_file.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out_file}")
+
+
+if __name__ == "__main__":
+    main()

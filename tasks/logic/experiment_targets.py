@@ -1,0 +1,87 @@
+"""The evidence issue's targets, checked against an experiment's results (plain dicts, no I/O).
+
+`results` rows are {"arm", "seed", "round", "metrics", "diagnostics"} as `asg experiment` collects them
+(round 0 is the base). Gains are in points (x100) at the last round, averaged over seeds.
+
+    >>> rows = [{"arm": a, "seed": 0, "round": r, "metrics": {"vqa_accuracy": v, "geneval_overall": v}}
+    ...         for a, r, v in [("control", 0, .70), ("control", 1, .72), ("paper", 0, .70), ("paper", 1, .76)]]
+    >>> [(t.claim, round(t.measured, 1), t.met) for t in target_checks(rows)][:2]
+    [('VQA gain over the base (points)', 6.0, True), ('VQA gain over the matched control (points)', 4.0, True)]
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+EVOLVING_ARMS = ("paper", "verified")
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    claim: str
+    measured: float
+    target: float
+    met: bool
+    detail: str = ""
+
+    @property
+    def gap(self) -> float:
+        """How far short of the target (0 when met)."""
+        return 0.0 if self.met else self.target - self.measured
+
+
+def _mean(results: list[dict], arm: str, round_idx: int, key: str, field: str = "metrics") -> float | None:
+    values = [r.get(field, {}).get(key) for r in results if r["arm"] == arm and r["round"] == round_idx]
+    values = [v for v in values if v is not None and v == v]
+    return statistics.mean(values) if values else None
+
+
+def target_checks(results: list[dict]) -> list[TargetCheck]:
+    last = max(r["round"] for r in results)
+    checks: list[TargetCheck] = []
+    for metric, name in (("vqa_accuracy", "VQA"), ("geneval_overall", "GenEval-2D")):
+        scores = {arm: _mean(results, arm, last, metric) for arm in EVOLVING_ARMS}
+        scores = {a: v for a, v in scores.items() if v is not None}
+        base = _mean(results, "control", 0, metric)
+        control = _mean(results, "control", last, metric)
+        if not scores or base is None:
+            continue
+        best = max(scores, key=scores.get)
+        gain = 100 * (scores[best] - base)
+        checks.append(TargetCheck(f"{name} gain over the base (points)", gain, 5.0, gain >= 5.0, f"best arm {best}"))
+        if control is not None:
+            over = 100 * (scores[best] - control)
+            checks.append(TargetCheck(f"{name} gain over the matched control (points)", over, 4.0, over >= 4.0,
+                                      f"best arm {best}"))
+    labels = {arm: _mean(results, arm, last, "pseudo_label_accuracy_kept", "diagnostics") for arm in EVOLVING_ARMS}
+    labels = {a: v for a, v in labels.items() if v is not None}
+    if labels:
+        best = max(labels, key=labels.get)
+        checks.append(TargetCheck("pseudo-label accuracy of Solver-trained items", labels[best], 0.85,
+                                  labels[best] >= 0.85, f"best arm {best}"))
+    pairs = [(r["diagnostics"].get("auroc_ste_error"), r["diagnostics"].get("auroc_disagreement_error"))
+             for r in results if r["round"] == last and r.get("diagnostics")]
+    pairs = [(s, d) for s, d in pairs if s is not None and d is not None and s == s and d == d]
+    if pairs:
+        wins = sum(s > d for s, d in pairs)
+        checks.append(TargetCheck("share of arm-seeds where STE's AUROC beats disagreement's", wins / len(pairs),
+                                  1.0, wins == len(pairs), f"{wins} of {len(pairs)}"))
+    for claim, arm, other, metric in (
+            ("STE helps: paper minus STE-off, VQA (points)", "paper", "paper/ste-off", "vqa_accuracy"),
+            ("STE helps: paper minus STE-off, GenEval-2D (points)", "paper", "paper/ste-off", "geneval_overall"),
+            ("joint beats understanding-only on VQA (points)", "paper", "paper/understanding-only", "vqa_accuracy"),
+            ("joint beats generation-only on GenEval-2D (points)", "paper", "paper/generation-only",
+             "geneval_overall")):
+        a, b = _mean(results, arm, last, metric), _mean(results, other, last, metric)
+        if a is not None and b is not None:
+            checks.append(TargetCheck(claim, 100 * (a - b), 0.0, a > b))
+    return checks
+
+
+def targets_table(checks: list[TargetCheck]) -> str:
+    lines = ["| claim | measured | target | met | short by | note |", "|---|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c.claim} | {c.measured:.3f} | {c.target:g} | {'yes' if c.met else 'no'} | "
+                     f"{'' if c.met else f'{c.gap:.3f}'} | {c.detail} |")
+    return "\n".join(lines)
