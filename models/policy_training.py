@@ -38,6 +38,7 @@ class PolicyConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
+    cache_reference: bool = True  # score each example under the reference once, not once per draw
 
 
 @dataclass
@@ -57,8 +58,10 @@ def _kl(new_nll: torch.Tensor, ref_nll: torch.Tensor, kind: str) -> torch.Tensor
     return torch.clamp(-log_ratio, min=0)  # max(0, logp_pi - logp_ref)
 
 
-def _rollout_nll(backbone: Backbone, role: str, examples: list[TrainingExample], chunk: int = 256) -> torch.Tensor:
-    """NLL of every example under the role's adapter before the update (the rollout policy)."""
+def _rollout_nll(backbone: Backbone, role: str | None, examples: list[TrainingExample],
+                 chunk: int = 256) -> torch.Tensor:
+    """NLL of every example under the role's adapter before the update (the rollout policy), or under the
+    reference (role None)."""
     with torch.no_grad():
         return torch.cat([backbone.example_nll(role, examples[i:i + chunk]) for i in range(0, len(examples), chunk)])
 
@@ -74,6 +77,10 @@ def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample]
     params = backbone.trainable_parameters(role)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     old_nll = _rollout_nll(backbone, role, examples) if config.ratio_to == "rollout" else None
+    # The reference (base, adapters off) never changes during the update: score every example once when
+    # the steps would otherwise score more examples than there are (the largest saving of the stage).
+    cached = config.cache_reference and config.steps * batch_size > len(examples)
+    ref_all = _rollout_nll(backbone, None, examples) if cached else None
     beta = config.beta
     stats: list[StepStats] = []
     network = backbone.network
@@ -100,8 +107,11 @@ def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample]
         mine = local_slice(index.tolist(), rank, size)
         batch = [examples[i] for i in mine]
         advantages = torch.tensor([ex.weight for ex in batch], dtype=torch.float32)
-        with torch.no_grad():
-            ref_nll = backbone.example_nll(None, batch)
+        if ref_all is not None:
+            ref_nll = ref_all[mine]
+        else:
+            with torch.no_grad():
+                ref_nll = backbone.example_nll(None, batch)
         old = old_nll[mine] if old_nll is not None else None
         network.train()
         beta_now[0] = beta
