@@ -63,9 +63,10 @@ def measure(pool: int, workers: int) -> dict:
     while proc.poll() is None:
         try:
             peak_round = max(peak_round, watched.memory_info().rss)
-            dask = [c for c in watched.children(recursive=True) if "distributed" in " ".join(c.cmdline())
-                    or "dask" in " ".join(c.cmdline())]
-            peak_workers = max(peak_workers, sum(c.memory_info().rss for c in dask))
+            # every child but Prefect's temporary API server (uvicorn) is a Dask worker or its nanny
+            workers = [c for c in watched.children(recursive=True)
+                       if not any(w in " ".join(c.cmdline()) for w in ("uvicorn", "prefect.server", "prefect server"))]
+            peak_workers = max(peak_workers, sum(c.memory_info().rss for c in workers))
         except psutil.Error:
             pass
         time.sleep(0.2)
@@ -77,7 +78,7 @@ def measure(pool: int, workers: int) -> dict:
               if k.endswith(".shard_seconds_sum")}
     db_bytes = sum(f.stat().st_size for f in (home / "asg_home" / "lancedb").rglob("*") if f.is_file())
     return {"pool": pool, "workers": workers, "seconds": round(result["seconds"], 1),
-            "peak_rss_mb": round(peak_round / 2**20), "peak_dask_workers_rss_mb": round(peak_workers / 2**20),
+            "peak_rss_mb": round(peak_round / 2**20), "peak_worker_processes_rss_mb": round(peak_workers / 2**20),
             "lancedb_mb": round(db_bytes / 2**20, 1), "stage_seconds": stages, "shard_seconds": shards}
 
 

@@ -11,6 +11,8 @@ from typing import Literal
 
 import pandas as pd
 from prefect import flow
+from prefect.context import FlowRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.runtime import flow_run as prefect_flow_run
 from pydantic import BaseModel, Field
 
@@ -83,7 +85,12 @@ class RoundConfig(BaseModel):
 
 
 def fan_out(shard_task, n_shards: int, **params) -> list[ShardResult]:
-    """Submit one task per shard to the flow's task runner and wait for all of them."""
+    """Run one task per shard: submitted to the flow's task runner when it runs tasks elsewhere (Dask, Ray),
+    called one after another in the flow's main thread when it is the in-process runner (torch's CPU kernels
+    run about 1.4x slower from a worker thread, whose OpenMP team is created anew)."""
+    runner = FlowRunContext.get().task_runner if FlowRunContext.get() else None
+    if runner is None or isinstance(runner, ThreadPoolTaskRunner):
+        return [shard_task(shard_idx=s, n_shards=n_shards, **params) for s in range(n_shards)]
     futures = [shard_task.submit(shard_idx=s, n_shards=n_shards, **params) for s in range(n_shards)]
     return [f.result() for f in futures]
 

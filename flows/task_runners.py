@@ -42,8 +42,9 @@ def task_runner(kind: str | None = None, address: str | None = None, workers: in
         return DaskTaskRunner(cluster_kwargs={
             "n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None,
             "host": "127.0.0.1", "local_directory": os.path.join(tempfile.gettempdir(), "asg-dask"),
-            # torch reads these when a worker imports it: split the cores between the workers
-            "env": {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}})
+            # Dask's nanny pins OMP/MKL to 1 thread per worker; ASG_TORCH_THREADS (read when a worker loads
+            # a backbone, tasks/round_inputs.py) splits the cores between the workers instead.
+            "env": {"ASG_TORCH_THREADS": str(threads)}})
     try:
         from prefect_ray import RayTaskRunner
     except ImportError as exc:

@@ -11,21 +11,21 @@ The default step counts keep the paper's 3 understanding : 2 generation update s
 
 from __future__ import annotations
 
+import gc
 import random
 
 from tqdm.auto import tqdm
 
 from models.policy_training import PolicyConfig, policy_update
 from models.protocol import TrainingExample
-from models.registry import load_backbone
 from models.training import TrainConfig, train
 from models.vocabulary import FRAMINGS
-from storage.checkpoints import local_checkpoint, save_checkpoint
+from storage.checkpoints import save_checkpoint
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.filter import previous_states
 from tasks.logic.advantages import BETA_INIT, adaptive_beta
-from tasks.round_inputs import images_by_id, placed
+from tasks.round_inputs import images_by_id, private_backbone
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world.seed_set import seed_examples
@@ -101,14 +101,25 @@ def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dic
 
     Runs in the stage's process, or on every rank of a `torchrun` launch (tasks/finetune_ranks.py):
     all ranks read the same examples, train data-parallel, and only rank 0 writes the checkpoint."""
+    # Objects alive before training (a flow process holds many) are never garbage: keep the collector from
+    # re-scanning them during hundreds of steps.
+    gc.collect()
+    gc.freeze()
+    try:
+        return _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction,
+                            seed_scenes, preset, seed, seed_set_seed)
+    finally:
+        gc.unfreeze()
+
+
+def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction, seed_scenes, preset,
+                 seed, seed_set_seed):
     from models.data_parallel import world
 
     settings = Settings.from_env()
     db = connect(settings)
     # A private copy, not the per-process cache: the input checkpoint must stay as it was.
-    backbone = load_backbone(local_checkpoint(checkpoint_uri, settings))
-    backbone.attach_roles()
-    backbone = placed(backbone, settings.device, settings.dtype)
+    backbone = private_backbone(checkpoint_uri, settings)
     states = previous_states(db, round_idx)
     metrics: dict[str, float] = {}
     betas: dict[str, float] = {}

@@ -60,7 +60,7 @@ def _attempt(backbone, image_ids, images, temperature: float, seed: int) -> list
 @stage_task("generate-shard", "generate-images-shard")
 def generate_shard(round_idx: int, checkpoint_uri: str, source: str, n_images: int, shard_idx: int = 0,
                    n_shards: int = 1, n_per_prompt: int = 3, temperature: float = 1.0, seed: int = 0,
-                   max_retries: int = MAX_RETRIES, chunk_images: int = 256) -> ShardResult:
+                   max_retries: int = MAX_RETRIES, chunk_images: int = 1024) -> ShardResult:
     settings = Settings.from_env()
     db = connect(settings)
     mine = in_shard(round_image_ids(db, source, n_images, round_idx, seed), shard_idx, n_shards)

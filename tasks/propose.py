@@ -35,7 +35,7 @@ def ste_history(db, round_idx: int) -> list[float]:
 @stage_task("propose-shard", "propose-questions-shard")
 def propose_shard(round_idx: int, checkpoint_uri: str, source: str, n_images: int, shard_idx: int = 0,
                   n_shards: int = 1, n_candidates: int = 3, temperature: float = 1.0, seed: int = 0,
-                  ste_aggregate: str = "max", chunk_images: int = 256) -> ShardResult:
+                  ste_aggregate: str = "max", chunk_images: int = 1024) -> ShardResult:
     """K candidates and their greedy spot-check for the round's images in shard `shard_idx`."""
     settings = Settings.from_env()
     db = connect(settings)

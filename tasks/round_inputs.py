@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -16,6 +17,7 @@ from tasks.stage_result import ShardResult
 
 
 _LOADS = [0]
+_LOADED: set[tuple] = set()
 
 
 def backbone_loads() -> int:
@@ -26,6 +28,11 @@ def backbone_loads() -> int:
 @lru_cache(maxsize=2)
 def _cached_backbone(path: str, stamp: float, device: str | None, dtype: str | None):
     _LOADS[0] += 1
+    _LOADED.add((path, stamp, device, dtype))
+    if os.environ.get("ASG_TORCH_THREADS"):  # e.g. set for Dask workers (flows/task_runners.py)
+        import torch
+
+        torch.set_num_threads(int(os.environ["ASG_TORCH_THREADS"]))
     backbone = load_backbone(path)
     backbone.attach_roles()
     return placed(backbone, device, dtype)
@@ -46,6 +53,20 @@ def backbone_for(checkpoint_uri: str, settings: Settings):
     """The backbone of a checkpoint, loaded once per process and checkpoint version."""
     path = local_checkpoint(checkpoint_uri, settings)
     return _cached_backbone(str(path), (path / "config.json").stat().st_mtime, settings.device, settings.dtype)
+
+
+def private_backbone(checkpoint_uri: str, settings: Settings):
+    """A trainable copy of a checkpoint's backbone that leaves the input checkpoint's cached one untouched: a deep
+    copy when this process already holds it (no second load from disk), else a fresh load."""
+    import copy
+
+    path = local_checkpoint(checkpoint_uri, settings)
+    key = (str(path), (path / "config.json").stat().st_mtime, settings.device, settings.dtype)
+    if key in _LOADED:
+        return copy.deepcopy(_cached_backbone(*key))
+    backbone = load_backbone(path)
+    backbone.attach_roles()
+    return placed(backbone, settings.device, settings.dtype)
 
 
 def round_image_ids(db, source: str, n_images: int, round_idx: int, seed: int) -> list[str]:

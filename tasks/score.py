@@ -35,7 +35,7 @@ from tasks.stage_result import ShardResult, StageResult
 @stage_task("score-shard", "score-generations-shard")
 def score_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shards: int = 1, n_answers: int = 3,
                 seed: int = 0, use_fidelity: bool = True, use_cycle: bool = True,
-                chunk_specs: int = 256) -> ShardResult:
+                chunk_specs: int = 1024) -> ShardResult:
     """use_fidelity / use_cycle False are the "QA fidelity off" / "cycle consistency off" ablations:
     the term is still measured and stored but left out of R_g."""
     settings = Settings.from_env()

@@ -45,7 +45,7 @@ def entropy_history(db, round_idx: int) -> list[float]:
 
 @stage_task("solve-shard", "solve-and-vote-shard")
 def solve_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shards: int = 1, n_samples: int = 7,
-                seed: int = 0, use_framings: bool = True, chunk_questions: int = 512) -> ShardResult:
+                seed: int = 0, use_framings: bool = True, chunk_questions: int = 1024) -> ShardResult:
     """N answers and the vote of each selected question in shard `shard_idx`.
 
     use_framings False is the "prompt framings off" ablation: every sample uses the canonical
