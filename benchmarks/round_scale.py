@@ -64,9 +64,9 @@ def measure(pool: int, workers: int) -> dict:
         try:
             peak_round = max(peak_round, watched.memory_info().rss)
             # every child but Prefect's temporary API server (uvicorn) is a Dask worker or its nanny
-            workers = [c for c in watched.children(recursive=True)
+            helpers = [c for c in watched.children(recursive=True)
                        if not any(w in " ".join(c.cmdline()) for w in ("uvicorn", "prefect.server", "prefect server"))]
-            peak_workers = max(peak_workers, sum(c.memory_info().rss for c in workers))
+            peak_workers = max(peak_workers, sum(c.memory_info().rss for c in helpers))
         except psutil.Error:
             pass
         time.sleep(0.2)
