@@ -8,6 +8,8 @@
 | MLFLOW_TRACKING_URI | sqlite:///$ASG_HOME/mlflow.db | MLflow tracking store |
 | ASG_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION | unset | S3 access |
 | ASG_DEVICE, ASG_DTYPE | unset (CPU, float32) | where adapters that support it run, e.g. cuda and bfloat16 |
+| ASG_TASK_RUNNER, ASG_DASK_ADDRESS, ASG_DASK_WORKERS, ASG_RAY_ADDRESS | inprocess | where shards run (flows/task_runners.py) |
+| ASG_TORCH_THREADS | unset | torch CPU threads of a process that loads a backbone (Dask workers) |
 """
 
 from __future__ import annotations
