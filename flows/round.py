@@ -88,8 +88,8 @@ def fan_out(shard_task, n_shards: int, **params) -> list[ShardResult]:
     """Run one task per shard: submitted to the flow's task runner when it runs tasks elsewhere (Dask, Ray),
     called one after another in the flow's main thread when it is the in-process runner (torch's CPU kernels
     run about 1.4x slower from a worker thread, whose OpenMP team is created anew)."""
-    runner = FlowRunContext.get().task_runner if FlowRunContext.get() else None
-    if runner is None or isinstance(runner, ThreadPoolTaskRunner):
+    context = FlowRunContext.get()
+    if context is None or isinstance(context.task_runner, ThreadPoolTaskRunner):
         return [shard_task(shard_idx=s, n_shards=n_shards, **params) for s in range(n_shards)]
     futures = [shard_task.submit(shard_idx=s, n_shards=n_shards, **params) for s in range(n_shards)]
     return [f.result() for f in futures]

@@ -86,7 +86,7 @@ def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample]
     network = backbone.network
     rank, size = world()
 
-    def local_loss(batch, advantages, ref_nll, old, scale):
+    def local_loss(batch, advantages, ref_nll, old, scale, beta):
         new_nll = backbone.example_nll(role, batch)
         kl = _kl(new_nll, ref_nll, config.kl_term)
         if config.objective == "reinforce":
@@ -96,9 +96,8 @@ def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample]
             ratio = torch.exp(anchor - new_nll)
             clipped = torch.clamp(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
             policy = -torch.minimum(ratio * advantages, clipped * advantages)
-        return (policy + beta_now[0] * kl).sum() * scale, policy.detach().sum(), kl.detach().sum()
+        return (policy + beta * kl).sum() * scale, policy.detach().sum(), kl.detach().sum()
 
-    beta_now = [beta]
     step_loss = role_loss_module(network, params, local_loss)
     for step in range(config.steps):
         index = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=generator)
@@ -114,8 +113,7 @@ def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample]
                 ref_nll = backbone.example_nll(None, batch)
         old = old_nll[mine] if old_nll is not None else None
         network.train()
-        beta_now[0] = beta
-        loss, policy_sum, kl_sum = step_loss(batch, advantages, ref_nll, old, size / len(index))
+        loss, policy_sum, kl_sum = step_loss(batch, advantages, ref_nll, old, size / len(index), beta)
         skipped = any_rank(not bool(torch.isfinite(loss)))
         if not skipped:
             optimizer.zero_grad(set_to_none=True)

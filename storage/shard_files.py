@@ -49,20 +49,30 @@ def write_shard(settings: Settings, round_idx: int, stage: str, table: str, shar
     return uri
 
 
-def read_shards(settings: Settings, round_idx: int, stage: str, table: str, n_shards: int) -> Iterator[pd.DataFrame]:
-    """Each shard's rows in shard order; a shard that never ran is an error naming its file."""
+def read_shards(settings: Settings, round_idx: int, stage: str, table: str, n_shards: int,
+                columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Each shard's rows (optionally some columns) in shard order; a shard that never ran is an error naming
+    its file."""
     for shard_idx in range(n_shards):
         uri = shard_path(settings, round_idx, stage, table, shard_idx, n_shards)
         fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
         if not fs.exists(path):
             raise FileNotFoundError(f"shard {shard_idx} of {n_shards} of stage {stage!r} (round {round_idx}) wrote "
                                     f"no {table!r} rows: {uri} is missing; re-run the stage")
-        yield pq.read_table(path, filesystem=fs).to_pandas()
+        data = pq.read_table(path, filesystem=fs)
+        yield data.select(columns).to_pandas() if columns and data.num_columns else data.to_pandas()
 
 
 def read_all_shards(settings: Settings, round_idx: int, stage: str, table: str, n_shards: int) -> pd.DataFrame:
     frames = [f for f in read_shards(settings, round_idx, stage, table, n_shards) if len(f.columns)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def merged_rows(settings: Settings, round_idx: int, stage: str, table: str, n_shards: int,
+                key: str) -> list[dict]:
+    """All shards' rows of a table as records, sorted by `key` (what a stage's merge step upserts)."""
+    frame = read_all_shards(settings, round_idx, stage, table, n_shards)
+    return frame.sort_values(key).to_dict("records") if len(frame) else []
 
 
 def remove_round_shards(settings: Settings, round_idx: int) -> None:

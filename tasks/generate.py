@@ -16,7 +16,7 @@ import json
 from models.protocol import SolveRequest
 from storage.image_files import encode_png
 from storage.settings import Settings
-from storage.shard_files import read_all_shards, write_shard
+from storage.shard_files import merged_rows, write_shard
 from storage.tables import connect, upsert
 from tasks.logic.alignment import MAX_RETRIES, alignment, best_attempt, spec_accepted
 from tasks.logic.answers import normalize_answer
@@ -112,10 +112,8 @@ def generate_images(round_idx: int, n_shards: int = 1, shards: list[ShardResult]
     """Merge the shards into `specs` and `generations`."""
     settings = Settings.from_env()
     db = connect(settings)
-    specs = read_all_shards(settings, round_idx, "generate", "specs", n_shards)
-    spec_rows = specs.sort_values("spec_id").to_dict("records") if len(specs) else []
-    generations = read_all_shards(settings, round_idx, "generate", "generations", n_shards)
-    generation_rows = generations.sort_values("generation_id").to_dict("records") if len(generations) else []
+    spec_rows = merged_rows(settings, round_idx, "generate", "specs", n_shards, "spec_id")
+    generation_rows = merged_rows(settings, round_idx, "generate", "generations", n_shards, "generation_id")
     accepted = [r for r in spec_rows if r["valid"]]
     where = f"round_idx = {round_idx}"
     versions = {"specs": upsert(db, "specs", spec_rows, replace_where=where),

@@ -93,7 +93,8 @@ def ingest_images(source: str, n_shards: int = 1, shards: list[ShardResult] | No
     db = connect(settings)
     stage = f"ingest-{_source_key(source)}"
     first: dict[str, tuple[str, int]] = {}  # image_id -> (first source_uri, shard)
-    for shard_idx, frame in enumerate(read_shards(settings, -1, stage, "images", n_shards)):
+    for shard_idx, frame in enumerate(read_shards(settings, -1, stage, "images", n_shards,
+                                                  columns=["image_id", "source_uri"])):
         for image_id, uri in zip(frame.get("image_id", []), frame.get("source_uri", [])):
             if image_id not in first or uri < first[image_id][0]:
                 first[image_id] = (uri, shard_idx)

@@ -16,26 +16,33 @@ from tasks.logic.selection import round_sample
 from tasks.stage_result import ShardResult
 
 
-_LOADS = [0]
-_LOADED: set[tuple] = set()
+_SEEN: set[tuple] = set()  # keys this process has loaded (lru_cache cannot say whether it holds one)
 
 
 def backbone_loads() -> int:
     """How many backbones this process has loaded (a worker should load each checkpoint once)."""
-    return _LOADS[0]
+    return _cached_backbone.cache_info().misses
+
+
+def _load(path: str, device: str | None, dtype: str | None):
+    backbone = load_backbone(path)
+    backbone.attach_roles()
+    return placed(backbone, device, dtype)
 
 
 @lru_cache(maxsize=2)
 def _cached_backbone(path: str, stamp: float, device: str | None, dtype: str | None):
-    _LOADS[0] += 1
-    _LOADED.add((path, stamp, device, dtype))
+    _SEEN.add((path, stamp, device, dtype))
     if os.environ.get("ASG_TORCH_THREADS"):  # e.g. set for Dask workers (flows/task_runners.py)
         import torch
 
         torch.set_num_threads(int(os.environ["ASG_TORCH_THREADS"]))
-    backbone = load_backbone(path)
-    backbone.attach_roles()
-    return placed(backbone, device, dtype)
+    return _load(path, device, dtype)
+
+
+def _cache_key(checkpoint_uri: str, settings: Settings) -> tuple:
+    path = local_checkpoint(checkpoint_uri, settings)
+    return str(path), (path / "config.json").stat().st_mtime, settings.device, settings.dtype
 
 
 def placed(backbone, device: str | None, dtype: str | None):
@@ -51,8 +58,7 @@ def placed(backbone, device: str | None, dtype: str | None):
 
 def backbone_for(checkpoint_uri: str, settings: Settings):
     """The backbone of a checkpoint, loaded once per process and checkpoint version."""
-    path = local_checkpoint(checkpoint_uri, settings)
-    return _cached_backbone(str(path), (path / "config.json").stat().st_mtime, settings.device, settings.dtype)
+    return _cached_backbone(*_cache_key(checkpoint_uri, settings))
 
 
 def private_backbone(checkpoint_uri: str, settings: Settings):
@@ -60,13 +66,11 @@ def private_backbone(checkpoint_uri: str, settings: Settings):
     copy when this process already holds it (no second load from disk), else a fresh load."""
     import copy
 
-    path = local_checkpoint(checkpoint_uri, settings)
-    key = (str(path), (path / "config.json").stat().st_mtime, settings.device, settings.dtype)
-    if key in _LOADED:
+    key = _cache_key(checkpoint_uri, settings)
+    if key in _SEEN:
         return copy.deepcopy(_cached_backbone(*key))
-    backbone = load_backbone(path)
-    backbone.attach_roles()
-    return placed(backbone, settings.device, settings.dtype)
+    path, _, device, dtype = key
+    return _load(path, device, dtype)
 
 
 def round_image_ids(db, source: str, n_images: int, round_idx: int, seed: int) -> list[str]:

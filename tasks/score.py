@@ -15,7 +15,7 @@ import json
 
 from models.protocol import SolveRequest
 from storage.settings import Settings
-from storage.shard_files import read_all_shards, write_shard
+from storage.shard_files import merged_rows, write_shard
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import normalize_answer
 from tasks.logic.generation_scores import (
@@ -100,8 +100,7 @@ def score_generations(round_idx: int, n_shards: int = 1, shards: list[ShardResul
     """Merge the shards into `scores`."""
     settings = Settings.from_env()
     db = connect(settings)
-    scores = read_all_shards(settings, round_idx, "score", "scores", n_shards)
-    rows = scores.sort_values("generation_id").to_dict("records") if len(scores) else []
+    rows = merged_rows(settings, round_idx, "score", "scores", n_shards, "generation_id")
     version = upsert(db, "scores", rows, replace_where=f"round_idx = {round_idx}")
     n = max(1, len(rows))
     metrics = {"scored": len(rows), **{f"mean_{k}": sum(r[k] for r in rows) / n

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from models.protocol import SolveRequest
 from storage.settings import Settings
-from storage.shard_files import read_all_shards, write_shard
+from storage.shard_files import merged_rows, write_shard
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import map_to_validators, normalize_answer
 from tasks.logic.buckets import THETA_WINDOW, assign_buckets
@@ -100,16 +100,14 @@ def solve_and_vote(round_idx: int, n_shards: int = 1, shards: list[ShardResult] 
     """Merge the shards: buckets with the round-wide adaptive threshold, the Proposer's reward, upserts."""
     settings = Settings.from_env()
     db = connect(settings)
-    votes = read_all_shards(settings, round_idx, "solve", "votes", n_shards)
-    vote_rows = votes.sort_values("question_id").to_dict("records") if len(votes) else []
+    vote_rows = merged_rows(settings, round_idx, "solve", "votes", n_shards, "question_id")
     buckets = assign_buckets([(r["answer_entropy"], r["majority_fraction"], r["margin"]) for r in vote_rows],
                              entropy_history(db, round_idx))
     for row, (name, theta) in zip(vote_rows, buckets):
         d_ste = row.pop("ste_difficulty")
         row.update(bucket=name, theta_easy=theta, proposer_reward=proposer_reward(
             d_ste, row["answer_entropy"], row["informativeness"], easy=name == "easy"))
-    answers = read_all_shards(settings, round_idx, "solve", "answers", n_shards)
-    answer_rows = answers.sort_values("answer_id").to_dict("records") if len(answers) else []
+    answer_rows = merged_rows(settings, round_idx, "solve", "answers", n_shards, "answer_id")
     for row in answer_rows:
         row["token_entropies"] = [float(h) for h in row["token_entropies"]]
     where = f"round_idx = {round_idx}"

@@ -12,7 +12,6 @@ from prefect import flow
 from flows.round import RoundConfig, rollout_stages
 from flows.task_runners import task_runner
 from storage.settings import Settings
-from storage.shard_files import shard_root
 from storage.tables import connect, read
 from tests.conftest import SHIPPED_BASE
 
@@ -111,9 +110,8 @@ def test_more_shards_than_images_and_reruns_write_the_same_rows(tmp_path, monkey
     _, one = _run(tmp_path / "one", monkeypatch, config, task_runner("inprocess"))
     _, many = _run(tmp_path / "many", monkeypatch, config.model_copy(update={"shards": 7}), task_runner("inprocess"))
     _assert_same_rows(many, one)
-    staged = Settings.from_env()
     files = sorted((tmp_path / "many" / "objects" / "shards" / "round-0" / "solve" / "votes" / "of-7").glob("*"))
-    assert len(files) == 7 and shard_root(staged, 0).endswith("round-0")
+    assert len(files) == 7  # every shard ran and staged a file, the empty ones too
     # a crashed-and-rerun round: the same rows, no duplicates
     _, again = _run(tmp_path / "many", monkeypatch, config.model_copy(update={"shards": 7}), task_runner("inprocess"))
     _assert_same_rows(again, one)
