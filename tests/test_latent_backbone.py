@@ -22,7 +22,13 @@ def _images(n):
 def test_cell_latents_decode_exactly_through_the_codebook():
     latents = code_latents()
     assert latents.shape == (codebook.N_CODES, 16)
-    assert np.allclose(latents.std(0), 1.0, atol=1e-5)
+    empty = codebook.encode(np.zeros((32, 32, 3), np.uint8))[0]
+    assert latents[empty, 0] == -1 and (np.delete(latents[:, 0], empty) == 1).all()  # objectness
+    assert np.allclose(latents[empty, 1:4], 0)  # an empty patch has no colour
+    red = [i for i, p in enumerate(codebook.codebook()) if tuple(p.max((0, 1))) == (230, 30, 30)]
+    assert len(red) > 1 and np.ptp(latents[red, 1:4], axis=0).max() < 1e-5  # one colour, one colour latent
+    distances = np.linalg.norm(latents[:, None] - latents[None], axis=-1) + np.eye(len(latents)) * 1e9
+    assert distances.min() > 1.0  # every code keeps its own latent
     b = create_backbone("shapes-flow", seed=0, size="tiny")
     images = _images(5)
     assert b._to_codes(b._from_codes(images)) == [codebook.encode(im) for im in images]
@@ -54,6 +60,18 @@ def test_generator_role_trains_only_the_denoiser_adapter_and_round_trips(name, t
     assert torch.allclose(loaded.example_nll("generator", t2i), b.example_nll("generator", t2i))
 
 
+def test_pretraining_draws_fresh_noise_each_step_and_a_role_update_keeps_its_draws():
+    b = create_backbone("shapes-flow", seed=0, size="tiny", cfg_drop=0.0)
+    t2i = [TrainingExample("t2i", prompt="a red circle", target_image=_images(1)[0])]
+    b.network.train()
+    first, second = b.example_nll(None, t2i), b.example_nll(None, t2i)
+    assert not torch.allclose(first, second)  # a memorisable fixed draw per prompt would let it ignore the prompt
+    b.network.eval()
+    b.attach_roles()
+    b.network.train()
+    assert torch.equal(b.example_nll("generator", t2i), b.example_nll("generator", t2i))
+
+
 def test_init_from_takes_the_shipped_trunk_and_pretraining_moves_only_the_denoiser():
     b = create_backbone("shapes-flow", seed=0, freeze_understanding=True, denoiser_layers=1)
     b.init_understanding_from(SHIPPED_BASE)
@@ -63,5 +81,10 @@ def test_init_from_takes_the_shipped_trunk_and_pretraining_moves_only_the_denois
     params = b.trainable_parameters(None)
     denoiser = {id(p) for p in b.network.denoiser.parameters()}
     assert params and all(id(p) in denoiser for p in params)
+    b.network.train()
+    t2i = [TrainingExample("t2i", prompt="a red circle", target_image=_images(1)[0])]
+    b.example_nll(None, t2i).sum().backward()
+    assert all(p.grad is None for n, p in b.network.named_parameters() if not n.startswith("denoiser."))
+    assert any(p.grad is not None for p in b.network.denoiser.parameters())
     with pytest.raises(ValueError, match="does not fit this model's trunk"):
         create_backbone("shapes-flow", seed=0, size="tiny").init_understanding_from(SHIPPED_BASE)
