@@ -84,7 +84,8 @@ def cmd_pretrain(args) -> None:
 
         backbone_class(args.backbone)  # raises a one-line error for unknown names
     pretrain_flow(args.out, backbone=args.backbone, size=args.size, seed_scenes=args.seed_scenes, steps=args.steps,
-                  lr=args.lr, seed=args.seed, control_steps=args.control_steps, init_from=args.init_from)
+                  lr=args.lr, seed=args.seed, control_steps=args.control_steps, init_from=args.init_from,
+                  t2i_per_scene=args.t2i_per_scene)
 
 
 def cmd_round(args) -> None:
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5000, help="optimizer steps (default 5000)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, cosine-decayed (default 3e-3)")
     p.add_argument("--control-steps", type=int, default=310, help="steps of the convergence check")
+    p.add_argument("--t2i-per-scene", type=int, default=1,
+                   help="GenEval-grammar text-to-image pairs per seed scene, besides its caption (default 1)")
     p.add_argument("--init-from", help="shapes-diffusion/shapes-flow: take this checkpoint's understanding trunk "
                                        "and train only the denoiser")
     p.add_argument("--seed", type=int, default=0)

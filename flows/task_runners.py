@@ -3,7 +3,8 @@
     ASG_TASK_RUNNER=inprocess   # default: shards run one after another in the flow's process
     ASG_TASK_RUNNER=dask ASG_DASK_WORKERS=2            # a Dask LocalCluster of 2 worker processes
     ASG_TASK_RUNNER=dask ASG_DASK_ADDRESS=tcp://10.0.0.5:8786   # an existing Dask scheduler
-    ASG_TASK_RUNNER=ray ASG_RAY_ADDRESS=ray://…         # needs `pip install prefect-ray`
+    ASG_TASK_RUNNER=ray ASG_RAY_WORKERS=2              # a local Ray instance (pip install 'asg[ray]')
+    ASG_TASK_RUNNER=ray ASG_RAY_ADDRESS=ray://10.0.0.5:10001    # an existing Ray cluster
 
 or `asg round … --task-runner dask --workers 2 --shards 4`. The number of shards is a round
 parameter (`RoundConfig.shards`); the runner only decides where they run, so the rows a round
@@ -35,21 +36,37 @@ def task_runner(kind: str | None = None, address: str | None = None, workers: in
         address = address or os.environ.get("ASG_DASK_ADDRESS") or None
         if address:
             return DaskTaskRunner(address=address)
-        workers = workers or int(os.environ.get("ASG_DASK_WORKERS", "2"))
-        if workers < 1:
-            raise ValueError(f"ASG_DASK_WORKERS must be at least 1, got {workers}")
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        workers = _local_workers(workers, "ASG_DASK_WORKERS")
         return DaskTaskRunner(cluster_kwargs={
             "n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None,
             "host": "127.0.0.1", "local_directory": os.path.join(tempfile.gettempdir(), "asg-dask"),
             # Dask's nanny pins OMP/MKL to 1 thread per worker; ASG_TORCH_THREADS (read when a worker loads
             # a backbone, tasks/round_inputs.py) splits the cores between the workers instead.
-            "env": {"ASG_TORCH_THREADS": str(threads)}})
+            "env": {"ASG_TORCH_THREADS": str(_threads_per_worker(workers))}})
     try:
         from prefect_ray import RayTaskRunner
     except ImportError as exc:
-        raise ValueError("ASG_TASK_RUNNER=ray needs the prefect-ray package: pip install prefect-ray") from exc
-    return RayTaskRunner(address=address or os.environ.get("ASG_RAY_ADDRESS") or None)
+        raise ValueError("ASG_TASK_RUNNER=ray needs the prefect-ray package: pip install 'asg[ray]' "
+                         "(or pip install prefect-ray)") from exc
+    address = address or os.environ.get("ASG_RAY_ADDRESS") or None
+    if address:
+        return RayTaskRunner(address=address)
+    # A local Ray instance on 127.0.0.1 with one CPU per worker process and no dashboard.
+    workers = _local_workers(workers, "ASG_RAY_WORKERS")
+    return RayTaskRunner(init_kwargs={
+        "num_cpus": workers, "include_dashboard": False, "_node_ip_address": "127.0.0.1",
+        "runtime_env": {"env_vars": {"ASG_TORCH_THREADS": str(_threads_per_worker(workers))}}})
+
+
+def _local_workers(workers: int | None, variable: str) -> int:
+    workers = workers or int(os.environ.get(variable, "2"))
+    if workers < 1:
+        raise ValueError(f"{variable} (--workers) must be at least 1, got {workers}")
+    return workers
+
+
+def _threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def with_task_runner(flow, kind: str | None = None, address: str | None = None, workers: int | None = None):

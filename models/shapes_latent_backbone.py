@@ -74,9 +74,9 @@ def code_latents() -> np.ndarray:
 
 @dataclass(frozen=True)
 class ShapesLatentConfig(ShapesConfig):
-    denoiser_layers: int = 2
+    denoiser_layers: int = 4  # 2 layers of width 64 reached GenEval-2D 0.50 in 3,000 steps; this 0.75 in 2,250
     denoiser_heads: int = 4
-    denoiser_head_dim: int = 16
+    denoiser_head_dim: int = 32
     inference_steps: int = 20
     loss_draws: int = 4
     denoiser_lora_r: int = 8

@@ -39,9 +39,13 @@ def _question_metrics(db, round_idx: int) -> dict[str, float]:
     metrics = {"distinct_question_share": items["question"].nunique() / len(items),
                "family_entropy": family_entropy([language.question_family(q) or "other" for q in items["question"]]),
                "mean_ste": float(items["ste_raw"].mean()), "mean_agreement": float(items["majority_fraction"].mean())}
+    scenes: dict[str, object] = {}  # an image's scene is rebuilt once, not once per question
     rows = []
     for item in items.to_dict("records"):
-        scene = _scene(images.get(item["image_id"], ""))
+        image_id = item["image_id"]
+        if image_id not in scenes:
+            scenes[image_id] = _scene(images.get(image_id, ""))
+        scene = scenes[image_id]
         if scene is None:
             continue
         truth = language.oracle_answer(scene, item["question"])

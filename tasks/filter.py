@@ -84,7 +84,7 @@ def _paper_understanding(round_idx, items, candidates, answers, states, decision
 
 def _paper_generation(round_idx, scores, specs, policy, decisions, examples):
     for spec_id, group in scores.groupby("spec_id", sort=True):
-        q_spec = float(specs.loc[spec_id, "q_spec"])
+        q_spec = float(specs[spec_id]["q_spec"])
         advantages = group_zscores(group["reward"].tolist())
         spread = any(a != 0 for a in advantages)
         for row, adv in zip(group.to_dict("records"), advantages):
@@ -93,7 +93,7 @@ def _paper_generation(round_idx, scores, specs, policy, decisions, examples):
             decisions.append(_decision(round_idx, row["generation_id"], "generation", kept, reason))
             if kept:
                 examples.append(_example(round_idx, "generator", "t2i", row["generation_id"], "generations",
-                                         row["generation_id"], specs.loc[spec_id, "prompt"], "", adv, row["reward"], adv))
+                                         row["generation_id"], specs[spec_id]["prompt"], "", adv, row["reward"], adv))
 
 
 def _verified_understanding(round_idx, items, policy, decisions, examples):
@@ -114,7 +114,7 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
     for row in scores.to_dict("records"):
         kept, reason = generation_decision(row["reward"], row["generation_id"] in best, row["q_spec"], policy)
         decisions.append(_decision(round_idx, row["generation_id"], "generation", kept, reason))
-        spec = specs.loc[row["spec_id"]]
+        spec = specs[row["spec_id"]]
         gid = row["generation_id"]
         if kept:
             examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
@@ -131,10 +131,12 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
 def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decisions: list[dict]) -> list[dict]:
     """One row per selected question with every signal and the filter's decision (the dashboard's table)."""
     verdicts = {d["item_id"]: (d["kept"], d["reason"]) for d in decisions if d["item_kind"] == "question"}
-    by_question = {qid: group.sort_values("sample_idx") for qid, group in answers.groupby("question_id")}
+    by_question: dict[str, list[dict]] = {}
+    for a in answers.sort_values(["question_id", "sample_idx"]).to_dict("records"):
+        by_question.setdefault(a["question_id"], []).append(a)
     rows = []
     for item in items:
-        own = by_question.get(item["question_id"], answers.iloc[0:0])
+        own = by_question.get(item["question_id"], [])
         kept, reason = verdicts.get(item["question_id"], (False, "not-decided"))
         rows.append({
             "question_id": item["question_id"], "round_idx": round_idx, "image_id": item["image_id"],
@@ -144,11 +146,11 @@ def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decis
             "ste_raw": item["ste_raw"], "ste_difficulty": item["ste_difficulty"], "theta_easy": item["theta_easy"],
             "bucket": item["bucket"], "informativeness": item["informativeness"],
             "proposer_reward": item["proposer_reward"],
-            "mean_solver_reward": float(own["reward"].mean()) if len(own) else 0.0,
+            "mean_solver_reward": sum(a["reward"] for a in own) / len(own) if own else 0.0,
             "kept": bool(kept), "reason": reason,
             "answers_json": json.dumps([{"framing": a["framing"], "temperature": a["temperature"], "text": a["text"],
                                          "mapped": a["mapped"], "reward": a["reward"]}
-                                        for a in own.to_dict("records")])})
+                                        for a in own])})
     return rows
 
 
@@ -174,12 +176,13 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
         items = items.sort_values("question_id").to_dict("records")
         for q in questions[~questions["well_formed"]].sort_values("question_id").to_dict("records"):
             decisions.append(_decision(round_idx, q["question_id"], "candidate", False, q["reject_reason"]))
+        answers = read(db, "answers", where=where)
         if preset == "paper":
-            answers = read(db, "answers", where=where).sort_values("answer_id")
-            info = questions.set_index("question_id")
+            image_of = dict(zip(questions["question_id"], questions["image_id"]))
+            text_of = dict(zip(questions["question_id"], questions["question"]))
             by_question: dict[str, list[dict]] = {}
-            for a in answers.to_dict("records"):
-                a.update(image_id=info.loc[a["question_id"], "image_id"], question=info.loc[a["question_id"], "question"])
+            for a in answers.sort_values("answer_id").to_dict("records"):
+                a.update(image_id=image_of[a["question_id"]], question=text_of[a["question_id"]])
                 by_question.setdefault(a["question_id"], []).append(a)
             cands = questions.merge(votes[["question_id", "proposer_reward", "bucket"]], on="question_id", how="left")
             by_image: dict[str, list[dict]] = {}
@@ -189,10 +192,10 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
             new_states = _paper_understanding(round_idx, items, by_image, by_question, states, decisions, examples)
         else:
             _verified_understanding(round_idx, items, policy, decisions, examples)
-        qa_rows = qa_item_rows(round_idx, items, read(db, "answers", where=where), decisions)
+        qa_rows = qa_item_rows(round_idx, items, answers, decisions)
     if mode in ("joint", "generation"):
         scores = read(db, "scores", where=where).sort_values("generation_id").reset_index(drop=True)
-        specs = read(db, "specs", where=where).set_index("spec_id")
+        specs = read(db, "specs", where=where).set_index("spec_id").to_dict("index")
         if preset == "paper":
             _paper_generation(round_idx, scores, specs, policy, decisions, examples)
         else:

@@ -18,7 +18,7 @@ from models.training import TrainConfig, mixture_batches, train
 from models.vocabulary import FRAMINGS
 from storage.checkpoints import local_checkpoint, save_checkpoint
 from storage.settings import Settings
-from world.evaluation import EvalConfig, evaluate, evaluate_vqa
+from world.evaluation import EvalConfig, evaluate, evaluate_geneval, evaluate_vqa
 from world.seed_set import seed_examples
 
 PRETRAIN_MIX = {"vqa": 0.45, "caption": 0.10, "ask": 0.10, "spec": 0.15, "t2i": 0.20}
@@ -31,6 +31,7 @@ class PretrainResult:
     lrs: list[float]
     validation: list[tuple[int, float]]
     metrics: dict[str, float]
+    validation_metric: str = "vqa_accuracy"
 
 
 @task(name="pretrain-base")
@@ -51,7 +52,11 @@ def pretrain_base(backbone_name: str, size: str, seed_scenes: int, schedule: Tra
     batches = mixture_batches(examples, {"t2i": 1.0} if init_from else PRETRAIN_MIX, batch_size, schedule.seed)
     lrs: list[float] = []
     validation: list[tuple[int, float]] = []
-    small_eval = EvalConfig(vqa_scenes=100, seed=eval_config.seed, split="validation")
+    # Validation follows what trains: VQA for a whole base, GenEval-2D when only the denoiser learns.
+    small_eval = EvalConfig(vqa_scenes=100, geneval_per_category=10, samples_per_prompt=2, seed=eval_config.seed,
+                            split="validation")
+    metric = "geneval_overall" if init_from else "vqa_accuracy"
+    validate = evaluate_geneval if init_from else evaluate_vqa
     bar = tqdm(total=schedule.steps, desc="pretrain", unit="step")
 
     def on_step(step: int, loss: float, lr: float) -> None:
@@ -59,14 +64,16 @@ def pretrain_base(backbone_name: str, size: str, seed_scenes: int, schedule: Tra
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", refresh=False)
         if (step + 1) % validate_every == 0 or step + 1 == schedule.steps:
-            validation.append((step + 1, evaluate_vqa(backbone, small_eval)["vqa_accuracy"]))
-            bar.write(f"step {step + 1}: validation VQA {validation[-1][1]:.3f}")
+            backbone.network.eval()
+            validation.append((step + 1, validate(backbone, small_eval)[metric]))
+            backbone.network.train()
+            bar.write(f"step {step + 1}: validation {metric} {validation[-1][1]:.3f}")
 
     losses = train(backbone, None, batches, schedule, on_step)
     bar.close()
     metrics = evaluate(backbone, eval_config)
     save_checkpoint(backbone, checkpoint_uri, settings)
-    return PretrainResult(checkpoint_uri, losses, lrs, validation, metrics)
+    return PretrainResult(checkpoint_uri, losses, lrs, validation, metrics, metric)
 
 
 @task(name="check-convergence")

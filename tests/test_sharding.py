@@ -4,6 +4,9 @@ the in-process runner, a worker killed in the middle of a shard, and more shards
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,6 +93,25 @@ def test_two_dask_workers_write_the_single_process_rows(single_process, tmp_path
         assert np.allclose([ran[stage][1][k] for k in shared], [metrics[k] for k in shared], rtol=1e-4), stage
     # the shards ran in two worker processes, each of which loaded the checkpoint once
     assert max(m["shard_processes"] for _, _, m in result) == 2
+    assert max(m["shard_backbone_loads_max"] for _, _, m in result) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_two_ray_workers_write_the_single_process_rows(single_process, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason="the Ray runner is the optional extra asg[ray]")
+    reference_result, reference = single_process
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    try:
+        result, tables = _run(tmp_path / "ray-home", monkeypatch, _config(shards=2), task_runner("ray", workers=2))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    _assert_same_rows(tables, reference)
+    ran = {stage: rows for stage, rows, _ in result}
+    assert ran == {stage: rows for stage, rows, _ in reference_result}
+    assert max(m["shard_processes"] for _, _, m in result) == 2  # two Ray worker processes ran shards
     assert max(m["shard_backbone_loads_max"] for _, _, m in result) == 1
 
 
