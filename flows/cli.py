@@ -49,7 +49,7 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-runner", choices=["inprocess", "dask", "ray"],
                    help="where shards run (default: $ASG_TASK_RUNNER or inprocess)")
     p.add_argument("--dask-address", help="an existing Dask scheduler (default: a LocalCluster)")
-    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--workers", type=int, help="worker processes of a local Dask or Ray cluster (default 2)")
 
 
 def _runner_environment(args) -> None:
