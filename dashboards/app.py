@@ -181,6 +181,13 @@ def rounds_view(store: DashboardStore, tracking_uri: str) -> None:
             st.altair_chart(alt.Chart(long).mark_line(point=True).encode(x="round_idx:O", y="value:Q",
                                                                          color="signal:N"),
                             width="stretch")
+    audit = store.label_audit()
+    if not audit.empty:
+        latest = int(audit["round_idx"].max())
+        st.markdown(f"**Label-source audit of round {latest}** (judged with the world's hidden labels, evaluation "
+                    "only): a source helps only where its labels beat the Solver's own greedy answers on the same "
+                    "items (`gain` > 0)")
+        st.dataframe(audit[audit["round_idx"] == latest].drop(columns=["round_idx"]), hide_index=True)
     try:
         runs = round_runs(tracking_uri)
     except TrackingUnavailable as exc:

@@ -173,8 +173,21 @@ class DashboardStore:
         if "evaluations" not in self.tables:
             return pd.DataFrame()
         frame = self._table("evaluations").search().limit(None).to_pandas()
+        frame = frame[frame["suite"] != AUDIT_SUITE].reset_index(drop=True)
         metrics = pd.DataFrame([json.loads(m) for m in frame["metrics_json"]])
         return pd.concat([frame.drop(columns=["metrics_json"]).reset_index(drop=True), metrics], axis=1)
+
+    def label_audit(self) -> pd.DataFrame:
+        """Each round's label-source audit: per question kind and source, items, label and Solver accuracy."""
+        if "evaluations" not in self.tables:
+            return pd.DataFrame()
+        frame = self._table("evaluations").search().where(f"suite = '{AUDIT_SUITE}'").limit(None).to_pandas()
+        rows = [{"round_idx": r, **row} for r, m in zip(frame["round_idx"], frame["metrics_json"])
+                for row in json.loads(m)]
+        return pd.DataFrame(rows)
+
+
+AUDIT_SUITE = "label-audit"  # written by the diagnose stage: a list of rows, not one metrics dict
 
 
 def png_data_url(png: bytes) -> str:

@@ -9,6 +9,10 @@
     asg nightly --preset cpu-tiny          # one nightly round (champion in, promotion gate out)
     asg serve --preset cpu-tiny            # serve the nightly/evaluate/pretrain deployments
     asg dashboard                          # inspect questions, generations and rounds in a browser
+
+Configured servers (an http(s) MLFLOW_TRACKING_URI, PREFECT_API_URL, ASG_S3_ENDPOINT_URL) are checked
+before a command starts. Expected failures print one `asg: ...` line and exit with code 2; `asg --debug`
+(or ASG_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import sys
 from pathlib import Path
 
 import flows  # noqa: F401 - sets offline defaults for Prefect and MLflow before they are imported
+
+# Kept in step with flows.experiment.PRESET_ARMS (a test checks), so `asg --help` needs no heavy import.
+PRESET_ARM_NAMES = ("paper", "verified", "agreement", "gold-ceiling")
 
 
 def _round_config(args):
@@ -36,9 +43,11 @@ def _add_round_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="unlabeled images: world://unlabeled?n=1000&seed=0 (default) or a folder URL")
     p.add_argument("--images", type=int, help="images used by the round (default 1000)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--preset", choices=["paper", "verified"],
+    p.add_argument("--preset", choices=["paper", "verified", "agreement", "gold-ceiling"],
                    help="paper: METHOD.md's rewards and RL updates (default); verified: imitation of confident "
-                        "and Solver-verified items with seed replay")
+                        "and Solver-verified items with seed replay; agreement: imitation of majority labels "
+                        "confirmed by the mirrored-image and caption-drawn views; gold-ceiling: not a method, the "
+                        "world's true labels on the same items (embedded world only)")
     p.add_argument("--quick", action="store_true", help="few fine-tune steps and a tiny evaluation (smoke runs)")
     p.add_argument("--shards", type=int, help="shards per rollout stage (default 1)")
     p.add_argument("--finetune-processes", type=int, help="data-parallel fine-tune ranks (default 1)")
@@ -62,9 +71,45 @@ def _runner_environment(args) -> None:
 
 
 def _checkpoint(path: str) -> str:
-    if "://" not in path and not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (no config.json)")
+    """`path`, once its config.json, the backbone it names and its safetensors headers check out."""
+    from models.registry import BACKBONES, backbone_class
+    from storage.input_checks import check_checkpoint
+    from storage.settings import Settings
+
+    backbone = check_checkpoint(path, Settings.from_env())
+    if backbone not in BACKBONES:  # a registered name needs no import here; anything else must import
+        try:
+            backbone_class(backbone)
+        except ValueError as exc:
+            raise ValueError(f"checkpoint {path}: {exc}") from exc
     return path
+
+
+def _source(source: str | None) -> None:
+    """Check a round's image source (world:// query or folder URL) before the flow starts."""
+    from storage.input_checks import check_image_folder
+    from storage.settings import Settings
+    from tasks.ingest import parse_world_source
+
+    if source is None:
+        return
+    if source.startswith("world://"):
+        parse_world_source(source)
+    else:
+        check_image_folder(source, Settings.from_env())
+
+
+def _benchmark_files(args) -> None:
+    """Check `asg evaluate`'s external files line by line before the flow starts."""
+    from storage.input_checks import check_jsonl_file, check_vqa_file
+    from storage.settings import Settings
+
+    if args.geneval_metadata and not args.geneval_out:
+        raise ValueError("--geneval-metadata needs --geneval-out (the folder to write samples into)")
+    if args.vqa_file:
+        check_vqa_file(args.vqa_file, Settings.from_env())
+    if args.geneval_metadata:
+        check_jsonl_file(args.geneval_metadata, Settings.from_env())
 
 
 def cmd_demo(args) -> None:
@@ -73,10 +118,13 @@ def cmd_demo(args) -> None:
     config = _round_config(args)
     if args.images is not None and args.source is None:
         config = config.model_copy(update={"source": f"world://unlabeled?n={args.images}&seed={config.seed}"})
-    demo_flow(config, base_checkpoint=args.checkpoint or str(SHIPPED_BASE))
+    _source(args.source)
+    demo_flow(config, base_checkpoint=_checkpoint(args.checkpoint or str(SHIPPED_BASE)))
 
 
 def cmd_pretrain(args) -> None:
+    if args.init_from:
+        _checkpoint(args.init_from)
     from flows.pretrain import pretrain_flow
 
     if args.backbone != "shapes":
@@ -89,6 +137,7 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_round(args) -> None:
+    _source(args.source)
     from flows.round import round_flow
 
     result = round_flow(args.round_idx, _checkpoint(args.checkpoint), _round_config(args))
@@ -96,6 +145,7 @@ def cmd_round(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
+    _benchmark_files(args)
     from flows.evaluate import evaluate_flow
 
     from flows.demo import SHIPPED_BASE
@@ -114,14 +164,16 @@ def cmd_experiment(args) -> None:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     seeds = tuple(args.seeds) if args.seeds else ((0,) if args.quick else (0, 1, 2))
     experiment_flow(_checkpoint(args.checkpoint or str(SHIPPED_BASE)), rounds=rounds, seeds=seeds,
-                    ablations=not args.no_ablations, quick=args.quick)
+                    ablations=not args.no_ablations, quick=args.quick, presets=tuple(args.arms), split=args.split)
 
 
 def cmd_ingest(args) -> None:
     from tasks.ingest import ingest_source
+    from tasks.logic.file_accounting import summary_line
 
     result = ingest_source(args.source, args.image_size)
     print(json.dumps(result.metrics, indent=1))
+    print(f"{summary_line(result.metrics)} (every path with its image or reason: table image_sources)")
 
 
 def cmd_nightly(args) -> None:
@@ -164,6 +216,8 @@ def cmd_dashboard(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asg", description="Ask, Solve, Generate: self-evolution of a unified "
                                      "multimodal model from unlabeled images.")
+    parser.add_argument("--debug", action="store_true", default=os.environ.get("ASG_DEBUG", "") not in ("", "0"),
+                        help="show the full traceback of an error (also ASG_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="evaluate the base, run one round, evaluate again, print before/after")
@@ -209,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, help="rounds per arm (default 3; 1 with --quick)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds of the base/control/preset arms (default 0 1 2)")
     p.add_argument("--no-ablations", action="store_true", help="skip the five ablation arms")
+    p.add_argument("--arms", nargs="+", choices=list(PRESET_ARM_NAMES), default=list(PRESET_ARM_NAMES),
+                   help="preset arms beside the matched control (default: all; gold-ceiling is the ceiling, "
+                        "not a method)")
+    p.add_argument("--split", choices=("eval", "validation"), default="eval",
+                   help="held-out split: validation for choosing a recipe, eval for reported numbers (default)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the report's structure, not gains")
     p.set_defaults(func=cmd_experiment)
 
@@ -242,13 +301,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The servers each command talks to (checked before it starts); commands not named here use all three.
+SERVERS_USED = {"ingest": ("s3",), "result-storage": ("prefect",), "dashboard": ()}
+# Failures of what the user gave (files, names, servers): one line, exit code 2, no traceback.
+EXPECTED_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
+                   ConnectionError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from storage.server_checks import check_servers
+    from storage.settings import Settings
+
     args = build_parser().parse_args(argv)
     _runner_environment(args)
     try:
+        check_servers(Settings.from_env(), SERVERS_USED.get(args.command, ("mlflow", "prefect", "s3")))
         args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"asg: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:
+        if args.debug:
+            raise
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"asg: {message or type(exc).__name__}", file=sys.stderr)
         return 2
     return 0
 

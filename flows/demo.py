@@ -17,6 +17,7 @@ from flows.round import RoundConfig, round_flow
 from flows.tracking import Tracker
 from storage.settings import Settings
 from tasks.evaluate import evaluate_checkpoint
+from tasks.logic.file_accounting import summary_line
 
 SHIPPED_BASE = Path(__file__).resolve().parent.parent / "models" / "checkpoints" / "shapes-base"
 HEADLINE = ("vqa_accuracy", "vqa_color", "vqa_shape", "vqa_count", "vqa_exist", "vqa_relation",
@@ -43,6 +44,7 @@ def demo_flow(config: RoundConfig = RoundConfig(), base_checkpoint: str = str(SH
     result = round_flow(0, base_checkpoint, config)
     after = {k.removeprefix("evaluate."): v for k, v in result.items() if k.startswith("evaluate.")}
     table = before_after_table(before, after)
+    print("\n" + summary_line({k.removeprefix("ingest."): v for k, v in result.items() if k.startswith("ingest.")}))
     print("\n" + table)
     print(f"\nround 0 checkpoint: {result['checkpoint']}\nLanceDB: {settings.lancedb_uri}\nMLflow: {settings.mlflow_uri}")
     return {"before": before, "after": after, "table": table, **result}

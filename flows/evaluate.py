@@ -2,6 +2,7 @@
 
     asg evaluate --checkpoint models/checkpoints/shapes-base
     asg evaluate --split validation     # the split for choices; `eval` (default) is for reporting
+    asg evaluate --vqa-file vqa.jsonl   # also prints and logs the share of its words the backbone cannot read
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from prefect import flow
 
 from flows.tracking import Tracker
 from storage.settings import Settings
-from tasks.evaluate import evaluate_checkpoint, evaluate_vqa_file, generate_geneval_samples
+from tasks.evaluate import evaluate_checkpoint, evaluate_vqa_file, generate_geneval_samples, measure_vocabulary_coverage
+from tasks.logic.vocabulary_coverage import coverage_lines, coverage_metrics
 from world.evaluation import EvalConfig
 
 
@@ -28,6 +30,13 @@ def evaluate_flow(checkpoint: str, tiny: bool = False, seed: int = 0, vqa_file: 
         tracker.log_params({"checkpoint": checkpoint, "vqa_file": vqa_file, "geneval_metadata": geneval_metadata,
                             "samples_per_prompt": samples_per_prompt, "seed": seed, "split": split})
         metrics: dict[str, float] = {}
+        for prefix, path, field in (("vqa_file", vqa_file, "question"), ("geneval", geneval_metadata, "prompt")):
+            if path:
+                coverage = measure_vocabulary_coverage(checkpoint, path, field)
+                for line in coverage_lines(coverage, path):
+                    print(line)
+                metrics.update(coverage_metrics(coverage, prefix))
+                tracker.log_dict({"file": path, **dataclasses.asdict(coverage)}, f"vocabulary/{prefix}.json")
         if vqa_file:
             metrics.update(evaluate_vqa_file(checkpoint, vqa_file).metrics)
         if geneval_metadata:

@@ -48,31 +48,41 @@ def _arm(settings: Settings, name: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _size(quick: bool, seed: int, rounds: int) -> RoundConfig:
+# Arms besides the matched control: every preset; "gold-ceiling" is the ceiling, not a method.
+PRESET_ARMS = ("paper", "verified", "agreement", "gold-ceiling")
+
+
+def _size(quick: bool, seed: int, rounds: int, split: str = "eval") -> RoundConfig:
     if quick:
         return RoundConfig(source=f"world://unlabeled?n={24 * rounds}&seed={100 + seed}", n_images=24,
                            n_samples=3, n_per_prompt=2, n_check_answers=2, batch_size=8, evaluation="tiny",
-                           finetune_steps={"solver": 3, "proposer": 2, "generator": 3}, seed=seed)
-    return RoundConfig(source=f"world://unlabeled?n={1000 * rounds}&seed={100 + seed}", seed=seed)
+                           finetune_steps={"solver": 3, "proposer": 2, "generator": 3}, seed=seed,
+                           eval_split=split)
+    return RoundConfig(source=f"world://unlabeled?n={1000 * rounds}&seed={100 + seed}", seed=seed, eval_split=split)
 
 
 @flow(name="asg-experiment", log_prints=True)
 def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...] = (0, 1, 2),
-                    ablations: bool = True, quick: bool = False) -> str:
+                    ablations: bool = True, quick: bool = False, presets: tuple[str, ...] = PRESET_ARMS,
+                    split: str = "eval") -> str:
+    """`split` "validation" for choosing between recipes, "eval" (default) for the numbers reported."""
+    unknown = [p for p in presets if p not in PRESET_ARMS]
+    if unknown:
+        raise ValueError(f"unknown preset arm {unknown[0]!r}; arms are {', '.join(PRESET_ARMS)}")
     settings = Settings.from_env()
     tracker = Tracker(settings.mlflow_uri, "asg-experiment")
     results: list[dict] = []
-    eval_config = _size(quick, 0, rounds).eval_config()
+    eval_config = _size(quick, 0, rounds, split).eval_config()
     base = evaluate_checkpoint(base_checkpoint, -1, eval_config).metrics
     arms = [(arm, seed, overrides) for seed in seeds
-            for arm, overrides in (("control", None), ("paper", {}), ("verified", {"preset": "verified"}))]
+            for arm, overrides in (("control", None), *((p, {"preset": p}) for p in presets))]
     if ablations:
         arms += [(arm, seeds[0], overrides) for arm, overrides in ABLATIONS.items()]
     started = time.monotonic()
     report = ""
     for done, (arm, seed, overrides) in enumerate(arms):
         results.append({"arm": arm, "seed": seed, "round": 0, "metrics": base})
-        config = _size(quick, seed, rounds)
+        config = _size(quick, seed, rounds, split)
         with _arm(settings, f"{arm}-seed{seed}"):
             arm_settings = Settings.from_env()
             checkpoint = base_checkpoint
@@ -98,7 +108,7 @@ def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...
         minutes = (time.monotonic() - started) / 60
         progress = "" if done + 1 == len(arms) else f"; partial: {done + 1} of {len(arms)} arms"
         report = write_experiment_report(results, str(settings.home / "experiment"),
-                                         f"asg experiment ({rounds} rounds, seeds {list(seeds)}; "
+                                         f"asg experiment ({rounds} rounds, seeds {list(seeds)}, {split} split; "
                                          f"{minutes:.0f} min{progress})")
     with tracker.run("report"):
         tracker.log_artifacts(str(settings.home / "experiment"), "report")

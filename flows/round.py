@@ -22,6 +22,7 @@ from storage.checkpoints import checkpoint_uri, local_checkpoint
 from storage.settings import Settings
 from storage.shard_files import remove_round_shards
 from tasks.check_backbone import check_backbone
+from tasks.cross_check import cross_check_questions, cross_check_shard
 from tasks.diagnose import diagnose_round
 from tasks.evaluate import evaluate_checkpoint
 from tasks.filter import filter_examples
@@ -47,9 +48,11 @@ class RoundConfig(BaseModel):
     n_per_prompt: int = Field(3, ge=1, description="L generated images per spec")
     n_check_answers: int = Field(3, ge=1, description="Solver answers per check when scoring an image")
     temperature: float = Field(1.0, gt=0, description="Proposer and Generator sampling temperature")
-    preset: Literal["paper", "verified"] = Field(
+    preset: Literal["paper", "verified", "agreement", "gold-ceiling"] = Field(
         "paper", description="paper: METHOD.md's rewards and RL updates; verified: imitation of confident and "
-                             "Solver-verified items with seed replay")
+                             "Solver-verified items with seed replay; agreement: imitation of majority labels that "
+                             "the mirrored-image and caption-drawn views confirm, with seed replay; gold-ceiling: "
+                             "NOT a method, the same items with the world's true labels (the ceiling of any source)")
     mode: Literal["joint", "understanding", "generation"] = Field(
         "joint", description="ablation: collect and train only the understanding or only the generation side")
     use_ste: bool = Field(True, description="ablation: STE off selects the first well-formed candidate")
@@ -78,10 +81,14 @@ class RoundConfig(BaseModel):
                                                          "gloo on CPU, NCCL with one GPU per rank)")
     evaluation: Literal["default", "tiny", "none"] = "default"
     eval_seed: int = Field(0, description="seed of the held-out sets; fixed so every arm and round is comparable")
+    eval_split: Literal["eval", "validation"] = Field(
+        "eval", description="held-out split the round is scored on: validation for choices, eval for reported numbers")
     seed: int = 0
 
     def eval_config(self) -> EvalConfig:
-        return EvalConfig.tiny() if self.evaluation == "tiny" else EvalConfig(seed=self.eval_seed)
+        if self.evaluation == "tiny":
+            return replace(EvalConfig.tiny(), split=self.eval_split)
+        return EvalConfig(seed=self.eval_seed, split=self.eval_split)
 
 
 def fan_out(shard_task, n_shards: int, **params) -> list[ShardResult]:
@@ -118,6 +125,9 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list
         solved = fan_out(solve_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, n_samples=config.n_samples,
                          seed=config.seed, use_framings=config.use_framings)
         stages.append(_merged(solve_and_vote(round_idx, n, solved), solved))
+        checked = fan_out(cross_check_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint,
+                          temperature=config.temperature, seed=config.seed)
+        stages.append(_merged(cross_check_questions(round_idx, n, checked), checked))
     if config.mode != "understanding":
         drawn = fan_out(generate_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, source=config.source,
                         n_images=config.n_images, n_per_prompt=config.n_per_prompt,

@@ -40,7 +40,9 @@ from torch import nn
 from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
 from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult, TrainingExample
 from models.sampling import call_seed
+from models.tokenizer_words import tokenizer_unknown_words
 from models.weight_checks import check_shapes
+from world.text_normalization import normalize_text
 
 UNDERSTANDING_ROLES = ("proposer", "solver")
 DIT_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -420,8 +422,8 @@ class CompositeBackbone:
 
     # ----- generation ---------------------------------------------------------------------
     def _condition(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The base language model's hidden states of the prompts, through the connectors."""
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        """The base language model's hidden states of the prompts' normal forms, through the connectors."""
+        enc = self.tokenizer([normalize_text(p) for p in prompts], return_tensors="pt", padding=True).to(self.device)
         with self._lm.disable_adapter() if self.roles_attached else contextlib.nullcontext():
             hidden = self._lm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
         mask = enc["attention_mask"][..., None].float()
@@ -467,7 +469,7 @@ class CompositeBackbone:
         with torch.no_grad():
             x0 = self.network.vae.encode(pixels).latent_dist.mean
         draws = self.config.loss_draws
-        generator = torch.Generator().manual_seed(zlib.crc32(prompt.encode()))
+        generator = torch.Generator().manual_seed(zlib.crc32(normalize_text(prompt).encode()))
         noise = torch.randn((draws, *x0.shape[1:]), generator=generator).to(self.device, x0.dtype)
         x0 = x0.expand(draws, -1, -1, -1)
         cond, pooled = self._condition([prompt] * draws)
@@ -488,7 +490,7 @@ class CompositeBackbone:
     def embed_texts(self, texts):
         if not texts:
             return np.zeros((0, self.network.vlm.config.text_config.hidden_size), np.float32)
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
+        enc = self.tokenizer([normalize_text(t) for t in texts], return_tensors="pt", padding=True).to(self.device)
         with self.role(None):
             hidden = self._lm(**enc).last_hidden_state
         mask = enc["attention_mask"][..., None].float()
@@ -508,6 +510,9 @@ class CompositeBackbone:
             features = features.mean(1)
         return features.float().cpu().numpy()
 
+    def unknown_words(self, texts):
+        return tokenizer_unknown_words(self.tokenizer, texts)
+
     def _example_nll(self, example: TrainingExample) -> torch.Tensor:
         if example.kind == "t2i":
             return self._denoising_loss(example.prompt, example.target_image)
@@ -518,7 +523,8 @@ class CompositeBackbone:
         else:
             raise ValueError(f"unknown example kind {example.kind!r}")
         inputs = self._inputs([example.image], [text])
-        answer = self.tokenizer(example.target, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        answer = (self.tokenizer(normalize_text(example.target), add_special_tokens=False)["input_ids"]
+                  + [self.tokenizer.eos_token_id])
         ids = torch.cat([inputs["input_ids"], torch.tensor([answer], device=self.device)], 1)
         logits = self.network.vlm(input_ids=ids, pixel_values=inputs["pixel_values"]).logits
         start = inputs["input_ids"].shape[1] - 1

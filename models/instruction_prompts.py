@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from world.text_normalization import normalize_text
+
 FRAMING_TEXT = {"canonical": "", "observational": "Look closely at the picture.",
                 "analyst": "Think like an image analyst.", "direct": "Answer directly.",
                 "examiner": "As an examiner, answer.", "concise": "Be concise.",
@@ -14,5 +16,9 @@ ROLE_PROMPTS = {
 
 
 def question_text(question: str, framing: str) -> str:
-    """A Solver question under a framing (the canonical framing adds nothing)."""
-    return f"{question} {FRAMING_TEXT.get(framing, '')}".strip()
+    """A Solver question in its normal form under a framing (the canonical framing adds nothing).
+
+    >>> question_text("What colour is the triangle?", "direct")
+    'what color is the triangle ? Answer directly.'
+    """
+    return f"{normalize_text(question)} {FRAMING_TEXT.get(framing, '')}".strip()

@@ -35,7 +35,9 @@ from safetensors.torch import load_file, save_file
 from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
 from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult, TrainingExample
 from models.sampling import call_seed
+from models.tokenizer_words import tokenizer_unknown_words
 from models.weight_checks import check_shapes
+from world.text_normalization import normalize_text
 
 SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "image": "<image_placeholder>",
            "boi": "<begin_of_image>", "eoi": "<end_of_image>"}
@@ -360,7 +362,8 @@ class JanusBackbone:
     def generate_images(self, prompts, n_per_prompt, temperature, seed):
         from transformers import GenerationConfig
 
-        rows = [self._prompt_ids(p, False) + [self.ids["boi"]] for p in prompts for _ in range(n_per_prompt)]
+        rows = [self._prompt_ids(normalize_text(p), False) + [self.ids["boi"]] for p in prompts
+                for _ in range(n_per_prompt)]
         if not rows:
             return [[] for _ in prompts]
         ids, mask = self._left_pad(rows)
@@ -383,7 +386,7 @@ class JanusBackbone:
     def embed_texts(self, texts):
         if not texts:
             return np.zeros((0, self.network.config.text_config.hidden_size), np.float32)
-        ids, mask = self._left_pad([[self.ids["bos"], *self._text_ids(t)] for t in texts])
+        ids, mask = self._left_pad([[self.ids["bos"], *self._text_ids(normalize_text(t))] for t in texts])
         with self.role(None):
             hidden = self._lm(input_ids=ids, attention_mask=mask).last_hidden_state
         pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
@@ -396,17 +399,21 @@ class JanusBackbone:
         features = self.network.model.get_image_features(self._pixels(images)).pooler_output
         return features.mean(1).float().cpu().numpy()
 
+    def unknown_words(self, texts):
+        return tokenizer_unknown_words(self.tokenizer, texts)
+
     # ----- likelihoods --------------------------------------------------------------------
     def _target_text(self, example: TrainingExample) -> tuple[str, str]:
         if example.kind == "vqa":
-            return question_text(example.prompt, example.framing), example.target
+            return question_text(example.prompt, example.framing), normalize_text(example.target)
         if example.kind in ("ask", "spec", "caption"):
-            return ROLE_PROMPTS[example.kind], example.target
+            return ROLE_PROMPTS[example.kind], normalize_text(example.target)
         raise ValueError(f"unknown example kind {example.kind!r}")
 
     def _example_nll(self, example: TrainingExample) -> torch.Tensor:
         if example.kind == "t2i":
-            prompt = torch.tensor([self._prompt_ids(example.prompt, False) + [self.ids["boi"]]], device=self.device)
+            prompt = torch.tensor([self._prompt_ids(normalize_text(example.prompt), False) + [self.ids["boi"]]],
+                                  device=self.device)
             with torch.no_grad():
                 codes = self.network.model.vqmodel.encode(self._pixels([example.target_image])).image_tokens
             codes = codes.reshape(1, -1)

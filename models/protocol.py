@@ -115,5 +115,9 @@ class Backbone(Protocol):
     def trainable_parameters(self, role: str | None) -> list:
         """Parameters a role's update changes (role None: the whole base, for pretraining)."""
 
+    def unknown_words(self, texts: list[str]) -> list[list[str]]:
+        """Per text, the words of its normal form (`world.text_normalization.normalize_text`) that the
+        tokenizer cannot represent, i.e. maps to an unknown token (none for byte-level tokenizers)."""
+
     def save(self, path: Path) -> None:
         """Write safetensors weights plus a config file into the folder `path`."""

@@ -34,6 +34,7 @@ CAPABILITIES = {
     "embed_images": "image embeddings (diversity)", "example_nll": "role likelihoods (fine-tuning)",
     "trainable_parameters": "trainable role parameters (fine-tuning)", "save": "saving checkpoints",
     "load": "loading checkpoints", "attach_roles": "LoRA role adapters",
+    "unknown_words": "vocabulary coverage of evaluation inputs",
 }
 
 

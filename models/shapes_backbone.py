@@ -448,6 +448,9 @@ class ShapesBackbone:
     def embed_images(self, images):
         return self._embed([self._prefix("embed_image", im) for im in images])
 
+    def unknown_words(self, texts):
+        return [self.vocab.unknown_words(t) for t in texts]
+
     def example_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
         rows = []
         for ex in examples:

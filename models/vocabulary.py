@@ -1,12 +1,15 @@
 """The shared text + image-code vocabulary of the embedded shapes backbone.
 
 One id space holds special tokens, Solver framing tokens, the world's words and the
-253 exact image codes of `world.codebook`. Text is split on whitespace (the world's
-templates put spaces around "?"), so tokenisation is lossless for every template text.
+253 exact image codes of `world.codebook`. Text takes the world's normal form
+(`world.text_normalization`: lower case, "?" spaced off, sentence punctuation dropped) and is split on
+whitespace, so tokenisation is lossless for every template text and natural spellings of it.
 
     >>> vocab = Vocabulary.build()
-    >>> vocab.decode_text(vocab.encode_text("how many objects are there ?"))
+    >>> vocab.decode_text(vocab.encode_text("How many objects are there?"))
     'how many objects are there ?'
+    >>> vocab.unknown_words("How many benches are there?")
+    ['benches']
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from world import codebook, language
+from world.text_normalization import normalize_text
 
 SPECIALS = (
     "<pad>", "<bos>", "<eos>", "<unk>",
@@ -64,7 +68,11 @@ class Vocabulary:
 
     def encode_text(self, text: str) -> list[int]:
         unk = self.index["<unk>"]
-        return [self.index.get(w, unk) for w in text.lower().split()]
+        return [self.index.get(w, unk) for w in normalize_text(text).split()]
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text`'s normal form that `encode_text` maps to <unk>."""
+        return [w for w in normalize_text(text).split() if w not in self.index]
 
     def decode_text(self, ids: list[int]) -> str:
         return " ".join(self.tokens[i] for i in ids if self.is_word(i))

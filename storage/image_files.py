@@ -4,7 +4,8 @@ Sources can be a local path, a ``file://`` URL or a remote URL such as ``s3://bu
 credentials travel in ``storage_options`` exactly as fsspec takes them::
 
     opts = {"key": "...", "secret": "...", "endpoint_url": "http://127.0.0.1:5055"}
-    for uri in list_image_files("s3://images/raw", opts):
+    listing = scan_source("s3://images/raw", opts)   # listing.skipped: [(path, "unsupported-suffix"), ...]
+    for uri in listing.images:
         try:
             pixels = read_image(uri, size=256, storage_options=opts)   # uint8 (256, 256, 3) RGB
         except ImageRejected as rejected:
@@ -16,6 +17,10 @@ Every decoded image comes out as RGB uint8 of shape ``(size, size, 3)``: transpa
 over black (the world's background), 16-bit images are rescaled rather than clipped, and the picture is
 center-cropped to a square and then resized (BOX when shrinking, NEAREST when enlarging).
 
+Listing accounts for every entry under the source: image files (by suffix) are read, and everything else
+is reported as skipped with a reason ("unsupported-suffix", "folder", "hidden"; a hidden folder is one entry,
+its contents are not listed), so nothing vanishes silently.
+
 A file that cannot become such an array raises ``ImageRejected`` with a short ``reason``; the pixel limit is
 checked from the header before any pixel data is decoded. ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never
 touched, so truncated files are rejected rather than padded with grey.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -59,11 +65,20 @@ class SourceNotFound(FileNotFoundError):
         self.uri = uri
 
 
-def list_image_files(uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Return every non-hidden file under ``uri`` (recursively), sorted, in the URI's own scheme.
+@dataclass(frozen=True)
+class SourceListing:
+    """Every entry under a source: the image files to read, and the rest with why each is skipped."""
 
-    Files with non-image suffixes are included on purpose: the caller records them as rejected rather than
-    having them vanish silently. Names starting with '.' (files or folders) are skipped.
+    images: list[str] = field(default_factory=list)  # sorted, in the source URI's own scheme
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, "unsupported-suffix"|"folder"|"hidden")
+
+
+def scan_source(uri: str, storage_options: dict[str, Any] | None = None) -> SourceListing:
+    """List everything under ``uri`` (recursively): image files by suffix, every other entry as skipped.
+
+    Folders are skipped entries themselves (their contents are listed). A name starting with '.' (file or
+    folder) is one skipped "hidden" entry; what lies inside a hidden folder is not listed. A ``uri`` naming
+    a single file lists just that file.
     """
     fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     # fsspec caches filesystem instances and their listings; a folder that gained files since the last call
@@ -71,17 +86,43 @@ def list_image_files(uri: str, storage_options: dict[str, Any] | None = None) ->
     fs.invalidate_cache(root)
     if not fs.exists(root):
         raise SourceNotFound(uri)
-    found = [path for path in fs.find(root) if not _is_hidden(path, root)]
-    if "://" in uri:
-        return sorted(fs.unstrip_protocol(path) for path in found)
-    # A relative local path comes back from fsspec as "cwd/../x"; normalise it to a clean absolute path.
-    return sorted(posixpath.normpath(path) for path in found)
+    root = root.rstrip("/") or root
+    images, skipped = [], []
+    for path, info in fs.find(root, withdirs=True, detail=True).items():
+        path = path.rstrip("/") or path
+        is_dir = info.get("type") == "directory"
+        if path == root and is_dir:
+            continue
+        parts = _relative_parts(path, root)
+        if any(part.startswith(".") for part in parts[:-1]):
+            continue  # inside a hidden folder, which is itself a skipped entry
+        name = _uri_of(fs, path, uri)
+        if parts and parts[-1].startswith("."):
+            skipped.append((name, "hidden"))
+        elif is_dir:
+            skipped.append((name, "folder"))
+        elif posixpath.splitext(path.lower())[1] not in IMAGE_SUFFIXES:
+            skipped.append((name, "unsupported-suffix"))
+        else:
+            images.append(name)
+    return SourceListing(sorted(images), sorted(skipped))
 
 
-def _is_hidden(path: str, root: str) -> bool:
-    """True when any part of ``path`` below ``root`` starts with a dot (.DS_Store, .ipynb_checkpoints/...)."""
-    relative = posixpath.relpath(path, root.rstrip("/")) if path != root else posixpath.basename(path)
-    return any(part.startswith(".") for part in relative.split("/") if part not in ("", "."))
+def list_image_files(uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """The image files under ``uri`` (recursively, by suffix), sorted; see ``scan_source`` for what is skipped."""
+    return scan_source(uri, storage_options).images
+
+
+def _uri_of(fs, path: str, uri: str) -> str:
+    """A listed path in the source URI's own scheme; a relative local path comes back from fsspec as
+    "cwd/../x", so it is normalised to a clean absolute path."""
+    return fs.unstrip_protocol(path) if "://" in uri else posixpath.normpath(path)
+
+
+def _relative_parts(path: str, root: str) -> list[str]:
+    """The parts of ``path`` below ``root`` (just its own name when it is the root, a single file)."""
+    relative = posixpath.relpath(path, root) if path != root else posixpath.basename(path)
+    return [part for part in relative.split("/") if part not in ("", ".")]
 
 
 def read_image(

@@ -5,6 +5,7 @@ Tables (plural nouns) and who writes them:
 |---|---|---|
 | images | image_id (sha256 of the stored PNG) | ingest |
 | ingest_errors | error_id (sha256 of the path) | ingest |
+| image_sources | path (one row per file or folder an ingest saw: the image it became, or why not) | ingest |
 | questions | question_id = r{round}:{image_id}:k{k} | propose |
 | answers | answer_id = {question_id}:s{i} | solve |
 | votes | question_id | solve |
@@ -16,6 +17,7 @@ Tables (plural nouns) and who writes them:
 | qa_items | question_id (one row per selected question: every signal and the decision, for the dashboard) | filter |
 | role_states | state_id = r{round}:{name} (EMA baselines, adaptive beta) | filter, fine-tune |
 | evaluations | evaluation_id = {checkpoint}:{suite} | evaluate |
+| cross_checks | question_id (the mirrored-image and caption-drawn views of a selected question) | cross-check |
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "ingest_errors": _schema(
         pa.field("error_id", s, nullable=False), pa.field("source", s), pa.field("path", s),
         pa.field("reason", s), pa.field("message", s)),
+    "image_sources": _schema(  # status: "original" | "duplicate" | "rejected" | "skipped"
+        pa.field("path", s, nullable=False), pa.field("source", s), pa.field("status", s), pa.field("reason", s),
+        pa.field("image_id", s), pa.field("original_uri", s)),
     "questions": _schema(
         pa.field("question_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
         pa.field("candidate_idx", i), pa.field("raw_text", s), pa.field("question", s),
@@ -88,6 +93,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     "evaluations": _schema(
         pa.field("evaluation_id", s, nullable=False), pa.field("checkpoint_uri", s), pa.field("round_idx", i),
         pa.field("suite", s), pa.field("metrics_json", s)),
+    "cross_checks": _schema(
+        pa.field("question_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
+        pa.field("flip_question", s), pa.field("flip_text", s), pa.field("flip_answer", s), pa.field("caption", s),
+        pa.field("caption_view_text", s), pa.field("caption_view_answer", s)),
 }
 
 KEYS: dict[str, str] = {name: schema.names[0] for name, schema in SCHEMAS.items()}

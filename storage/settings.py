@@ -7,6 +7,7 @@
 | ASG_OBJECTS_URI | $ASG_HOME/objects | checkpoints and other objects (a folder or s3://…) |
 | MLFLOW_TRACKING_URI | sqlite:///$ASG_HOME/mlflow.db | MLflow tracking store |
 | ASG_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION | unset | S3 access |
+| PREFECT_API_URL | unset (a temporary local server per command) | Prefect server (checked before compute) |
 | ASG_DEVICE, ASG_DTYPE | unset (CPU, float32) | where adapters that support it run, e.g. cuda and bfloat16 |
 | ASG_TASK_RUNNER, ASG_DASK_ADDRESS, ASG_DASK_WORKERS, ASG_RAY_ADDRESS | inprocess | where shards run (flows/task_runners.py) |
 | ASG_TORCH_THREADS | unset | torch CPU threads of a process that loads a backbone (Dask workers) |
@@ -28,6 +29,7 @@ class Settings:
     s3_endpoint_url: str | None = None
     device: str | None = None
     dtype: str | None = None
+    prefect_api_url: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -40,6 +42,7 @@ class Settings:
             s3_endpoint_url=os.environ.get("ASG_S3_ENDPOINT_URL"),
             device=os.environ.get("ASG_DEVICE") or None,
             dtype=os.environ.get("ASG_DTYPE") or None,
+            prefect_api_url=os.environ.get("PREFECT_API_URL") or None,
         )
 
     def namespace_environment(self, name: str) -> dict[str, str]:

@@ -13,17 +13,14 @@ import json
 from storage.image_files import decode_png
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
+from tasks.gold_labels import correct_generations, scene_of_source, true_answers
+from tasks.logic.answers import map_to_validators, normalize_answer
 from tasks.logic.diagnostics import auroc, family_entropy, share
+from tasks.logic.label_sources import agreement_decision, audit_rows, question_kind
+from tasks.logic.voting import vote
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
-from world import language, parser, splits
-
-
-def _scene(source_uri: str):
-    if not source_uri.startswith("world://"):
-        return None
-    split, index, seed = splits.parse_source_uri(source_uri)
-    return splits.scene_at(split, index, seed)
+from world import language, parser
 
 
 def _question_metrics(db, round_idx: int) -> dict[str, float]:
@@ -44,7 +41,7 @@ def _question_metrics(db, round_idx: int) -> dict[str, float]:
     for item in items.to_dict("records"):
         image_id = item["image_id"]
         if image_id not in scenes:
-            scenes[image_id] = _scene(images.get(image_id, ""))
+            scenes[image_id] = scene_of_source(images.get(image_id, ""))
         scene = scenes[image_id]
         if scene is None:
             continue
@@ -70,28 +67,132 @@ def _question_metrics(db, round_idx: int) -> dict[str, float]:
 
 def _generation_metrics(db, round_idx: int, accept_reward: float) -> dict[str, float]:
     where = f"round_idx = {round_idx}"
-    gens = read(db, "generations", where=where, columns=["generation_id", "prompt", "png"])
-    if gens.empty:
-        return {}
     scores = read(db, "scores", where=where, columns=["generation_id", "reward"])
-    frame = gens.merge(scores, on="generation_id")
-    truth = []
-    for row in frame.itertuples():
-        try:
-            truth.append(parser.check_prompt(decode_png(row.png), row.prompt))
-        except ValueError:  # a prompt outside the world's grammar has no parser verdict
-            truth.append(False)
-    accepted = [t for t, r in zip(truth, frame["reward"]) if r >= accept_reward]
+    if scores.empty:
+        return {}
+    correct = correct_generations(db, round_idx)
+    truth = [correct.get(g, False) for g in scores["generation_id"]]
+    accepted = [t for t, r in zip(truth, scores["reward"]) if r >= accept_reward]
     return {"generation_true_accuracy": share(truth), "reward_precision": share(accepted),
             "reward_recall": sum(accepted) / max(1, sum(truth)), "accepted_share": len(accepted) / len(truth),
-            "auroc_reward_correct": auroc(frame["reward"].tolist(), truth)}
+            "auroc_reward_correct": auroc(scores["reward"].tolist(), truth)}
+
+
+def _question_audit_records(db, round_idx: int) -> list[dict]:
+    """One record per (selected, well-posed question, label source that yields it)."""
+    where = f"round_idx = {round_idx}"
+    questions = read(db, "questions", where=f"{where} AND selected = true AND well_formed = true")
+    if questions.empty:
+        return []
+    items = questions.merge(read(db, "votes", where=where), on=["question_id", "round_idx"])
+    checks = read(db, "cross_checks", where=where).set_index("question_id").to_dict("index")
+    items = items.to_dict("records")
+    truths = true_answers(db, items)
+    records = []
+    for item in items:
+        truth = truths.get(item["question_id"])
+        if truth is None:
+            continue
+        kind = question_kind(item["question"])
+        greedy = map_to_validators(item["greedy_answer"], (item["validator_a"], item["validator_b"])) == truth
+        check = checks.get(item["question_id"], {})
+        flip, drawn = check.get("flip_answer"), check.get("caption_view_answer")
+        label = item["majority"]
+        sources = ["majority"]
+        if item["bucket"] in ("medium", "hard"):
+            sources.append("majority-medium-hard")
+        if check and flip == label:
+            sources.append("flip-agreement")
+        if check and drawn == label:
+            sources.append("caption-agreement")
+        if check and item["bucket"] != "unsolvable" and agreement_decision(kind, label, flip, drawn)[0]:
+            sources.append("agreement-preset")
+        records += [{"kind": kind, "source": src, "label_correct": label == truth, "greedy_correct": greedy}
+                    for src in sources]
+        if check:
+            records.append({"kind": kind, "source": "flip-view-answer", "label_correct": flip == truth,
+                            "greedy_correct": greedy})
+    return records
+
+
+def _generation_audit_records(db, round_idx: int, accept_reward: float) -> list[dict]:
+    """The checks of Solver-accepted generated images as VQA labels, judged on the parsed image."""
+    where = f"round_idx = {round_idx}"
+    scores = read(db, "scores", where=f"{where} AND reward >= {accept_reward}",
+                  columns=["generation_id", "spec_id", "check_answers_json"])
+    if scores.empty:
+        return []
+    specs = read(db, "specs", where=where, columns=["spec_id", "checks_json"]).set_index("spec_id")["checks_json"]
+    gens = read(db, "generations", where=where, columns=["generation_id", "png"]).set_index("generation_id")["png"]
+    records = []
+    for row in scores.itertuples():
+        scene = parser.parsed_scene(decode_png(gens[row.generation_id]))
+        if scene is None:
+            continue
+        for (question, expected), answers in zip(json.loads(specs[row.spec_id]), json.loads(row.check_answers_json)):
+            truth = _oracle_or_none(scene, question)
+            if truth is None:
+                continue
+            solver = vote(answers).majority if answers else ""
+            records.append({"kind": question_kind(question), "source": "generation-checks",
+                            "label_correct": normalize_answer(expected) == truth, "greedy_correct": solver == truth})
+    return records
+
+
+def _oracle_or_none(scene, question: str) -> str | None:
+    """The oracle's answer on a parsed generated image; None where the image leaves the world (e.g. 16 objects)."""
+    try:
+        return language.oracle_answer(scene, question)
+    except ValueError:
+        return None
+
+
+def _solver_target_metrics(db, round_idx: int) -> dict[str, float]:
+    """How often the labels the Solver is actually trained on (positive weight) are true, whatever the preset."""
+    frame = read(db, "training_examples", where=f"round_idx = {round_idx} AND role = 'solver' AND kind = 'vqa' "
+                                               f"AND weight > 0")
+    if frame.empty:
+        return {}
+    flags = []
+    own = frame[frame["image_table"] == "images"]
+    truths = true_answers(db, [{"question_id": r["example_id"], "image_id": r["image_key"], "question": r["prompt"]}
+                               for r in own.to_dict("records")])
+    flags += [truths.get(r["example_id"]) == normalize_answer(r["target"]) for r in own.to_dict("records")]
+    drawn = frame[frame["image_table"] == "generations"]
+    if not drawn.empty:
+        gens = read(db, "generations", where=f"round_idx = {round_idx}", columns=["generation_id", "png"])
+        pngs = dict(zip(gens["generation_id"], gens["png"]))
+        scenes: dict[str, object] = {}
+        for r in drawn.to_dict("records"):
+            if r["image_key"] not in scenes:
+                scenes[r["image_key"]] = parser.parsed_scene(decode_png(pngs[r["image_key"]]))
+            scene = scenes[r["image_key"]]
+            flags.append(scene is not None and _oracle_or_none(scene, r["prompt"]) == normalize_answer(r["target"]))
+    return {"solver_target_accuracy": share(flags), "solver_targets": float(len(flags))}
+
+
+def label_audit(db, round_idx: int, accept_reward: float) -> list[dict]:
+    """Per question kind and label source: yield, label accuracy, the Solver's accuracy on the same items."""
+    records = _question_audit_records(db, round_idx) + _generation_audit_records(db, round_idx, accept_reward)
+    rows = audit_rows(records)
+    for source in sorted({r["source"] for r in records}):
+        own = [r for r in records if r["source"] == source]
+        rows += audit_rows([{**r, "kind": "all"} for r in own])
+    return rows
 
 
 @stage_task("diagnose", "diagnose-round")
 def diagnose_round(round_idx: int, accept_reward: float = 0.7) -> StageResult:
     db = connect(Settings.from_env())
-    metrics = {**_question_metrics(db, round_idx), **_generation_metrics(db, round_idx, accept_reward)}
-    version = upsert(db, "evaluations", [{
-        "evaluation_id": f"round-{round_idx}:diagnostics", "checkpoint_uri": "", "round_idx": round_idx,
-        "suite": "diagnostics", "metrics_json": json.dumps(metrics)}])
+    metrics = {**_question_metrics(db, round_idx), **_generation_metrics(db, round_idx, accept_reward),
+               **_solver_target_metrics(db, round_idx)}
+    audit = label_audit(db, round_idx, accept_reward)
+    for row in audit:
+        for field in ("items", "label_accuracy", "greedy_accuracy"):
+            metrics[f"audit.{row['kind']}.{row['source']}.{field}"] = float(row[field])
+    version = upsert(db, "evaluations", [
+        {"evaluation_id": f"round-{round_idx}:diagnostics", "checkpoint_uri": "", "round_idx": round_idx,
+         "suite": "diagnostics", "metrics_json": json.dumps(metrics)},
+        {"evaluation_id": f"round-{round_idx}:label-audit", "checkpoint_uri": "", "round_idx": round_idx,
+         "suite": "label-audit", "metrics_json": json.dumps(audit)}])
     return StageResult("diagnose", round_idx, {"evaluations": version}, 1, metrics)

@@ -1,7 +1,9 @@
 """Evaluate stage: score a checkpoint on the embedded world's held-out sets.
 
 Ground truth is read here and only here (and in diagnostics); results go to the
-`evaluations` table and are returned for the flow to log.
+`evaluations` table and are returned for the flow to log. External files' questions and prompts take
+the world's text normal form before they reach the backbone, and `measure_vocabulary_coverage` counts
+the words of a file the backbone cannot read.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from prefect import task
 
 from storage.settings import Settings
 from storage.tables import connect, upsert
+from tasks.logic.vocabulary_coverage import VocabularyCoverage, vocabulary_coverage
 from tasks.round_inputs import backbone_for
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world.evaluation import EvalConfig, evaluate
+from world.text_normalization import normalize_text
 
 
 @stage_task("evaluate", "evaluate-checkpoint")
@@ -45,8 +49,8 @@ def evaluate_vqa_file(checkpoint_uri: str, vqa_file: str) -> StageResult:
     backbone = backbone_for(checkpoint_uri, settings)
     items = read_vqa_file(vqa_file, settings.fsspec_options())
     images = [read_image(it["image"], backbone.image_size, settings.fsspec_options()) for it in items]
-    results = backbone.solve([SolveRequest(im, it["question"], temperature=0.0) for im, it in zip(images, items)],
-                             seed=0)
+    results = backbone.solve([SolveRequest(im, normalize_text(it["question"]), temperature=0.0)
+                              for im, it in zip(images, items)], seed=0)
     by_family: dict[str, list[bool]] = defaultdict(list)
     for it, res in zip(items, results):
         by_family[it.get("family", "all")].append(normalize_answer(res.text) == normalize_answer(str(it["answer"])))
@@ -73,7 +77,8 @@ def generate_geneval_samples(checkpoint_uri: str, metadata_file: str, out_dir: s
     for number, meta in enumerate(lines, start=1):
         if not meta.get("prompt"):
             raise ValueError(f"{metadata_file}, line {number}: no prompt")
-    drawn = backbone.generate_images([m["prompt"] for m in lines], samples_per_prompt, temperature, seed=seed)
+    drawn = backbone.generate_images([normalize_text(m["prompt"]) for m in lines], samples_per_prompt, temperature,
+                                     seed=seed)
     for index, (meta, images) in enumerate(zip(lines, drawn)):
         write_geneval_sample(out_dir, index, meta, images, settings.fsspec_options())
     metrics = {"geneval_prompts": float(len(lines)), "geneval_images": float(len(lines) * samples_per_prompt)}
@@ -84,3 +89,14 @@ def generate_geneval_samples(checkpoint_uri: str, metadata_file: str, out_dir: s
         tags = {f"geneval_{t}": sum(v) / len(v) for t, v in sorted(by_tag.items())}
         metrics.update(tags, geneval_overall=sum(tags.values()) / len(tags))
     return StageResult("geneval-samples", -1, {}, len(lines), metrics)
+
+
+@task(name="measure-vocabulary-coverage")
+def measure_vocabulary_coverage(checkpoint_uri: str, benchmark_file: str, text_field: str) -> VocabularyCoverage:
+    """How many words of a JSON Lines file's `text_field` ("question" of a VQA file, "prompt" of GenEval
+    metadata) the checkpoint's backbone cannot read, and which."""
+    from storage.benchmark_files import read_jsonl
+
+    settings = Settings.from_env()
+    texts = [str(row.get(text_field, "")) for row in read_jsonl(benchmark_file, settings.fsspec_options())]
+    return vocabulary_coverage(texts, backbone_for(checkpoint_uri, settings).unknown_words(texts))

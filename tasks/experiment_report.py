@@ -10,7 +10,9 @@ from prefect import task
 
 from tasks.logic.experiment_targets import target_checks, targets_table
 
-HEADLINE = ("vqa_accuracy", "geneval_overall", "caption_accuracy", "proposer_well_posed")
+HEADLINE = ("vqa_accuracy", "geneval_overall", "vqa_relation", "geneval_color_attr", "caption_accuracy",
+            "proposer_well_posed")
+AUDIT_FIELDS = ("items", "label_accuracy", "greedy_accuracy")
 
 
 def _cell(values: list[float]) -> str:
@@ -32,6 +34,26 @@ def results_table(results: list[dict], metric: str) -> str:
             cells.append(_cell(values) if values else "")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def audit_table(results: list[dict], arm: str, round_idx: int) -> str:
+    """The label-source audit of one arm's round (mean over seeds): per question kind and source, the items
+    it yields, their label accuracy and the Solver's greedy accuracy on the same items (hidden scenes judge)."""
+    rows = [r["diagnostics"] for r in results
+            if r["arm"] == arm and r["round"] == round_idx and r.get("diagnostics")]
+    cells: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for d in rows:
+        for key, value in d.items():
+            parts = key.split(".")
+            if len(parts) == 4 and parts[0] == "audit" and parts[3] in AUDIT_FIELDS:
+                cells.setdefault((parts[1], parts[2]), {}).setdefault(parts[3], []).append(value)
+    lines = ["| kind | source | items | label accuracy | Solver greedy accuracy | label - Solver |",
+             "|---|---|---|---|---|---|"]
+    for (kind, source), fields in sorted(cells.items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
+        mean = {f: statistics.mean(fields[f]) for f in AUDIT_FIELDS if f in fields}
+        lines.append(f"| {kind} | {source} | {mean['items']:.0f} | {mean['label_accuracy']:.3f} | "
+                     f"{mean['greedy_accuracy']:.3f} | {mean['label_accuracy'] - mean['greedy_accuracy']:+.3f} |")
+    return "\n".join(lines) if cells else ""
 
 
 @task(name="write-experiment-report")
@@ -62,17 +84,28 @@ def write_experiment_report(results: list[dict], out_dir: str, title: str) -> st
     diag = [r for r in results if r.get("diagnostics")]
     if diag:
         sections += ["## Diagnostics of the last round of each arm (evaluation only)", "",
-                     "| arm | seed | pseudo-label acc. (trained items) | AUROC STE | AUROC disagreement | reward precision |",
-                     "|---|---|---|---|---|---|"]
+                     "| arm | seed | Solver training targets correct | majority acc. (kept items) | AUROC STE | "
+                     "AUROC disagreement | reward precision |",
+                     "|---|---|---|---|---|---|---|"]
         last = {}
         for r in diag:
             last[(r["arm"], r["seed"])] = r
         for (arm, seed), r in sorted(last.items()):
             d = r["diagnostics"]
-            sections.append(f"| {arm} | {seed} | {d.get('pseudo_label_accuracy_kept', float('nan')):.3f} | "
+            sections.append(f"| {arm} | {seed} | {d.get('solver_target_accuracy', float('nan')):.3f} | "
+                            f"{d.get('pseudo_label_accuracy_kept', float('nan')):.3f} | "
                             f"{d.get('auroc_ste_error', float('nan')):.3f} | "
                             f"{d.get('auroc_disagreement_error', float('nan')):.3f} | "
                             f"{d.get('reward_precision', float('nan')):.3f} |")
+    audited = sorted({r["arm"] for r in diag}, key=lambda a: (a != "agreement", a))
+    if audited:
+        table = audit_table(results, audited[0], 1)
+        if table:
+            sections += ["", f"## Label-source audit (arm {audited[0]}, round 1 rollouts, mean over seeds; "
+                             "evaluation only)", "",
+                         "Every source judged against the hidden scenes on the items it yields, beside the Solver's "
+                         "own greedy answer on the same items: a source helps only where it beats the Solver.", "",
+                         table]
     sections += ["", "## Against the targets (last round, mean over seeds; ablations on one seed)", "",
                  targets_table(target_checks(results)), ""]
     path = out / "report.md"

@@ -14,6 +14,7 @@ Two presets:
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 
@@ -21,6 +22,7 @@ from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalized
 from tasks.logic.filtering import (
+    GOLD_CEILING,
     PRESETS,
     FilterPolicy,
     check_label_decision,
@@ -30,6 +32,7 @@ from tasks.logic.filtering import (
     question_decision,
 )
 from tasks.logic.generation_scores import group_zscores
+from tasks.logic.label_sources import agreement_decision, question_kind
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world.questions import question_family
@@ -128,6 +131,52 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
                                      expected, row["reward"], row["reward"]))
 
 
+def _agreement_understanding(round_idx, items, checks, decisions, examples):
+    """Imitate a majority label only where the views its question kind needs agree with it (any bucket)."""
+    for item in items:
+        check = checks.get(item["question_id"], {})
+        if not item["well_formed"]:
+            kept, reason = False, "malformed"
+        elif item["bucket"] == "unsolvable":
+            kept, reason = False, "unsolvable"
+        else:
+            kept, reason = agreement_decision(question_kind(item["question"]), item["majority"],
+                                              check.get("flip_answer"), check.get("caption_view_answer"))
+        decisions.append(_decision(round_idx, item["question_id"], "question", kept, reason))
+        if kept:
+            examples.append(_example(round_idx, "solver", "vqa", item["question_id"], "images", item["image_id"],
+                                     item["question"], item["majority"], item["majority_fraction"]))
+        weight = proposer_weight(item)
+        if weight > 0:
+            examples.append(_example(round_idx, "proposer", "ask", item["question_id"], "images", item["image_id"],
+                                     "", item["raw_text"], weight, item["proposer_reward"]))
+
+
+def _gold_understanding(round_idx, items, truths, decisions, examples):
+    """The gold-label ceiling (not a method): every well-posed selected question with its true answer."""
+    for item in items:
+        truth = truths.get(item["question_id"])
+        kept = item["well_formed"] and truth is not None
+        decisions.append(_decision(round_idx, item["question_id"], "question", kept,
+                                   "gold-label" if kept else "ill-posed"))
+        if kept:
+            examples.append(_example(round_idx, "solver", "vqa", item["question_id"], "images", item["image_id"],
+                                     item["question"], truth, 1.0))
+
+
+def _gold_generation(round_idx, scores, specs, correct, decisions, examples):
+    """The gold-label ceiling: the first truly correct image of each spec (world parser) is imitated."""
+    taken = set()
+    for row in scores.to_dict("records"):
+        spec_id, gid = row["spec_id"], row["generation_id"]
+        kept = bool(correct.get(gid)) and spec_id not in taken
+        decisions.append(_decision(round_idx, gid, "generation", kept, "gold-correct" if kept else "gold-rejected"))
+        if kept:
+            taken.add(spec_id)
+            examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid,
+                                     specs[spec_id]["prompt"], "", 1.0, 1.0))
+
+
 def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decisions: list[dict]) -> list[dict]:
     """One row per selected question with every signal and the filter's decision (the dashboard's table)."""
     verdicts = {d["item_id"]: (d["kept"], d["reason"]) for d in decisions if d["item_kind"] == "question"}
@@ -190,6 +239,13 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
                 c["proposer_reward"] = None if c["proposer_reward"] != c["proposer_reward"] else c["proposer_reward"]
                 by_image.setdefault(c["image_id"], []).append(c)
             new_states = _paper_understanding(round_idx, items, by_image, by_question, states, decisions, examples)
+        elif preset == "agreement":
+            checks = read(db, "cross_checks", where=where).set_index("question_id").to_dict("index")
+            _agreement_understanding(round_idx, items, checks, decisions, examples)
+        elif preset == GOLD_CEILING:
+            from tasks.gold_labels import true_answers
+
+            _gold_understanding(round_idx, items, true_answers(db, items), decisions, examples)
         else:
             _verified_understanding(round_idx, items, policy, decisions, examples)
         qa_rows = qa_item_rows(round_idx, items, answers, decisions)
@@ -198,7 +254,15 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
         specs = read(db, "specs", where=where).set_index("spec_id").to_dict("index")
         if preset == "paper":
             _paper_generation(round_idx, scores, specs, policy, decisions, examples)
+        elif preset == GOLD_CEILING:
+            from tasks.gold_labels import correct_generations
+
+            _gold_generation(round_idx, scores, specs, correct_generations(db, round_idx), decisions, examples)
         else:
+            # The agreement preset imitates Solver-accepted images but never turns their checks into Solver
+            # labels (GenEval-grammar scenes are simpler than real ones: measured to hurt counting).
+            if preset == "agreement":
+                policy = replace(policy, check_label_reward=float("inf"))
             _verified_generation(round_idx, scores, specs, policy, decisions, examples)
     # Baselines roll forward round to round; the fine-tune stage owns the "beta:" rows.
     carried = {k: v for k, v in {**states, **new_states}.items() if not k.startswith("beta:")}

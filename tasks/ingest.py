@@ -4,11 +4,17 @@ Sources: "world://unlabeled?n=1000&seed=0" renders scenes of the unlabeled split
 labels are never stored); anything else is a folder URL (local path, file://, s3://).
 Bad files are recorded in `ingest_errors` with their path and reason; good ones are stored
 as PNG at the backbone's input size under the sha256 of that PNG, so re-ingesting writes
-the same rows.
+the same rows. An image already stored keeps its row (and the path it was first stored from).
+
+Every entry the source lists is accounted for (tasks/logic/file_accounting.py), in the metrics
+and in `image_sources`, one row per path: the image it became ("original" or "duplicate", with
+the original's path) or why it did not ("rejected", "skipped", with the reason):
+
+    files_seen == ingested + duplicates (of stored content, or within this ingest) + rejected + skipped
 
 Sharded by source path: `ingest_shard` reads or renders the files of one shard and stages its rows;
 `ingest_images` merges them (one row per distinct image, the first path in sorted order) and
-upserts `images` and `ingest_errors`.
+upserts `images`, `ingest_errors` and `image_sources`.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from urllib.parse import parse_qs, urlparse
 import pandas as pd
 from tqdm.auto import tqdm
 
-from storage.image_files import ImageRejected, encode_png, list_image_files, read_image
+from storage.image_files import ImageRejected, encode_png, read_image, scan_source
 from storage.settings import Settings
 from storage.shard_files import read_shards, write_shard
-from storage.tables import connect, sql_quote, upsert
+from storage.tables import connect, read, sql_quote, upsert
+from tasks.logic.file_accounting import classify_files, ingest_counts
 from tasks.logic.shards import shard_of
 from tasks.round_inputs import shard_result
 from tasks.stage import stage_task
@@ -54,10 +61,8 @@ def _world_records(source: str, shard_idx: int, n_shards: int):
             yield uri, image, image.shape[1], image.shape[0], None
 
 
-def _file_records(source: str, size: int, settings: Settings, max_pixels: int, shard_idx: int, n_shards: int):
-    for path in list_image_files(source, settings.fsspec_options()):
-        if shard_of(path, n_shards) != shard_idx:
-            continue
+def _file_records(paths: list[str], size: int, settings: Settings, max_pixels: int):
+    for path in paths:
         try:
             image = read_image(path, size, settings.fsspec_options(), max_pixels=max_pixels)
             yield path, image, size, size, None
@@ -69,8 +74,15 @@ def _file_records(source: str, size: int, settings: Settings, max_pixels: int, s
 def ingest_shard(source: str, image_size: int, shard_idx: int = 0, n_shards: int = 1,
                  max_pixels: int = 50_000_000) -> ShardResult:
     settings = Settings.from_env()
-    records = _world_records(source, shard_idx, n_shards) if source.startswith("world://") else _file_records(
-        source, image_size, settings, max_pixels, shard_idx, n_shards)
+    skipped = []
+    if source.startswith("world://"):
+        records = _world_records(source, shard_idx, n_shards)
+    else:
+        listing = scan_source(source, settings.fsspec_options())
+        mine = [path for path in listing.images if shard_of(path, n_shards) == shard_idx]
+        records = _file_records(mine, image_size, settings, max_pixels)
+        skipped = [{"path": path, "reason": reason} for path, reason in listing.skipped
+                   if shard_of(path, n_shards) == shard_idx]
     good, bad = [], []
     for uri, image, width, height, error in tqdm(records, desc=f"ingest shard {shard_idx}/{n_shards}", unit="img"):
         if error is not None:
@@ -82,36 +94,67 @@ def ingest_shard(source: str, image_size: int, shard_idx: int = 0, n_shards: int
                      "width": width, "height": height, "png": png})
     write_shard(settings, -1, f"ingest-{_source_key(source)}", "images", shard_idx, n_shards, good)
     write_shard(settings, -1, f"ingest-{_source_key(source)}", "ingest_errors", shard_idx, n_shards, bad)
-    return shard_result("ingest", -1, shard_idx, n_shards, len(good) + len(bad))
+    write_shard(settings, -1, f"ingest-{_source_key(source)}", "skipped", shard_idx, n_shards, skipped)
+    return shard_result("ingest", -1, shard_idx, n_shards, len(good) + len(bad) + len(skipped))
 
 
 @stage_task("ingest", "ingest-images")
 def ingest_images(source: str, n_shards: int = 1, shards: list[ShardResult] | None = None,
                   batch_size: int = 2000) -> StageResult:
-    """Merge the shards: identical images from two paths are one image (the first path in sorted order)."""
+    """Merge the shards: identical images from two paths are one image (the first path in sorted order), and an
+    image stored by an earlier ingest is not written again; every path is accounted for in `image_sources`."""
     settings = Settings.from_env()
     db = connect(settings)
     stage = f"ingest-{_source_key(source)}"
-    first: dict[str, tuple[str, int]] = {}  # image_id -> (first source_uri, shard)
-    for shard_idx, frame in enumerate(read_shards(settings, -1, stage, "images", n_shards,
-                                                  columns=["image_id", "source_uri"])):
-        for image_id, uri in zip(frame.get("image_id", []), frame.get("source_uri", [])):
-            if image_id not in first or uri < first[image_id][0]:
-                first[image_id] = (uri, shard_idx)
+    image_of: dict[str, str] = {}  # source_uri -> image_id
+    for frame in read_shards(settings, -1, stage, "images", n_shards, columns=["image_id", "source_uri"]):
+        image_of.update(zip(frame.get("source_uri", []), frame.get("image_id", [])))
+    outcomes = classify_files(image_of, _stored_originals(db, sorted(set(image_of.values())), batch_size))
+    new = {(o.image_id, o.path) for o in outcomes if o.kind == "ingested"}
     versions: dict[str, int] = {}
-    for shard_idx, frame in enumerate(read_shards(settings, -1, stage, "images", n_shards)):
+    for frame in read_shards(settings, -1, stage, "images", n_shards):
         if not len(frame):
             continue
-        keep = [first[i] == (u, shard_idx) for i, u in zip(frame["image_id"], frame["source_uri"])]
+        keep = [(i, u) in new for i, u in zip(frame["image_id"], frame["source_uri"])]
         frame = frame[keep].sort_values("source_uri")
         for start in range(0, len(frame), batch_size):
             versions["images"] = upsert(db, "images", frame.iloc[start:start + batch_size].reset_index(drop=True))
-    errors = [f for f in read_shards(settings, -1, stage, "ingest_errors", n_shards) if len(f)]
-    bad = pd.concat(errors, ignore_index=True).sort_values("path") if errors else pd.DataFrame(
-        columns=["error_id", "source", "path", "reason", "message"])
+    bad = _staged(settings, stage, "ingest_errors", n_shards, ["error_id", "source", "path", "reason", "message"])
+    skipped = _staged(settings, stage, "skipped", n_shards, ["path", "reason"])
     versions["ingest_errors"] = upsert(db, "ingest_errors", bad.reset_index(drop=True),
                                        replace_where=f"source = {sql_quote(source)}")
-    return StageResult("ingest", -1, versions, len(first), {"images_ingested": len(first), "images_rejected": len(bad)})
+    sources = _source_rows(source, outcomes, bad, skipped)
+    for start in range(0, max(len(sources), 1), batch_size):  # an empty source still creates the table
+        versions["image_sources"] = upsert(db, "image_sources", sources[start:start + batch_size])
+    files_seen = len(set(image_of) | set(bad["path"]) | set(skipped["path"]))
+    counts = ingest_counts(files_seen, [o.kind for o in outcomes], len(bad), len(skipped))
+    return StageResult("ingest", -1, versions, len({o.image_id for o in outcomes}), counts)
+
+
+def _stored_originals(db, image_ids: list[str], batch_size: int) -> dict[str, str]:
+    """image_id -> source_uri of those of `image_ids` already in `images` (stored by an earlier ingest)."""
+    stored: dict[str, str] = {}
+    for start in range(0, len(image_ids), batch_size):
+        chunk = ", ".join(sql_quote(i) for i in image_ids[start:start + batch_size])
+        frame = read(db, "images", where=f"image_id IN ({chunk})", columns=["image_id", "source_uri"])
+        stored.update(zip(frame["image_id"], frame["source_uri"]))
+    return stored
+
+
+def _staged(settings: Settings, stage: str, table: str, n_shards: int, columns: list[str]) -> pd.DataFrame:
+    """All shards' staged rows of a table, sorted by path (an empty frame with `columns` when there are none)."""
+    frames = [f for f in read_shards(settings, -1, stage, table, n_shards) if len(f)]
+    return pd.concat(frames, ignore_index=True).sort_values("path") if frames else pd.DataFrame(columns=columns)
+
+
+def _source_rows(source: str, outcomes, bad: pd.DataFrame, skipped: pd.DataFrame) -> list[dict]:
+    """One `image_sources` row per path this ingest saw, sorted by path."""
+    rows = [{"path": o.path, "source": source, "status": "original" if o.path == o.original else "duplicate",
+             "reason": "", "image_id": o.image_id, "original_uri": o.original} for o in outcomes]
+    for status, frame in (("rejected", bad), ("skipped", skipped)):
+        rows += [{"path": path, "source": source, "status": status, "reason": reason, "image_id": "",
+                  "original_uri": ""} for path, reason in zip(frame["path"], frame["reason"])]
+    return sorted(rows, key=lambda row: row["path"])
 
 
 def _source_key(source: str) -> str:

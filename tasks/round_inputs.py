@@ -74,11 +74,12 @@ def private_backbone(checkpoint_uri: str, settings: Settings):
 
 
 def round_image_ids(db, source: str, n_images: int, round_idx: int, seed: int) -> list[str]:
-    """The round's images: a deterministic, round-dependent sample of those ingested from `source`."""
-    frame = read(db, "images", where=f"source = {sql_quote(source)}", columns=["image_id"])
+    """The round's images: a deterministic, round-dependent sample of those ingested from `source` (every image its
+    files became, including those first stored from another source)."""
+    frame = read(db, "image_sources", where=f"source = {sql_quote(source)} AND image_id != ''", columns=["image_id"])
     if frame.empty:
         raise ValueError(f"no images ingested from {source!r}; run the ingest stage first")
-    return round_sample(frame["image_id"].tolist(), n_images, round_idx, seed)
+    return round_sample(sorted(set(frame["image_id"])), n_images, round_idx, seed)
 
 
 def shard_result(stage: str, round_idx: int, shard_idx: int, n_shards: int, rows: int) -> ShardResult:

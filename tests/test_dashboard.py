@@ -133,6 +133,9 @@ def test_pages_render_headless(filled_home, monkeypatch):
     at = _app(monkeypatch, filled_home, "rounds")
     assert not at.exception and at.subheader[0].value == "Rounds"
     assert any("Bucket mix" in m.value for m in at.markdown) and any("runs" in m.value.lower() for m in at.markdown)
+    assert any("Label-source audit of round" in m.value for m in at.markdown)
+    audit = next(d.value for d in at.dataframe if "label_accuracy" in d.value.columns)
+    assert {"kind", "source", "items", "greedy_accuracy", "gain"} <= set(audit.columns) and len(audit) > 0
 
 
 def test_empty_database_and_missing_mlflow_show_messages(tmp_path, filled_home, monkeypatch):

@@ -25,6 +25,7 @@ from storage.image_files import (
     encode_png,
     list_image_files,
     read_image,
+    scan_source,
 )
 
 SIZE = 32
@@ -249,9 +250,22 @@ def _nested_folder(root: Path) -> list[Path]:
 
 def test_list_nested_local_folder(tmp_path: Path) -> None:
     files = _nested_folder(tmp_path / "images")
-    expected = sorted(str(path) for path in files)
+    expected = sorted(str(path) for path in files if path.suffix != ".txt")
     assert list_image_files(str(tmp_path / "images")) == expected
     assert list_image_files(f"file://{tmp_path / 'images'}") == [f"file://{path}" for path in expected]
+
+
+def test_scan_reports_every_entry_it_does_not_read(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    _nested_folder(root)
+    (root / "empty").mkdir()
+    listing = scan_source(str(root))
+    assert listing.images == list_image_files(str(root))
+    assert listing.skipped == [(str(root / name), reason) for name, reason in (
+        (".DS_Store", "hidden"), (".cache", "hidden"), ("a", "folder"), ("a/deeper", "folder"), ("empty", "folder"),
+        ("readme.txt", "unsupported-suffix"))]  # .cache/hidden.png is inside the hidden folder's one entry
+    single = scan_source(str(root / "readme.txt"))
+    assert (single.images, single.skipped) == ([], [(str(root / "readme.txt"), "unsupported-suffix")])
 
 
 def test_list_missing_folder(tmp_path: Path) -> None:

@@ -253,7 +253,7 @@ def test_experiment_targets_are_checked_with_their_shortfall():
         return {"arm": arm, "seed": seed, "round": r, "metrics": {"vqa_accuracy": vqa, "geneval_overall": gen},
                 "diagnostics": diag or {}}
 
-    diag = {"pseudo_label_accuracy_kept": 0.5, "auroc_ste_error": 0.7, "auroc_disagreement_error": 0.6}
+    diag = {"solver_target_accuracy": 0.5, "auroc_ste_error": 0.7, "auroc_disagreement_error": 0.6}
     rows = [row("control", 0, 0, 0.70, 0.80), row("control", 0, 1, 0.72, 0.81),
             row("paper", 0, 0, 0.70, 0.80), row("paper", 0, 1, 0.73, 0.78, diag),
             row("paper", 1, 1, 0.75, 0.80, {**diag, "auroc_ste_error": 0.5}),
@@ -263,7 +263,7 @@ def test_experiment_targets_are_checked_with_their_shortfall():
     assert round(vqa.measured, 6) == 4.0 and not vqa.met and round(vqa.gap, 6) == 1.0  # (0.73+0.75)/2 - 0.70
     assert round(checks["VQA gain over the matched control (points)"].measured, 6) == 2.0
     assert round(checks["GenEval-2D gain over the base (points)"].measured, 6) == -1.0
-    assert checks["pseudo-label accuracy of Solver-trained items"].measured == 0.5
+    assert checks["label accuracy of the Solver's training targets"].measured == 0.5
     ste = checks["share of arm-seeds where STE's AUROC beats disagreement's"]
     assert ste.measured == 0.5 and ste.detail == "1 of 2" and not ste.met
     assert round(checks["STE helps: paper minus STE-off, VQA (points)"].measured, 6) == 4.0

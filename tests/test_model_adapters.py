@@ -65,6 +65,14 @@ def test_every_protocol_call_runs_through_the_real_classes(janus):
         janus.solve([SolveRequest(np.zeros((8, 8), np.uint8), "q ?")], seed=0)
 
 
+def test_natural_text_reaches_the_tokenizer_in_the_worlds_spelling(janus):
+    image = _images(1)[0]
+    spaced = janus.solve([SolveRequest(image, "what color is the circle ?", temperature=0.0)], seed=0)
+    assert janus.solve([SolveRequest(image, "What colour is the\u00a0 Circle?", temperature=0.0)], seed=0) == spaced
+    np.testing.assert_allclose(janus.embed_texts(["A \u201cred\u201d circle."]), janus.embed_texts(["a red circle"]))
+    assert janus.unknown_words(["What colour is the bench?", "a red circle", ""]) == [["bench"], [], []]
+
+
 @pytest.mark.parametrize("role,examples", [
     ("solver", [TrainingExample("vqa", image=render(splits.scene_at("seed", 0, 0)), prompt="how many objects are there ?",
                                 target="two", framing="analyst")]),

@@ -34,7 +34,8 @@ def test_the_same_round_runs_unchanged_over_all_three_paradigms(asg_home, tmp_pa
         db = connect(Settings.from_env())
         tables = {t: len(read(db, t)) for t in table_names(db)}
         produced[name] = (set(tables), {t for t, n in tables.items() if n > 0},
-                          {k for k in result if k != "checkpoint"})
+                          # the audit's (kind, source) cells depend on which items a round happens to yield
+                          {k for k in result if k != "checkpoint" and not k.startswith("diagnose.audit.")})
         assert tables["generations"] > 0 and tables["scores"] == tables["generations"]
         after = load_backbone(home / "objects" / "checkpoints" / "round-0")
         assert after.name == name

@@ -1,5 +1,7 @@
 """A tiny round under a real Prefect test server, a temporary LanceDB and an MLflow SQLite store."""
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from storage.tables import connect, read
 from tests.conftest import SHIPPED_BASE
 
 TABLES = ("images", "questions", "answers", "votes", "specs", "generations", "scores", "filter_decisions",
-          "training_examples", "role_states", "evaluations")
+          "training_examples", "role_states", "evaluations", "cross_checks")
 
 
 def _config(**overrides) -> RoundConfig:
@@ -64,7 +66,17 @@ def test_round_writes_every_table_logs_mlflow_and_reruns_idempotently(asg_home):
     kept_q = first["votes"][first["votes"]["bucket"].isin(["medium", "hard"])]
     assert len(solver) == len(kept_q) * 3
     assert set(first["role_states"]["name"]) >= {"solver_baseline"}
-    assert sorted(first["evaluations"]["suite"].str.split("-").str[0]) == ["diagnostics", "shapes"]
+    assert sorted(first["evaluations"]["suite"].str.split("-").str[0]) == ["diagnostics", "label", "shapes"]
+    # the cross-check stage gives every selected question its mirrored and caption-drawn views
+    selected = first["questions"][first["questions"]["selected"]]
+    assert sorted(first["cross_checks"]["question_id"]) == sorted(selected["question_id"])
+    assert first["cross_checks"]["caption"].str.len().gt(0).all()
+    assert (first["cross_checks"]["flip_question"].str.contains("right of") ==
+            first["cross_checks"]["question_id"].map(dict(zip(selected["question_id"], selected["question"])))
+            .str.contains("left of")).all()
+    audit = json.loads(first["evaluations"].set_index("suite").loc["label-audit", "metrics_json"])
+    assert {"majority", "flip-agreement"} <= {row["source"] for row in audit}
+    assert all(0 <= row["label_accuracy"] <= 1 and row["items"] > 0 for row in audit)
     assert (settings.home / "objects" / "checkpoints" / "round-0" / "adapter_solver.safetensors").is_file()
 
     mlflow.set_tracking_uri(settings.mlflow_uri)

@@ -2,7 +2,8 @@
 exclude?, prompt) in the shapes world: build such files from world prompts, and score images
 against them with the pixel parser (evaluation only).
 
-GenEval's `position: ["left of", 0]` on include[1] means "include[1] is left of include[0]".
+GenEval's `position: ["left of", 0]` on include[1] means "include[1] is left of include[0]". Class,
+colour and relation names take the world's text normal form ("Circle" is "circle").
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from world.parser import centroid_relation, parse
 from world.prompts import ObjectSpec, Prompt, PromptSpec, matches, parse_prompt
 from world.scenes import COLORS, SHAPES
+from world.text_normalization import normalize_text
 
 TAGS = {"single_object": "single_object", "two_object": "two_object", "counting": "counting",
         "colors": "colors", "position": "position", "color_attr": "color_attr"}
@@ -30,14 +32,16 @@ def metadata_for_prompt(prompt: Prompt) -> dict:
 def spec_from_metadata(meta: dict) -> PromptSpec | None:
     """The world requirement of a metadata line; None when it names things outside the world."""
     include = meta.get("include") or []
-    if not include or any(i.get("class") not in SHAPES or i.get("color", "red") not in COLORS for i in include):
+    classes = [normalize_text(str(i.get("class", ""))) for i in include]
+    colors = [normalize_text(str(i["color"])) if i.get("color") else None for i in include]
+    if not include or any(s not in SHAPES or (c is not None and c not in COLORS) for s, c in zip(classes, colors)):
         return None
-    objects = [ObjectSpec(i["class"], i.get("color"), int(i.get("count", 1))) for i in include]
+    objects = [ObjectSpec(s, c, int(i.get("count", 1))) for s, c, i in zip(classes, colors, include)]
     relation = None
     positioned = [k for k, i in enumerate(include) if i.get("position")]
     if positioned:
         k = positioned[0]
-        relation, target = include[k]["position"][0], int(include[k]["position"][1])
+        relation, target = normalize_text(str(include[k]["position"][0])), int(include[k]["position"][1])
         objects = [objects[k], objects[target]] + [o for j, o in enumerate(objects) if j not in (k, target)]
     return PromptSpec(meta.get("tag", ""), tuple(objects), relation)
 

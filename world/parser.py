@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from world.captions import caption_of
 from world.prompts import matches, parse_prompt
-from world.scenes import COLORS, SIZES
+from world.scenes import COLORS, GRID, SIZES, Scene, SceneObject
 
 _NAMES = tuple(COLORS)
 # Row 0 is the background; a pixel takes the nearest of background and palette colours.
@@ -119,3 +119,14 @@ def check_prompt(image: np.ndarray, text: str) -> bool:
 def parsed_caption(image: np.ndarray) -> str:
     parsed = parse(image)
     return caption_of(((o.color, o.shape) for o in parsed.wellformed), parsed.n_malformed)
+
+
+def parsed_scene(image: np.ndarray) -> Scene | None:
+    """The scene a (generated) image shows, with each object in the grid cell of its centroid; None when any
+    object is malformed. Lets the oracle judge questions about images that have no hidden scene."""
+    parsed = parse(image)
+    if parsed.n_malformed:
+        return None
+    side = image.shape[0] // GRID
+    return Scene(tuple(SceneObject(o.shape, o.color, SIZES[0], int(o.cy) // side * GRID + int(o.cx) // side, 0, 0)
+                       for o in parsed.objects))

@@ -7,6 +7,7 @@ from typing import Callable, Protocol, Sequence, TypeVar
 
 from world.questions import relation_holds
 from world.scenes import COLORS, GRID, SHAPES, Scene, random_object
+from world.text_normalization import normalize_text
 from world.vocabulary import NUMBER_WORDS, PLURALS, RELATIONS, SINGULARS, number_word
 
 CATEGORIES: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -101,7 +102,7 @@ def _categorise(words: list[str]) -> PromptSpec | None:
 
 
 def parse_prompt(text: str) -> PromptSpec:
-    spec = _categorise(text.lower().split())
+    spec = _categorise(normalize_text(text).split())
     if spec is None:
         raise ValueError(f"not a prompt of the grammar: {text!r}")
     return spec

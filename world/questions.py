@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from world.scenes import COLORS, SHAPES, Scene, SceneObject
+from world.text_normalization import normalize_text
 from world.vocabulary import PLURALS, RELATIONS, SINGULARS, number_word
 
 FAMILIES: tuple[str, ...] = ("color", "shape", "count", "exist", "relation")
@@ -65,7 +66,7 @@ def _relation_question(body: list[str]) -> Question | None:
 
 
 def parse_question(question: str) -> Question | None:
-    w = question.lower().replace("?", " ?").split()
+    w = normalize_text(question).split()
     if len(w) < 2 or w[-1] != "?":
         return None
     w = w[:-1]

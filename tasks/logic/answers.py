@@ -1,5 +1,8 @@
 """Answer normalisation: one canonical spelling per answer before voting or scoring.
 
+Answers first take the world's text normal form (`world.text_normalization`), then lose punctuation
+and articles and take canonical numbers and yes/no.
+
     >>> normalize_answer(" Yes. ")
     'yes'
     >>> normalize_answer("3")
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from world.text_normalization import normalize_text
+
 _NUMBERS = {str(i): w for i, w in enumerate(
     ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))}
 _YES_NO = {"yes": "yes", "yeah": "yes", "true": "yes", "y": "yes", "no": "no", "false": "no", "n": "no"}
@@ -17,8 +22,8 @@ _ARTICLES = {"a", "an", "the"}
 
 
 def normalize_answer(text: str) -> str:
-    """Lower-case, strip punctuation and articles, canonical numbers and yes/no."""
-    words = [w for w in re.sub(r"[^\w\s]", " ", text.lower()).split() if w not in _ARTICLES]
+    """The text normal form, without punctuation and articles, with canonical numbers and yes/no."""
+    words = [w for w in re.sub(r"[^\w\s]", " ", normalize_text(text)).split() if w not in _ARTICLES]
     words = [_NUMBERS.get(w, w) for w in words]
     if len(words) == 1:
         return _YES_NO.get(words[0], words[0])

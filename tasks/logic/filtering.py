@@ -75,7 +75,10 @@ def check_label_decision(reward: float, contradiction: float, q_spec: float,
         contradiction <= policy.max_check_contradiction
 
 
-PRESETS = ("paper", "verified")
+# "gold-ceiling" is not a method: it gives the round's own items the world's true labels (evaluation only),
+# so a report can say what share of that ceiling each label-free preset recovers.
+GOLD_CEILING = "gold-ceiling"
+PRESETS = ("paper", "verified", "agreement", GOLD_CEILING)
 
 
 def proposer_group_rewards(candidates: list[dict]) -> list[tuple[float, str]]:

@@ -1,0 +1,89 @@
+"""Cross-check stage: two more views of every selected question, answered by the same backbone.
+
+For each selected question (tasks/logic/label_sources.py says why):
+- the Solver's greedy answer on the horizontally mirrored image, left and right swapped in the question;
+- the Solver's greedy caption of the image, one image the Generator draws from that caption, and the
+  Solver's greedy answer on the drawn image.
+Only the backbone protocol is used (solve, caption, generate_images), so any backbone has these views.
+Writes `cross_checks` (one row per question). The `agreement` preset keeps a pseudo-label only where
+the views its question kind needs agree with it; the diagnose stage audits every view.
+
+Sharded by image: `cross_check_shard` stages one shard's rows (per-item seeds keyed by image and
+question ids), `cross_check_questions` merges and upserts them.
+"""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+from models.protocol import SolveRequest
+from storage.settings import Settings
+from storage.shard_files import merged_rows, write_shard
+from storage.tables import connect, read, upsert
+from tasks.logic.answers import map_to_validators
+from tasks.logic.label_sources import mirror_question
+from tasks.logic.shards import chunks, item_seed, shard_of
+from tasks.round_inputs import backbone_for, images_by_id, shard_result
+from tasks.stage import stage_task
+from tasks.stage_result import ShardResult, StageResult
+
+
+@stage_task("cross-check-shard", "cross-check-shard")
+def cross_check_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shards: int = 1,
+                      temperature: float = 1.0, seed: int = 0, chunk_images: int = 256) -> ShardResult:
+    settings = Settings.from_env()
+    db = connect(settings)
+    questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
+                     columns=["question_id", "image_id", "question", "validator_a", "validator_b"])
+    records = [q for q in questions.to_dict("records") if shard_of(q["image_id"], n_shards) == shard_idx]
+    records.sort(key=lambda q: q["question_id"])
+    by_image: dict[str, list[dict]] = {}
+    for q in records:
+        by_image.setdefault(q["image_id"], []).append(q)
+    image_ids = sorted(by_image)
+    call_seed = seed * 1000 + round_idx * 7919 + 17
+    backbone = backbone_for(checkpoint_uri, settings) if image_ids else None
+    rows = []
+    bar = tqdm(total=len(image_ids), desc=f"cross-check shard {shard_idx}/{n_shards}", unit="image")
+    for ids in chunks(image_ids, chunk_images):
+        images = images_by_id(db, "images", "image_id", list(ids))
+        captions = backbone.caption(images)
+        drawn = backbone.generate_images(captions, 1, temperature, [item_seed(call_seed, i) for i in ids])
+        requests, keys = [], []
+        for image_id, image, picture in zip(ids, images, drawn):
+            mirrored = image[:, ::-1].copy()
+            for q in by_image[image_id]:
+                requests += [SolveRequest(mirrored, mirror_question(q["question"]), "canonical", 0.0, 1.0),
+                             SolveRequest(picture[0], q["question"], "canonical", 0.0, 1.0)]
+                keys.append(q)
+        results = backbone.solve(requests, seed=[item_seed(call_seed, f"{q['question_id']}:{v}")
+                                                 for q in keys for v in ("flip", "caption")])
+        caption_of = dict(zip(ids, captions))
+        for j, q in enumerate(keys):
+            validators = (q["validator_a"], q["validator_b"])
+            flip, drawn_answer = results[2 * j].text, results[2 * j + 1].text
+            rows.append({"question_id": q["question_id"], "round_idx": round_idx, "image_id": q["image_id"],
+                         "flip_question": mirror_question(q["question"]), "flip_text": flip,
+                         "flip_answer": map_to_validators(flip, validators), "caption": caption_of[q["image_id"]],
+                         "caption_view_text": drawn_answer,
+                         "caption_view_answer": map_to_validators(drawn_answer, validators)})
+        bar.update(len(ids))
+    bar.close()
+    write_shard(settings, round_idx, "cross_check", "cross_checks", shard_idx, n_shards, rows)
+    return shard_result("cross_check", round_idx, shard_idx, n_shards, len(rows))
+
+
+@stage_task("cross-check", "cross-check-questions")
+def cross_check_questions(round_idx: int, n_shards: int = 1, shards: list[ShardResult] | None = None) -> StageResult:
+    settings = Settings.from_env()
+    db = connect(settings)
+    rows = merged_rows(settings, round_idx, "cross_check", "cross_checks", n_shards, "question_id")
+    version = upsert(db, "cross_checks", rows, replace_where=f"round_idx = {round_idx}")
+    votes = read(db, "votes", where=f"round_idx = {round_idx}").to_dict("records")
+    majority = {v["question_id"]: v["majority"] for v in votes}
+    n = max(1, len(rows))
+    metrics = {"questions_checked": len(rows),
+               "flip_agrees_share": sum(r["flip_answer"] == majority.get(r["question_id"]) for r in rows) / n,
+               "caption_agrees_share": sum(r["caption_view_answer"] == majority.get(r["question_id"])
+                                           for r in rows) / n}
+    return StageResult("cross_check", round_idx, {"cross_checks": version}, len(rows), metrics)

@@ -1,0 +1,47 @@
+"""The world's true labels for a round's own items: evaluation and the gold-label ceiling only.
+
+Nothing here may feed a label-free preset. The diagnose stage uses it to judge the round's self-made
+labels; the `gold-ceiling` preset (named so nobody mistakes it for a method) trains on the same proposed
+questions and generations with these labels, to measure how much any label source could give.
+"""
+
+from __future__ import annotations
+
+from storage.image_files import decode_png
+from storage.tables import read, sql_quote
+from world import language, parser, splits
+
+
+def scene_of_source(source_uri: str):
+    """The hidden scene behind an embedded-world image, or None for any other source."""
+    if not source_uri.startswith("world://"):
+        return None
+    split, index, seed = splits.parse_source_uri(source_uri)
+    return splits.scene_at(split, index, seed)
+
+
+def true_answers(db, items: list[dict]) -> dict[str, str | None]:
+    """question_id -> the oracle's answer on the item's hidden scene (None: ill-posed or not a world image)."""
+    ids = sorted({item["image_id"] for item in items})
+    if not ids:
+        return {}
+    frame = read(db, "images", columns=["image_id", "source_uri"],
+                 where=f"image_id IN ({', '.join(sql_quote(i) for i in ids)})")
+    scenes = {i: scene_of_source(u) for i, u in zip(frame["image_id"], frame["source_uri"])}
+    out = {}
+    for item in items:
+        scene = scenes.get(item["image_id"])
+        out[item["question_id"]] = None if scene is None else language.oracle_answer(scene, item["question"])
+    return out
+
+
+def correct_generations(db, round_idx: int) -> dict[str, bool]:
+    """generation_id -> whether the world's pixel parser finds exactly what its prompt asks for."""
+    gens = read(db, "generations", where=f"round_idx = {round_idx}", columns=["generation_id", "prompt", "png"])
+    out = {}
+    for row in gens.itertuples():
+        try:
+            out[row.generation_id] = parser.check_prompt(decode_png(row.png), row.prompt)
+        except ValueError:  # a prompt outside the world's grammar has no parser verdict
+            out[row.generation_id] = False
+    return out
