@@ -99,17 +99,23 @@ def _paper_generation(round_idx, scores, specs, policy, decisions, examples):
                                          row["generation_id"], specs[spec_id]["prompt"], "", adv, row["reward"], adv))
 
 
+def _imitate_majority(round_idx, item, kept, reason, decisions, examples):
+    """Record the decision; a kept item's majority label teaches the Solver, its question the Proposer
+    (weighted by STE difficulty, whether or not the Solver keeps it)."""
+    decisions.append(_decision(round_idx, item["question_id"], "question", kept, reason))
+    if kept:
+        examples.append(_example(round_idx, "solver", "vqa", item["question_id"], "images", item["image_id"],
+                                 item["question"], item["majority"], item["majority_fraction"]))
+    weight = proposer_weight(item)
+    if weight > 0:
+        examples.append(_example(round_idx, "proposer", "ask", item["question_id"], "images", item["image_id"],
+                                 "", item["raw_text"], weight, item["proposer_reward"]))
+
+
 def _verified_understanding(round_idx, items, policy, decisions, examples):
     for item in items:
         kept, reason = question_decision(item, policy)
-        decisions.append(_decision(round_idx, item["question_id"], "question", kept, reason))
-        if kept:
-            examples.append(_example(round_idx, "solver", "vqa", item["question_id"], "images", item["image_id"],
-                                     item["question"], item["majority"], item["majority_fraction"]))
-        weight = proposer_weight(item)
-        if weight > 0:
-            examples.append(_example(round_idx, "proposer", "ask", item["question_id"], "images", item["image_id"],
-                                     "", item["raw_text"], weight, item["proposer_reward"]))
+        _imitate_majority(round_idx, item, kept, reason, decisions, examples)
 
 
 def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
@@ -142,14 +148,7 @@ def _agreement_understanding(round_idx, items, checks, decisions, examples):
         else:
             kept, reason = agreement_decision(question_kind(item["question"]), item["majority"],
                                               check.get("flip_answer"), check.get("caption_view_answer"))
-        decisions.append(_decision(round_idx, item["question_id"], "question", kept, reason))
-        if kept:
-            examples.append(_example(round_idx, "solver", "vqa", item["question_id"], "images", item["image_id"],
-                                     item["question"], item["majority"], item["majority_fraction"]))
-        weight = proposer_weight(item)
-        if weight > 0:
-            examples.append(_example(round_idx, "proposer", "ask", item["question_id"], "images", item["image_id"],
-                                     "", item["raw_text"], weight, item["proposer_reward"]))
+        _imitate_majority(round_idx, item, kept, reason, decisions, examples)
 
 
 def _gold_understanding(round_idx, items, truths, decisions, examples):

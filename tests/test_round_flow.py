@@ -143,3 +143,38 @@ def test_replay_uses_the_bases_own_seed_set_whatever_the_round_seed(asg_home, mo
     monkeypatch.setattr(finetune, "replay_examples", lambda n, seed, role: seen.append(seed) or original(n, seed, role))
     round_flow(0, str(SHIPPED_BASE), _config(preset="verified", seed=3))
     assert seen and set(seen) == {0}  # seed_set_seed, not the round's seed 3
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_agreement_preset_keeps_exactly_the_labels_its_views_confirm(asg_home):
+    from tasks.logic.label_sources import agreement_decision, question_kind
+
+    result = round_flow(0, str(SHIPPED_BASE), _config(preset="agreement").model_copy(update={"evaluation": "none"}))
+    db = connect(Settings.from_env())
+    items = read(db, "questions", where="selected = true").merge(read(db, "votes"), on=["question_id", "round_idx"])
+    checks = read(db, "cross_checks").set_index("question_id")
+    expected = {q["question_id"] for q in items.to_dict("records")
+                if q["well_formed"] and q["bucket"] != "unsolvable" and agreement_decision(
+                    question_kind(q["question"]), q["majority"], checks.loc[q["question_id"], "flip_answer"],
+                    checks.loc[q["question_id"], "caption_view_answer"])[0]}
+    examples = read(db, "training_examples")
+    solver = examples[examples["role"] == "solver"]
+    assert set(solver["source_id"]) == expected and result["filter.examples_solver"] == len(expected)
+    majority = dict(zip(items["question_id"], items["majority"]))
+    assert all(majority[s] == t for s, t in zip(solver["source_id"], solver["target"]))
+    # accepted images train the Generator, but their checks never become Solver labels in this preset
+    assert (solver["image_table"] == "images").all()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_gold_ceiling_trains_on_true_labels_of_the_same_items(asg_home):
+    from tasks.gold_labels import true_answers
+
+    round_flow(0, str(SHIPPED_BASE), _config(preset="gold-ceiling").model_copy(update={"evaluation": "none"}))
+    db = connect(Settings.from_env())
+    items = read(db, "questions", where="selected = true AND well_formed = true").to_dict("records")
+    truths = {k: v for k, v in true_answers(db, items).items() if v is not None}
+    solver = read(db, "training_examples", where="role = 'solver'")
+    assert dict(zip(solver["source_id"], solver["target"])) == truths and len(truths) > 0
+    diagnostics = json.loads(read(db, "evaluations", where="suite = 'diagnostics'")["metrics_json"][0])
+    assert diagnostics["solver_target_accuracy"] == 1.0

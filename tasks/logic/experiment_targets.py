@@ -57,29 +57,16 @@ def target_checks(results: list[dict]) -> list[TargetCheck]:
                                       f"best arm {best}"))
     for metric, name, target in (("vqa_relation", "relation VQA", 0.65),
                                  ("geneval_color_attr", "GenEval-2D colour attribution", 0.50)):
-        scores = {arm: _mean(results, arm, last, metric) for arm in EVOLVING_ARMS}
-        scores = {a: v for a, v in scores.items() if v is not None}
-        if scores:
-            best = max(scores, key=scores.get)
-            checks.append(TargetCheck(name, scores[best], target, scores[best] >= target, f"best arm {best}"))
+        checks += _best_arm_check(results, last, metric, "metrics", name, target)
     for metric, name in (("vqa_accuracy", "VQA"), ("geneval_overall", "GenEval-2D")):
         recovered = ceiling_share(results, metric)
         if recovered:
             best = max(recovered, key=recovered.get)
             checks.append(TargetCheck(f"share of the gold-label ceiling recovered, {name}", recovered[best], 0.6,
                                       recovered[best] >= 0.6, f"best arm {best}"))
-    labels = {arm: _mean(results, arm, last, "solver_target_accuracy", "diagnostics") for arm in EVOLVING_ARMS}
-    labels = {a: v for a, v in labels.items() if v is not None}
-    if labels:
-        best = max(labels, key=labels.get)
-        checks.append(TargetCheck("label accuracy of the Solver's training targets", labels[best], 0.85,
-                                  labels[best] >= 0.85, f"best arm {best}"))
-    precision = {arm: _mean(results, arm, last, "reward_precision", "diagnostics") for arm in EVOLVING_ARMS}
-    precision = {a: v for a, v in precision.items() if v is not None}
-    if precision:
-        best = max(precision, key=precision.get)
-        checks.append(TargetCheck("Generator's accepted images truly correct", precision[best], 0.95,
-                                  precision[best] >= 0.95, f"best arm {best}"))
+    for key, claim, target in (("solver_target_accuracy", "label accuracy of the Solver's training targets", 0.85),
+                               ("reward_precision", "Generator's accepted images truly correct", 0.95)):
+        checks += _best_arm_check(results, last, key, "diagnostics", claim, target)
     pairs = [(r["diagnostics"].get("auroc_ste_error"), r["diagnostics"].get("auroc_disagreement_error"))
              for r in results if r["round"] == last and r.get("diagnostics")]
     pairs = [(s, d) for s, d in pairs if s is not None and d is not None and s == s and d == d]
@@ -97,6 +84,17 @@ def target_checks(results: list[dict]) -> list[TargetCheck]:
         if a is not None and b is not None:
             checks.append(TargetCheck(claim, 100 * (a - b), 0.0, a > b))
     return checks
+
+
+def _best_arm_check(results: list[dict], last: int, key: str, field: str, claim: str,
+                    target: float) -> list[TargetCheck]:
+    """The best label-free arm's last-round value of `key` against `target` (none when no arm has it)."""
+    values = {arm: _mean(results, arm, last, key, field) for arm in EVOLVING_ARMS}
+    values = {a: v for a, v in values.items() if v is not None}
+    if not values:
+        return []
+    best = max(values, key=values.get)
+    return [TargetCheck(claim, values[best], target, values[best] >= target, f"best arm {best}")]
 
 
 def ceiling_share(results: list[dict], metric: str) -> dict[str, float]:
