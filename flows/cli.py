@@ -164,7 +164,8 @@ def cmd_experiment(args) -> None:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     seeds = tuple(args.seeds) if args.seeds else ((0,) if args.quick else (0, 1, 2))
     experiment_flow(_checkpoint(args.checkpoint or str(SHIPPED_BASE)), rounds=rounds, seeds=seeds,
-                    ablations=not args.no_ablations, quick=args.quick, presets=tuple(args.arms), split=args.split)
+                    ablations=not args.no_ablations, quick=args.quick, presets=tuple(args.arms), split=args.split,
+                    images=args.images, steps_scale=args.steps_scale)
 
 
 def cmd_ingest(args) -> None:
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "not a method)")
     p.add_argument("--split", choices=("eval", "validation"), default="eval",
                    help="held-out split: validation for choosing a recipe, eval for reported numbers (default)")
+    p.add_argument("--images", type=int, default=1000, help="unlabeled images per round (default 1000)")
+    p.add_argument("--steps-scale", type=float, default=1.0,
+                   help="multiplies every role's update steps, the matched control's too (default 1)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the report's structure, not gains")
     p.set_defaults(func=cmd_experiment)
 

@@ -52,27 +52,31 @@ def _arm(settings: Settings, name: str) -> Iterator[None]:
 PRESET_ARMS = ("paper", "verified", "agreement", "gold-ceiling")
 
 
-def _size(quick: bool, seed: int, rounds: int, split: str = "eval") -> RoundConfig:
+def _size(quick: bool, seed: int, rounds: int, split: str = "eval", images: int = 1000,
+          steps_scale: float = 1.0) -> RoundConfig:
     if quick:
         return RoundConfig(source=f"world://unlabeled?n={24 * rounds}&seed={100 + seed}", n_images=24,
                            n_samples=3, n_per_prompt=2, n_check_answers=2, batch_size=8, evaluation="tiny",
                            finetune_steps={"solver": 3, "proposer": 2, "generator": 3}, seed=seed,
                            eval_split=split)
-    return RoundConfig(source=f"world://unlabeled?n={1000 * rounds}&seed={100 + seed}", seed=seed, eval_split=split)
+    steps = {role: round(n * steps_scale) for role, n in RoundConfig().finetune_steps.items()}
+    return RoundConfig(source=f"world://unlabeled?n={images * rounds}&seed={100 + seed}", n_images=images,
+                       finetune_steps=steps, seed=seed, eval_split=split)
 
 
 @flow(name="asg-experiment", log_prints=True)
 def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...] = (0, 1, 2),
                     ablations: bool = True, quick: bool = False, presets: tuple[str, ...] = PRESET_ARMS,
-                    split: str = "eval") -> str:
-    """`split` "validation" for choosing between recipes, "eval" (default) for the numbers reported."""
+                    split: str = "eval", images: int = 1000, steps_scale: float = 1.0) -> str:
+    """`split` "validation" for choosing between recipes, "eval" (default) for the numbers reported; `images`
+    per round and `steps_scale` (update steps of every role, the matched control's too) raise the ceiling."""
     unknown = [p for p in presets if p not in PRESET_ARMS]
     if unknown:
         raise ValueError(f"unknown preset arm {unknown[0]!r}; arms are {', '.join(PRESET_ARMS)}")
     settings = Settings.from_env()
     tracker = Tracker(settings.mlflow_uri, "asg-experiment")
     results: list[dict] = []
-    eval_config = _size(quick, 0, rounds, split).eval_config()
+    eval_config = _size(quick, 0, rounds, split, images, steps_scale).eval_config()
     base = evaluate_checkpoint(base_checkpoint, -1, eval_config).metrics
     arms = [(arm, seed, overrides) for seed in seeds
             for arm, overrides in (("control", None), *((p, {"preset": p}) for p in presets))]
@@ -82,7 +86,7 @@ def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...
     report = ""
     for done, (arm, seed, overrides) in enumerate(arms):
         results.append({"arm": arm, "seed": seed, "round": 0, "metrics": base})
-        config = _size(quick, seed, rounds, split)
+        config = _size(quick, seed, rounds, split, images, steps_scale)
         with _arm(settings, f"{arm}-seed{seed}"):
             arm_settings = Settings.from_env()
             checkpoint = base_checkpoint
