@@ -53,7 +53,8 @@ def cross_check_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n
         for image_id, image, picture in zip(ids, images, drawn):
             mirrored = image[:, ::-1].copy()
             for q in by_image[image_id]:
-                requests += [SolveRequest(mirrored, mirror_question(q["question"]), "canonical", 0.0, 1.0),
+                q = {**q, "flip_question": mirror_question(q["question"])}
+                requests += [SolveRequest(mirrored, q["flip_question"], "canonical", 0.0, 1.0),
                              SolveRequest(picture[0], q["question"], "canonical", 0.0, 1.0)]
                 keys.append(q)
         results = backbone.solve(requests, seed=[item_seed(call_seed, f"{q['question_id']}:{v}")
@@ -63,7 +64,7 @@ def cross_check_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n
             validators = (q["validator_a"], q["validator_b"])
             flip, drawn_answer = results[2 * j].text, results[2 * j + 1].text
             rows.append({"question_id": q["question_id"], "round_idx": round_idx, "image_id": q["image_id"],
-                         "flip_question": mirror_question(q["question"]), "flip_text": flip,
+                         "flip_question": q["flip_question"], "flip_text": flip,
                          "flip_answer": map_to_validators(flip, validators), "caption": caption_of[q["image_id"]],
                          "caption_view_text": drawn_answer,
                          "caption_view_answer": map_to_validators(drawn_answer, validators)})
