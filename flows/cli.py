@@ -26,7 +26,7 @@ from pathlib import Path
 import flows  # noqa: F401 - sets offline defaults for Prefect and MLflow before they are imported
 
 # Kept in step with flows.experiment.PRESET_ARMS (a test checks), so `asg --help` needs no heavy import.
-PRESET_ARM_NAMES = ("paper", "verified", "agreement", "gold-ceiling")
+PRESET_ARM_NAMES = ("paper", "verified", "agreement", "compose", "gold-ceiling")
 
 
 def _round_config(args):
@@ -43,7 +43,7 @@ def _add_round_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="unlabeled images: world://unlabeled?n=1000&seed=0 (default) or a folder URL")
     p.add_argument("--images", type=int, help="images used by the round (default 1000)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--preset", choices=["paper", "verified", "agreement", "gold-ceiling"],
+    p.add_argument("--preset", choices=["paper", "verified", "agreement", "compose", "gold-ceiling"],
                    help="paper: METHOD.md's rewards and RL updates (default); verified: imitation of confident "
                         "and Solver-verified items with seed replay; agreement: imitation of majority labels "
                         "confirmed by the mirrored-image and caption-drawn views; gold-ceiling: not a method, the "

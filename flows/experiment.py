@@ -49,7 +49,7 @@ def _arm(settings: Settings, name: str) -> Iterator[None]:
 
 
 # Arms besides the matched control: every preset; "gold-ceiling" is the ceiling, not a method.
-PRESET_ARMS = ("paper", "verified", "agreement", "gold-ceiling")
+PRESET_ARMS = ("paper", "verified", "agreement", "compose", "gold-ceiling")
 
 
 def _size(quick: bool, seed: int, rounds: int, split: str = "eval", images: int = 1000,

@@ -22,6 +22,7 @@ from storage.checkpoints import checkpoint_uri, local_checkpoint
 from storage.settings import Settings
 from storage.shard_files import remove_round_shards
 from tasks.check_backbone import check_backbone
+from tasks.compose import compose_scenes
 from tasks.cross_check import cross_check_questions, cross_check_shard
 from tasks.diagnose import diagnose_round
 from tasks.evaluate import evaluate_checkpoint
@@ -48,11 +49,17 @@ class RoundConfig(BaseModel):
     n_per_prompt: int = Field(3, ge=1, description="L generated images per spec")
     n_check_answers: int = Field(3, ge=1, description="Solver answers per check when scoring an image")
     temperature: float = Field(1.0, gt=0, description="Proposer and Generator sampling temperature")
-    preset: Literal["paper", "verified", "agreement", "gold-ceiling"] = Field(
+    preset: Literal["paper", "verified", "agreement", "compose", "gold-ceiling"] = Field(
         "paper", description="paper: METHOD.md's rewards and RL updates; verified: imitation of confident and "
                              "Solver-verified items with seed replay; agreement: imitation of majority labels that "
-                             "the mirrored-image and caption-drawn views confirm, with seed replay; gold-ceiling: "
+                             "the mirrored-image and caption-drawn views confirm, with seed replay; compose: the "
+                             "Solver learns scenes recomposed from the tiles it named (labels known by construction),"
+                             " the Generator its Solver-verified images, with seed replay; gold-ceiling: "
                              "NOT a method, the same items with the world's true labels (the ceiling of any source)")
+    compose_per_image: int = Field(2, ge=1, description="compose preset: recomposed scenes per unlabeled image")
+    targeted_specs: int = Field(400, ge=0, description="compose preset: extra specs per round aimed at the weakest "
+                                                       "GenEval categories, drawn best-of-`targeted_per_prompt`")
+    targeted_per_prompt: int = Field(8, ge=1, description="compose preset: samples per targeted spec")
     mode: Literal["joint", "understanding", "generation"] = Field(
         "joint", description="ablation: collect and train only the understanding or only the generation side")
     use_ste: bool = Field(True, description="ablation: STE off selects the first well-formed candidate")
@@ -117,6 +124,9 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list
     n = config.shards
     ingested = fan_out(ingest_shard, n, source=config.source, image_size=config.image_size)
     stages = [_merged(ingest_images(config.source, n, ingested), ingested)]
+    if config.mode != "generation" and config.preset == "compose":
+        stages.append(compose_scenes(round_idx, checkpoint, config.source, config.n_images, config.seed,
+                                     config.compose_per_image))
     if config.mode != "generation":
         proposed = fan_out(propose_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, source=config.source,
                            n_images=config.n_images, n_candidates=config.n_candidates,
@@ -131,7 +141,9 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list
     if config.mode != "understanding":
         drawn = fan_out(generate_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, source=config.source,
                         n_images=config.n_images, n_per_prompt=config.n_per_prompt,
-                        temperature=config.temperature, seed=config.seed)
+                        temperature=config.temperature, seed=config.seed,
+                        targeted_specs=config.targeted_specs if config.preset == "compose" else 0,
+                        targeted_per_prompt=config.targeted_per_prompt)
         stages.append(_merged(generate_images(round_idx, n, drawn), drawn))
         scored = fan_out(score_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint,
                          n_answers=config.n_check_answers, seed=config.seed, use_fidelity=config.use_fidelity,

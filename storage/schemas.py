@@ -18,6 +18,8 @@ Tables (plural nouns) and who writes them:
 | role_states | state_id = r{round}:{name} (EMA baselines, adaptive beta) | filter, fine-tune |
 | evaluations | evaluation_id = {checkpoint}:{suite} | evaluate |
 | cross_checks | question_id (the mirrored-image and caption-drawn views of a selected question) | cross-check |
+| tile_names | tile_id = r{round}:{tile_key} (each distinct object tile and the Solver's name for it) | compose |
+| compositions | composition_id = r{round}:{image_id}:c{j} (a scene recomposed from named tiles, its labelled questions) | compose |
 """
 
 from __future__ import annotations
@@ -97,6 +99,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("question_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
         pa.field("flip_question", s), pa.field("flip_text", s), pa.field("flip_answer", s), pa.field("caption", s),
         pa.field("caption_view_text", s), pa.field("caption_view_answer", s)),
+    "tile_names": _schema(
+        pa.field("tile_id", s, nullable=False), pa.field("round_idx", i), pa.field("tile_key", s),
+        pa.field("captions_json", s), pa.field("color", s), pa.field("shape", s), pa.field("named", b)),
+    "compositions": _schema(
+        pa.field("composition_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
+        pa.field("placement_json", s), pa.field("objects_json", s), pa.field("caption", s),
+        pa.field("questions_json", s), pa.field("greedy_json", s), pa.field("png", pa.large_binary())),
 }
 
 KEYS: dict[str, str] = {name: schema.names[0] for name, schema in SCHEMAS.items()}

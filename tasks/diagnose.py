@@ -13,7 +13,7 @@ import json
 from storage.image_files import decode_png
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
-from tasks.gold_labels import correct_generations, scene_of_source, true_answers
+from tasks.gold_labels import composed_truths, correct_generations, scene_of_source, true_answers
 from tasks.logic.answers import map_to_validators, normalize_answer
 from tasks.logic.diagnostics import auroc, family_entropy, share
 from tasks.logic.label_sources import agreement_decision, audit_rows, question_kind
@@ -139,6 +139,38 @@ def _generation_audit_records(db, round_idx: int, accept_reward: float) -> list[
     return records
 
 
+def _composition_audit_records(db, round_idx: int, truths: dict) -> list[dict]:
+    """The labels of recomposed scenes (compose stage), judged on the source's hidden objects moved as placed."""
+    if not truths:
+        return []
+    rows = read(db, "compositions", where=f"round_idx = {round_idx}",
+                columns=["composition_id", "questions_json", "greedy_json"])
+    records = []
+    for row in rows.itertuples():
+        scene = truths.get(row.composition_id)
+        if scene is None:
+            continue
+        for (question, label, _family), greedy in zip(json.loads(row.questions_json), json.loads(row.greedy_json)):
+            truth = language.oracle_answer(scene, question)
+            records.append({"kind": question_kind(question), "source": "composition",
+                            "label_correct": label == truth, "greedy_correct": greedy == truth})
+    return records
+
+
+def _composition_metrics(db, round_idx: int, truths: dict) -> dict[str, float]:
+    """How often a composed image's named objects are what its tiles really show."""
+    if not truths:
+        return {}
+    rows = read(db, "compositions", where=f"round_idx = {round_idx}", columns=["composition_id", "objects_json"])
+    flags = []
+    for row in rows.itertuples():
+        scene = truths.get(row.composition_id)
+        if scene is not None:
+            true_at = {o.cell: (o.color, o.shape) for o in scene.objects}
+            flags += [true_at.get(cell) == (color, shape) for color, shape, cell in json.loads(row.objects_json)]
+    return {"compose_name_accuracy": share(flags), "compose_objects": float(len(flags))} if flags else {}
+
+
 def _oracle_or_none(scene, question: str) -> str | None:
     """The oracle's answer on a parsed generated image; None where the image leaves the world (e.g. 16 objects)."""
     try:
@@ -168,12 +200,19 @@ def _solver_target_metrics(db, round_idx: int) -> dict[str, float]:
                 scenes[r["image_key"]] = parser.parsed_scene(decode_png(pngs[r["image_key"]]))
             scene = scenes[r["image_key"]]
             flags.append(scene is not None and _oracle_or_none(scene, r["prompt"]) == normalize_answer(r["target"]))
+    composed = frame[frame["image_table"] == "compositions"]
+    if not composed.empty:
+        truths = composed_truths(db, round_idx)
+        flags += [truths.get(r["image_key"]) is not None
+                  and language.oracle_answer(truths[r["image_key"]], r["prompt"]) == normalize_answer(r["target"])
+                  for r in composed.to_dict("records")]
     return {"solver_target_accuracy": share(flags), "solver_targets": float(len(flags))}
 
 
-def label_audit(db, round_idx: int, accept_reward: float) -> list[dict]:
+def label_audit(db, round_idx: int, accept_reward: float, composed: dict | None = None) -> list[dict]:
     """Per question kind and label source: yield, label accuracy, the Solver's accuracy on the same items."""
-    records = _question_audit_records(db, round_idx) + _generation_audit_records(db, round_idx, accept_reward)
+    records = (_question_audit_records(db, round_idx) + _generation_audit_records(db, round_idx, accept_reward)
+               + _composition_audit_records(db, round_idx, composed or {}))
     rows = audit_rows(records)
     for source in sorted({r["source"] for r in records}):
         own = [r for r in records if r["source"] == source]
@@ -184,9 +223,10 @@ def label_audit(db, round_idx: int, accept_reward: float) -> list[dict]:
 @stage_task("diagnose", "diagnose-round")
 def diagnose_round(round_idx: int, accept_reward: float = 0.7) -> StageResult:
     db = connect(Settings.from_env())
+    composed = composed_truths(db, round_idx)
     metrics = {**_question_metrics(db, round_idx), **_generation_metrics(db, round_idx, accept_reward),
-               **_solver_target_metrics(db, round_idx)}
-    audit = label_audit(db, round_idx, accept_reward)
+               **_solver_target_metrics(db, round_idx), **_composition_metrics(db, round_idx, composed)}
+    audit = label_audit(db, round_idx, accept_reward, composed)
     for row in audit:
         for field in ("items", "label_accuracy", "greedy_accuracy"):
             metrics[f"audit.{row['kind']}.{row['source']}.{field}"] = float(row[field])

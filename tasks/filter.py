@@ -21,7 +21,9 @@ import pandas as pd
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalized
+from models.vocabulary import FRAMINGS
 from tasks.logic.filtering import (
+    COMPOSE,
     GOLD_CEILING,
     PRESETS,
     FilterPolicy,
@@ -128,8 +130,9 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
         if kept:
             examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
                                      row["reward"], row["reward"]))
-            examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images", spec["image_id"], "",
-                                     spec["raw_text"], row["reward"], row["reward"]))
+            if spec["image_id"]:  # a targeted spec has no source image: the Proposer did not write it
+                examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images", spec["image_id"],
+                                         "", spec["raw_text"], row["reward"], row["reward"]))
         if not check_label_decision(row["reward"], row["contradiction"], row["q_spec"], policy):
             continue
         for c, (question, expected) in enumerate(json.loads(spec["checks_json"])):
@@ -149,6 +152,22 @@ def _agreement_understanding(round_idx, items, checks, decisions, examples):
             kept, reason = agreement_decision(question_kind(item["question"]), item["majority"],
                                               check.get("flip_answer"), check.get("caption_view_answer"))
         _imitate_majority(round_idx, item, kept, reason, decisions, examples)
+
+
+def _composed_understanding(round_idx, items, compositions, decisions, examples):
+    """The compose preset: the Solver learns the recomposed scenes' labels (known by construction from its own
+    tile names) and their captions; the Proposer still imitates its own questions by STE difficulty, and no
+    majority label of a pool image trains the Solver."""
+    for item in items:
+        _imitate_majority(round_idx, item, False, "compose-preset", decisions, examples)
+    for row in compositions:
+        cid = row["composition_id"]
+        for k, (question, label, _family) in enumerate(json.loads(row["questions_json"])):
+            examples.append(_example(round_idx, "solver", "vqa", f"{cid}:q{k}", "compositions", cid, question, label,
+                                     1.0, 1.0, framing=FRAMINGS[(k + len(cid)) % len(FRAMINGS)]))
+        examples.append(_example(round_idx, "solver", "caption", cid, "compositions", cid, "", row["caption"], 1.0,
+                                 1.0))
+        decisions.append(_decision(round_idx, cid, "composition", True, "composed"))
 
 
 def _gold_understanding(round_idx, items, truths, decisions, examples):
@@ -241,6 +260,11 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
         elif preset == "agreement":
             checks = read(db, "cross_checks", where=where).set_index("question_id").to_dict("index")
             _agreement_understanding(round_idx, items, checks, decisions, examples)
+        elif preset == COMPOSE:
+            compositions = read(db, "compositions", where=where, columns=["composition_id", "questions_json",
+                                                                          "caption"])
+            _composed_understanding(round_idx, items, compositions.sort_values("composition_id").to_dict("records"),
+                                    decisions, examples)
         elif preset == GOLD_CEILING:
             from tasks.gold_labels import true_answers
 
@@ -258,9 +282,9 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
 
             _gold_generation(round_idx, scores, specs, correct_generations(db, round_idx), decisions, examples)
         else:
-            # The agreement preset imitates Solver-accepted images but never turns their checks into Solver
+            # The agreement and compose presets imitate Solver-accepted images but never turns their checks into Solver
             # labels (GenEval-grammar scenes are simpler than real ones: measured to hurt counting).
-            if preset == "agreement":
+            if preset in ("agreement", COMPOSE):
                 policy = replace(policy, check_label_reward=float("inf"))
             _verified_generation(round_idx, scores, specs, policy, decisions, examples)
     # Baselines roll forward round to round; the fine-tune stage owns the "beta:" rows.
@@ -273,6 +297,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
                 "role_states": upsert(db, "role_states", state_rows,
                                       replace_where=f"{where} AND NOT (name LIKE 'beta:%')")}
     metrics = {"questions_kept": sum(d["kept"] for d in decisions if d["item_kind"] == "question"),
+               "compositions_kept": sum(d["kept"] for d in decisions if d["item_kind"] == "composition"),
                "generations_kept": sum(d["kept"] for d in decisions if d["item_kind"] == "generation"),
                "candidates_rejected": sum(d["item_kind"] == "candidate" for d in decisions),
                "examples": len(examples)}

@@ -42,7 +42,7 @@ def stored_examples(db, round_idx: int, role: str) -> list[TrainingExample]:
     frame = read(db, "training_examples", where=f"round_idx = {round_idx} AND role = '{role}'")
     frame = frame.sort_values("example_id")
     out = []
-    for table, key in (("images", "image_id"), ("generations", "generation_id")):
+    for table, key in (("images", "image_id"), ("generations", "generation_id"), ("compositions", "composition_id")):
         part = frame[frame["image_table"] == table]
         images = images_by_id(db, table, key, part["image_key"].tolist())
         for row, image in zip(part.to_dict("records"), images):

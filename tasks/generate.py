@@ -5,6 +5,11 @@ Writes `specs` (raw text, prompt, checks, Q_spec, attempts, alignment, the Solve
 source image, why it was accepted or not) and `generations` (a PNG per sample). Only accepted
 specs are drawn.
 
+Targeted specs (the compose preset, understanding -> generation): `targeted_specs` more prompts per round
+aimed at the categories the Generator is weakest in (colour attribution, position, counting, two objects),
+each with the checks its words imply and `targeted_per_prompt` samples, so that correct images exist among
+them; the score stage's Solver checks pick them (rejection sampling). They have no source image.
+
 Sharded by source image: `generate_shard` writes, gates and draws the specs of one shard's images
 (per-image and per-spec seeds) and stages its rows; `generate_images` merges and upserts them.
 """
@@ -12,6 +17,7 @@ Sharded by source image: `generate_shard` writes, gates and draws the specs of o
 from __future__ import annotations
 
 import json
+import random
 
 from models.protocol import SolveRequest
 from storage.image_files import encode_png
@@ -26,8 +32,33 @@ from tasks.logic.shards import chunks, in_shard, item_seed
 from tasks.round_inputs import backbone_for, images_by_id, round_image_ids, shard_result
 from tasks.stage import stage_task
 from tasks.stage_result import ShardResult, StageResult
+from world import language
 
 SOURCE_CHECK_ANSWERS = 3
+TARGET_CATEGORIES = ("color_attr", "position", "counting", "two_object")
+
+
+def targeted_spec_rows(round_idx: int, n_specs: int, seed: int) -> list[dict]:
+    """`n_specs` prompts cycling over TARGET_CATEGORIES, each written as a spec with its implied checks."""
+    rng = random.Random(f"targeted:{seed}:{round_idx}")
+    rows = []
+    for k in range(n_specs):
+        prompt = language.sample_prompt(rng, TARGET_CATEGORIES[k % len(TARGET_CATEGORIES)]).text
+        raw = " | ".join([prompt] + [f"{q} = {a}" for q, a in language.checks_for_prompt(prompt)])
+        spec = parse_spec(raw)
+        rows.append({"spec_id": f"r{round_idx}:t{k}", "round_idx": round_idx, "image_id": "", "raw_text": raw,
+                     "prompt": spec.prompt, "checks_json": json.dumps(spec.checks), "n_checks": len(spec.checks),
+                     "q_spec": spec.quality, "attempts": 0, "alignment": 1.0, "source_answers_json": "[]",
+                     "accept_reason": "targeted", "valid": True})
+    return rows
+
+
+def _drawn(backbone, round_idx, specs, n_per_prompt, temperature, seed) -> list[dict]:
+    drawn = backbone.generate_images([r["prompt"] for r in specs], n_per_prompt, temperature,
+                                     seed=[item_seed(seed * 1000 + round_idx + 31, r["spec_id"]) for r in specs])
+    return [{"generation_id": f"{spec['spec_id']}:g{l}", "spec_id": spec["spec_id"], "round_idx": round_idx,
+             "sample_idx": l, "prompt": spec["prompt"], "png": encode_png(image)}
+            for spec, group in zip(specs, drawn) for l, image in enumerate(group)]
 
 
 def _attempt(backbone, image_ids, images, temperature: float, seed: int) -> list[dict]:
@@ -60,17 +91,24 @@ def _attempt(backbone, image_ids, images, temperature: float, seed: int) -> list
 @stage_task("generate-shard", "generate-images-shard")
 def generate_shard(round_idx: int, checkpoint_uri: str, source: str, n_images: int, shard_idx: int = 0,
                    n_shards: int = 1, n_per_prompt: int = 3, temperature: float = 1.0, seed: int = 0,
-                   max_retries: int = MAX_RETRIES, chunk_images: int = 1024) -> ShardResult:
+                   max_retries: int = MAX_RETRIES, chunk_images: int = 1024, targeted_specs: int = 0,
+                   targeted_per_prompt: int = 8) -> ShardResult:
     settings = Settings.from_env()
     db = connect(settings)
     mine = in_shard(round_image_ids(db, source, n_images, round_idx, seed), shard_idx, n_shards)
-    backbone = backbone_for(checkpoint_uri, settings) if mine else None
+    every_targeted = targeted_spec_rows(round_idx, targeted_specs, seed)
+    own = set(in_shard([r["spec_id"] for r in every_targeted], shard_idx, n_shards))
+    targeted = [r for r in every_targeted if r["spec_id"] in own]
+    backbone = backbone_for(checkpoint_uri, settings) if mine or targeted else None
     spec_rows, generation_rows = [], []
     for chunk in chunks(mine, chunk_images):
         specs, gens = _generate_chunk(backbone, round_idx, list(chunk), images_by_id(db, "images", "image_id",
                                       list(chunk)), n_per_prompt, temperature, seed, max_retries)
         spec_rows += specs
         generation_rows += gens
+    for chunk in chunks(targeted, chunk_images):
+        spec_rows += list(chunk)
+        generation_rows += _drawn(backbone, round_idx, list(chunk), targeted_per_prompt, temperature, seed)
     write_shard(settings, round_idx, "generate", "specs", shard_idx, n_shards, spec_rows)
     write_shard(settings, round_idx, "generate", "generations", shard_idx, n_shards, generation_rows)
     return shard_result("generate", round_idx, shard_idx, n_shards, len(generation_rows))
@@ -97,14 +135,7 @@ def _generate_chunk(backbone, round_idx, image_ids, images, n_per_prompt, temper
                           "alignment": best["alignment"], "source_answers_json": json.dumps(best["answers"]),
                           "accept_reason": best["reason"], "valid": best["ok"]})
     accepted = [r for r in spec_rows if r["valid"]]
-    drawn = backbone.generate_images([r["prompt"] for r in accepted], n_per_prompt, temperature,
-                                     seed=[item_seed(seed * 1000 + round_idx + 31, r["spec_id"]) for r in accepted])
-    generation_rows = [
-        {"generation_id": f"{spec['spec_id']}:g{l}", "spec_id": spec["spec_id"], "round_idx": round_idx,
-         "sample_idx": l, "prompt": spec["prompt"], "png": encode_png(image)}
-        for spec, group in zip(accepted, drawn) for l, image in enumerate(group)
-    ]
-    return spec_rows, generation_rows
+    return spec_rows, _drawn(backbone, round_idx, accepted, n_per_prompt, temperature, seed)
 
 
 @stage_task("generate", "generate-images")
@@ -114,14 +145,16 @@ def generate_images(round_idx: int, n_shards: int = 1, shards: list[ShardResult]
     db = connect(settings)
     spec_rows = merged_rows(settings, round_idx, "generate", "specs", n_shards, "spec_id")
     generation_rows = merged_rows(settings, round_idx, "generate", "generations", n_shards, "generation_id")
-    accepted = [r for r in spec_rows if r["valid"]]
     where = f"round_idx = {round_idx}"
     versions = {"specs": upsert(db, "specs", spec_rows, replace_where=where),
                 "generations": upsert(db, "generations", generation_rows, replace_where=where)}
-    n = max(1, len(spec_rows))
-    metrics = {"specs": len(spec_rows), "specs_valid": len(accepted), "spec_valid_share": len(accepted) / n,
-               "mean_q_spec": sum(r["q_spec"] for r in spec_rows) / n,
-               "mean_alignment": sum(r["alignment"] for r in spec_rows) / n,
-               "mean_attempts": sum(r["attempts"] for r in spec_rows) / n,
-               "generations": len(generation_rows), "distinct_prompts": len({r["prompt"] for r in accepted})}
+    proposed = [r for r in spec_rows if r["accept_reason"] != "targeted"]  # the Proposer's own specs
+    accepted = [r for r in proposed if r["valid"]]
+    n = max(1, len(proposed))
+    metrics = {"specs": len(proposed), "specs_valid": len(accepted), "spec_valid_share": len(accepted) / n,
+               "mean_q_spec": sum(r["q_spec"] for r in proposed) / n,
+               "mean_alignment": sum(r["alignment"] for r in proposed) / n,
+               "mean_attempts": sum(r["attempts"] for r in proposed) / n,
+               "generations": len(generation_rows), "distinct_prompts": len({r["prompt"] for r in accepted}),
+               "targeted_specs": len(spec_rows) - len(proposed)}
     return StageResult("generate", round_idx, versions, len(generation_rows), metrics)

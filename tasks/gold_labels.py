@@ -7,6 +7,9 @@ questions and generations with these labels, to measure how much any label sourc
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 from storage.image_files import decode_png
 from storage.tables import read, sql_quote
 from world import language, parser, splits
@@ -44,4 +47,29 @@ def correct_generations(db, round_idx: int) -> dict[str, bool]:
             out[row.generation_id] = parser.check_prompt(decode_png(row.png), row.prompt)
         except ValueError:  # a prompt outside the world's grammar has no parser verdict
             out[row.generation_id] = False
+    return out
+
+
+def composed_truths(db, round_idx: int) -> dict[str, object]:
+    """composition_id -> the true scene of a recomposed image: the source's hidden objects moved to the cells the
+    compose stage put their tiles in (None when the source has no hidden scene)."""
+    from world.scenes import Scene
+
+    rows = read(db, "compositions", where=f"round_idx = {round_idx}",
+                columns=["composition_id", "image_id", "placement_json"])
+    if rows.empty:
+        return {}
+    ids = sorted(set(rows["image_id"]))
+    frame = read(db, "images", columns=["image_id", "source_uri"],
+                 where=f"image_id IN ({', '.join(sql_quote(i) for i in ids)})")
+    scenes = {i: scene_of_source(u) for i, u in zip(frame["image_id"], frame["source_uri"])}
+    out = {}
+    for row in rows.itertuples():
+        scene = scenes.get(row.image_id)
+        if scene is None:
+            out[row.composition_id] = None
+            continue
+        at = {o.cell: o for o in scene.objects}
+        moved = [replace(at[src], cell=dst) for src, dst in json.loads(row.placement_json) if src in at]
+        out[row.composition_id] = Scene(tuple(sorted(moved, key=lambda o: o.cell)))
     return out

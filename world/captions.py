@@ -5,6 +5,7 @@ from collections import Counter
 from typing import Iterable
 
 from world.scenes import COLORS, SHAPES, Scene
+from world.text_normalization import normalize_text
 from world.vocabulary import NUMBER_WORDS, noun, number_word
 
 _COLOR_ORDER = {c: i for i, c in enumerate(COLORS)}
@@ -29,3 +30,15 @@ def caption_of(pairs: Iterable[tuple[str, str]], n_malformed: int = 0) -> str:
 
 def caption(scene: Scene) -> str:
     return caption_of((o.color, o.shape) for o in scene.objects)
+
+
+def single_object(text: str) -> tuple[str, str] | None:
+    """(colour, shape) when `text` is the caption of exactly one object, else None.
+
+    >>> single_object("one red circle"), single_object("two red circles")
+    (('red', 'circle'), None)
+    """
+    words = normalize_text(text).split()
+    if len(words) == 3 and words[0] == "one" and words[1] in COLORS and words[2] in SHAPES:
+        return words[1], words[2]
+    return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-EVOLVING_ARMS = ("paper", "verified", "agreement")  # label-free presets; never the gold-label ceiling
+EVOLVING_ARMS = ("paper", "verified", "agreement", "compose")  # label-free presets; never the gold-label ceiling
 GOLD_ARM = "gold-ceiling"
 
 

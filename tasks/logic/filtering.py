@@ -78,7 +78,9 @@ def check_label_decision(reward: float, contradiction: float, q_spec: float,
 # "gold-ceiling" is not a method: it gives the round's own items the world's true labels (evaluation only),
 # so a report can say what share of that ceiling each label-free preset recovers.
 GOLD_CEILING = "gold-ceiling"
-PRESETS = ("paper", "verified", "agreement", GOLD_CEILING)
+# "compose": the Solver learns scenes recomposed from its own named tiles (tasks/logic/tile_composition.py).
+COMPOSE = "compose"
+PRESETS = ("paper", "verified", "agreement", COMPOSE, GOLD_CEILING)
 
 
 def proposer_group_rewards(candidates: list[dict]) -> list[tuple[float, str]]:

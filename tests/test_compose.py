@@ -1,0 +1,163 @@
+"""The compose label source: tiles of unlabeled images, named by the Solver, recomposed into new labelled scenes.
+
+Pure tile functions with hand-made arrays; labels of a recomposition equal the oracle on the moved true scene when
+the names are right; non-tiled images are refused with one line; a tiny `compose` round trains the Solver on the
+recomposed scenes only, and the audit judges them."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from storage.image_files import decode_png
+from storage.settings import Settings
+from storage.tables import connect, read
+from tasks.compose import compose_scenes, composition_rows
+from tasks.generate import TARGET_CATEGORIES, targeted_spec_rows
+from tasks.ingest import ingest_source
+from tasks.logic.tile_composition import (
+    agreed_name,
+    background_of,
+    join_tiles,
+    placed_tiles,
+    probe_cells,
+    split_tiles,
+    tile_key,
+)
+from tests.conftest import SHIPPED_BASE
+from world import language, parser
+from world.render import render
+from world.scenes import GRID, Scene, SceneObject
+
+
+def test_split_and_join_are_inverse_and_row_major():
+    image = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    tiles = split_tiles(image, 2)
+    assert tiles.shape == (4, 2, 3, 3)
+    assert (tiles[1] == image[0:2, 3:6]).all() and (tiles[2] == image[2:4, 0:3]).all()
+    assert (join_tiles(tiles, 2) == image).all()
+    with pytest.raises(ValueError, match="does not split"):
+        split_tiles(np.zeros((5, 4, 3), np.uint8), 2)
+
+
+def test_background_is_the_modal_tile_with_its_share():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0:2, 0:2] = 7
+    background, share = background_of([a, b], 2)
+    assert int(background.max()) == 0 and share == 7 / 8
+
+
+def test_placed_tiles_puts_each_tile_in_its_cell_and_refuses_repeats():
+    bg, obj = np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 3), 5, np.uint8)
+    grid = placed_tiles([obj], [3], bg, 2)
+    assert [int(t.max()) for t in grid] == [0, 0, 0, 5]
+    with pytest.raises(ValueError, match="repeat"):
+        placed_tiles([obj, obj], [1, 1], bg, 2)
+
+
+def test_names_need_every_probe_to_agree_on_one_object():
+    assert agreed_name([("red", "circle")] * 3) == ("red", "circle")
+    assert agreed_name([("red", "circle"), None, ("red", "circle")]) is None
+    assert agreed_name([("red", "circle"), ("blue", "circle")]) is None
+    assert agreed_name([]) is None
+    assert len(set(probe_cells(4))) == 3 and all(0 <= c < 16 for c in probe_cells(4))
+
+
+def _scene():
+    return Scene((SceneObject("circle", "red", 6, 1, 0, 0), SceneObject("square", "blue", 5, 6, 1, 1),
+                  SceneObject("triangle", "green", 7, 12, 0, 0)))
+
+
+def test_recomposed_labels_equal_the_oracle_on_the_moved_true_scene():
+    scene = _scene()
+    image = render(scene)
+    bg = split_tiles(image, GRID)[0]
+    names = {tile_key(split_tiles(image, GRID)[o.cell]): (o.color, o.shape) for o in scene.objects}
+    rows = composition_rows(0, "img", image, tile_key(bg), names, bg, per_image=3, questions_per_scene=8, seed=1)
+    assert len(rows) == 3 and len({r["composition_id"] for r in rows}) == 3
+    families = set()
+    for row in rows:
+        composed = decode_png(row["png"])
+        placement = json.loads(row["placement_json"])
+        assert sorted(src for src, _ in placement) == [1, 6, 12]
+        at = {o.cell: o for o in scene.objects}
+        moved = Scene(tuple(SceneObject(at[s].shape, at[s].color, at[s].size, d, at[s].jx, at[s].jy)
+                            for s, d in placement))
+        assert (composed == render(moved)).all()  # the tiles really moved, pixel for pixel
+        assert parser.parsed_caption(composed) == language.caption(moved) == row["caption"]
+        for question, label, family in json.loads(row["questions_json"]):
+            assert label == language.oracle_answer(moved, question)
+            families.add(family)
+    assert "relation" in families
+
+
+def test_an_image_with_an_unnamed_tile_is_not_recomposed():
+    scene = _scene()
+    image = render(scene)
+    bg = split_tiles(image, GRID)[0]
+    tiles = split_tiles(image, GRID)
+    names = {tile_key(tiles[1]): ("red", "circle"), tile_key(tiles[6]): None}
+    assert composition_rows(0, "img", image, tile_key(bg), names, bg, 2, 8, 0) == []
+
+
+def test_targeted_specs_cycle_the_weak_categories_with_their_implied_checks():
+    rows = targeted_spec_rows(2, 8, seed=0)
+    assert [r["spec_id"] for r in rows] == [f"r2:t{k}" for k in range(8)]
+    categories = [language.parse_prompt(r["prompt"]).category for r in rows]
+    assert categories == list(TARGET_CATEGORIES) * 2
+    for r in rows:
+        assert [tuple(c) for c in json.loads(r["checks_json"])] == language.checks_for_prompt(r["prompt"])
+        assert r["valid"] and r["q_spec"] >= 0.35 and r["image_id"] == ""
+    assert targeted_spec_rows(2, 8, seed=0) == rows and targeted_spec_rows(3, 8, seed=0) != rows
+
+
+def test_images_that_are_not_tiled_scenes_are_refused_before_anything_is_written(asg_home, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    ingest_source(str(folder), image_size=32)
+    with pytest.raises(ValueError, match=r"not tiled scenes .* use another preset"):
+        compose_scenes.fn(0, str(SHIPPED_BASE), str(folder), 6)
+    db = connect(Settings.from_env())
+    assert read(db, "compositions").empty and read(db, "tile_names").empty
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_compose_round_trains_the_solver_on_recomposed_scenes_only(asg_home):
+    from flows.round import RoundConfig, round_flow
+
+    config = RoundConfig(source="world://unlabeled?n=16&seed=5", n_images=16, n_candidates=2, n_samples=3,
+                         n_per_prompt=2, n_check_answers=2, finetune_steps={"solver": 3, "proposer": 2, "generator": 3},
+                         batch_size=8, seed_scenes=20, evaluation="none", accept_reward=0.3, preset="compose",
+                         targeted_specs=4, targeted_per_prompt=3)
+    result = round_flow(0, str(SHIPPED_BASE), config)
+    db = connect(Settings.from_env())
+    tiles, comps = read(db, "tile_names"), read(db, "compositions")
+    assert len(tiles) == result["compose.tiles_distinct"] > 0
+    assert result["compose.tiles_named_share"] == pytest.approx(tiles["named"].mean())
+    assert len(comps) == result["compose.compositions"] == 2 * comps["image_id"].nunique() > 0
+    solver = read(db, "training_examples", where="role = 'solver'")
+    assert set(solver["image_table"]) == {"compositions"}  # no majority label of a pool image
+    n_questions = sum(len(json.loads(q)) for q in comps["questions_json"])
+    assert (solver["kind"] == "vqa").sum() == n_questions and (solver["kind"] == "caption").sum() == len(comps)
+    assert result["finetune.solver_examples"] == len(solver)
+    # The audit judges the composed labels against the hidden scenes; they beat the Solver's own answers.
+    assert result["diagnose.audit.all.composition.items"] == n_questions
+    assert result["diagnose.audit.all.composition.label_accuracy"] > result[
+        "diagnose.audit.all.composition.greedy_accuracy"]
+    assert result["diagnose.solver_target_accuracy"] >= 0.85
+    # Targeted specs: drawn best-of-3 with no source image, never written up as the Proposer's own specs.
+    specs, gens = read(db, "specs"), read(db, "generations")
+    targeted = specs[specs["accept_reason"] == "targeted"]
+    assert len(targeted) == result["generate.targeted_specs"] == 4 and (targeted["image_id"] == "").all()
+    assert gens["spec_id"].isin(targeted["spec_id"]).sum() == 4 * 3
+    proposer = read(db, "training_examples", where="role = 'proposer' AND kind = 'spec'")
+    assert not proposer["source_id"].isin(targeted["spec_id"]).any()
+    # Rerunning the round leaves the same rows (keys are deterministic).
+    round_flow(0, str(SHIPPED_BASE), config)
+    again = read(db, "compositions")
+    assert sorted(again["composition_id"]) == sorted(comps["composition_id"])
