@@ -57,8 +57,11 @@ class RoundConfig(BaseModel):
                              " the Generator its Solver-verified images, with seed replay; gold-ceiling: "
                              "NOT a method, the same items with the world's true labels (the ceiling of any source)")
     compose_per_image: int = Field(2, ge=1, description="compose preset: recomposed scenes per unlabeled image")
-    targeted_specs: int = Field(400, ge=0, description="compose preset: extra specs per round aimed at the weakest "
-                                                       "GenEval categories, drawn best-of-`targeted_per_prompt`")
+    compose_relation_questions: int = Field(0, ge=0, description="compose preset: extra relation questions per "
+                                                                 "recomposed scene (beside 8 over all families)")
+    targeted_share: float = Field(0.4, ge=0, description="compose preset: extra specs aimed at the weakest GenEval "
+                                  "categories, per round image (0.4: 400 for 1,000 images), drawn best-of-"
+                                  "`targeted_per_prompt`")
     targeted_per_prompt: int = Field(8, ge=1, description="compose preset: samples per targeted spec")
     mode: Literal["joint", "understanding", "generation"] = Field(
         "joint", description="ablation: collect and train only the understanding or only the generation side")
@@ -126,7 +129,7 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list
     stages = [_merged(ingest_images(config.source, n, ingested), ingested)]
     if config.mode != "generation" and config.preset == "compose":
         stages.append(compose_scenes(round_idx, checkpoint, config.source, config.n_images, config.seed,
-                                     config.compose_per_image))
+                                     config.compose_per_image, relation_questions=config.compose_relation_questions))
     if config.mode != "generation":
         proposed = fan_out(propose_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, source=config.source,
                            n_images=config.n_images, n_candidates=config.n_candidates,
@@ -142,7 +145,8 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list
         drawn = fan_out(generate_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, source=config.source,
                         n_images=config.n_images, n_per_prompt=config.n_per_prompt,
                         temperature=config.temperature, seed=config.seed,
-                        targeted_specs=config.targeted_specs if config.preset == "compose" else 0,
+                        targeted_specs=round(config.targeted_share * config.n_images) if config.preset == "compose"
+                        else 0,
                         targeted_per_prompt=config.targeted_per_prompt)
         stages.append(_merged(generate_images(round_idx, n, drawn), drawn))
         scored = fan_out(score_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint,

@@ -68,8 +68,12 @@ def _perceived_scene(names: list[tuple[str, str]], cells: list[int]) -> Scene:
 
 def composition_rows(round_idx: int, image_id: str, image: np.ndarray, background_key: str,
                      names: dict[str, tuple[str, str] | None], background: np.ndarray, per_image: int,
-                     questions_per_scene: int, seed: int) -> list[dict]:
-    """The composed images of one source image (none when any object tile has no name)."""
+                     questions_per_scene: int, seed: int, relation_questions: int = 0) -> list[dict]:
+    """The composed images of one source image (none when any object tile has no name).
+
+    Each gets `questions_per_scene` questions drawn over the families, plus up to `relation_questions` more
+    relation questions: their labels are exact by construction where the names are right, and relations are
+    what the Solver knows least (chance) and every other source labels worst."""
     tiles = split_tiles(image, GRID)
     objects = [(cell, tile) for cell, tile in enumerate(tiles) if tile_key(tile) != background_key]
     if not objects or any(names.get(tile_key(t)) is None for _, t in objects):
@@ -82,6 +86,9 @@ def composition_rows(round_idx: int, image_id: str, image: np.ndarray, backgroun
         scene = _perceived_scene(own_names, cells)
         composed = join_tiles(placed_tiles([t for _, t in objects], cells, background, GRID), GRID)
         items = language.questions_for_scene(scene, rng, questions_per_scene)
+        asked = {it.question for it in items}
+        items += [it for it in language.questions_for_scene(scene, rng, 64)
+                  if it.family == "relation" and it.question not in asked][:relation_questions]
         rows.append({"composition_id": f"r{round_idx}:{image_id}:c{j}", "round_idx": round_idx,
                      "image_id": image_id,
                      "placement_json": json.dumps([[src, dst] for (src, _), dst in zip(objects, cells)]),
@@ -94,7 +101,7 @@ def composition_rows(round_idx: int, image_id: str, image: np.ndarray, backgroun
 
 @stage_task("compose", "compose-scenes")
 def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: int, seed: int = 0,
-                   per_image: int = 2, questions_per_scene: int = 8) -> StageResult:
+                   per_image: int = 2, questions_per_scene: int = 8, relation_questions: int = 0) -> StageResult:
     settings = Settings.from_env()
     db = connect(settings)
     ids = round_image_ids(db, source, n_images, round_idx, seed)
@@ -114,7 +121,7 @@ def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: i
                  for k, v in sorted(named.items())]
     rows = [r for image_id, image in zip(ids, images)
             for r in composition_rows(round_idx, image_id, image, bg_key, names, background, per_image,
-                                      questions_per_scene, seed)]
+                                      questions_per_scene, seed, relation_questions)]
     requests = [SolveRequest(r["_image"], q, "canonical", 0.0, 1.0)
                 for r in rows for q, _, _ in json.loads(r["questions_json"])]
     greedy = iter(backbone.solve(requests, seed=seed) if requests else [])

@@ -24,6 +24,7 @@ from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalize
 from models.vocabulary import FRAMINGS
 from tasks.logic.filtering import (
     COMPOSE,
+    COMPOSE_JUDGED_KINDS,
     GOLD_CEILING,
     PRESETS,
     FilterPolicy,
@@ -120,10 +121,16 @@ def _verified_understanding(round_idx, items, policy, decisions, examples):
         _imitate_majority(round_idx, item, kept, reason, decisions, examples)
 
 
-def _verified_generation(round_idx, scores, specs, policy, decisions, examples):
+def _verified_generation(round_idx, scores, specs, policy, decisions, examples, judged_kinds=None):
+    """Imitate the best Solver-accepted image of each spec. With `judged_kinds`, only specs whose every check is of
+    a kind the Solver can judge (from the check's text): the compose preset leaves out relation checks, which
+    the Solver answers at chance, so an accepted position image is no more often right than any sample."""
     best = set(scores.loc[scores.groupby("spec_id")["reward"].idxmax(), "generation_id"]) if len(scores) else set()
     for row in scores.to_dict("records"):
         kept, reason = generation_decision(row["reward"], row["generation_id"] in best, row["q_spec"], policy)
+        checks = json.loads(specs[row["spec_id"]]["checks_json"])
+        if kept and judged_kinds is not None and any(question_kind(q) not in judged_kinds for q, _ in checks):
+            kept, reason = False, "check-not-judged"
         decisions.append(_decision(round_idx, row["generation_id"], "generation", kept, reason))
         spec = specs[row["spec_id"]]
         gid = row["generation_id"]
@@ -286,7 +293,8 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
             # labels (GenEval-grammar scenes are simpler than real ones: measured to hurt counting).
             if preset in ("agreement", COMPOSE):
                 policy = replace(policy, check_label_reward=float("inf"))
-            _verified_generation(round_idx, scores, specs, policy, decisions, examples)
+            judged = COMPOSE_JUDGED_KINDS if preset == COMPOSE else None
+            _verified_generation(round_idx, scores, specs, policy, decisions, examples, judged)
     # Baselines roll forward round to round; the fine-tune stage owns the "beta:" rows.
     carried = {k: v for k, v in {**states, **new_states}.items() if not k.startswith("beta:")}
     state_rows = [{"state_id": f"r{round_idx}:{k}", "round_idx": round_idx, "name": k, "value": v}

@@ -113,6 +113,28 @@ def test_targeted_specs_cycle_the_weak_categories_with_their_implied_checks():
     assert targeted_spec_rows(2, 8, seed=0) == rows and targeted_spec_rows(3, 8, seed=0) != rows
 
 
+def test_compose_imitates_no_image_accepted_on_relation_checks_the_solver_cannot_judge():
+    import pandas as pd
+
+    from tasks.filter import _verified_generation
+    from tasks.logic.filtering import COMPOSE_JUDGED_KINDS, FilterPolicy
+
+    specs = {"p": {"prompt": "a circle left of a square", "image_id": "",
+                   "checks_json": json.dumps(language.checks_for_prompt("a circle left of a square"))},
+             "c": {"prompt": "a red circle and a blue square", "image_id": "",
+                   "checks_json": json.dumps(language.checks_for_prompt("a red circle and a blue square"))}}
+    scores = pd.DataFrame([{"generation_id": f"{k}:g0", "spec_id": k, "reward": 0.9, "q_spec": 0.6,
+                            "contradiction": 0.0} for k in specs])
+    decisions, examples = [], []
+    no_check_labels = FilterPolicy(check_label_reward=float("inf"))  # as the compose preset runs it
+    _verified_generation(0, scores, specs, no_check_labels, decisions, examples, COMPOSE_JUDGED_KINDS)
+    assert {d["item_id"]: d["reason"] for d in decisions} == {"p:g0": "check-not-judged", "c:g0": "accepted"}
+    assert [e["source_id"] for e in examples] == ["c:g0"]  # no Proposer example either: the spec is targeted
+    decisions, examples = [], []
+    _verified_generation(0, scores, specs, no_check_labels, decisions, examples)  # other presets: unchanged
+    assert all(d["kept"] for d in decisions)
+
+
 def test_images_that_are_not_tiled_scenes_are_refused_before_anything_is_written(asg_home, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -133,7 +155,7 @@ def test_a_compose_round_trains_the_solver_on_recomposed_scenes_only(asg_home):
     config = RoundConfig(source="world://unlabeled?n=16&seed=5", n_images=16, n_candidates=2, n_samples=3,
                          n_per_prompt=2, n_check_answers=2, finetune_steps={"solver": 3, "proposer": 2, "generator": 3},
                          batch_size=8, seed_scenes=20, evaluation="none", accept_reward=0.3, preset="compose",
-                         targeted_specs=4, targeted_per_prompt=3)
+                         targeted_share=0.25, targeted_per_prompt=3)
     result = round_flow(0, str(SHIPPED_BASE), config)
     db = connect(Settings.from_env())
     tiles, comps = read(db, "tile_names"), read(db, "compositions")
