@@ -74,28 +74,29 @@ def composition_rows(round_idx: int, image_id: str, image: np.ndarray, backgroun
     Each gets `questions_per_scene` questions drawn over the families, plus up to `relation_questions` more
     relation questions: their labels are exact by construction where the names are right, and relations are
     what the Solver knows least (chance) and every other source labels worst."""
-    tiles = split_tiles(image, GRID)
-    objects = [(cell, tile) for cell, tile in enumerate(tiles) if tile_key(tile) != background_key]
-    if not objects or any(names.get(tile_key(t)) is None for _, t in objects):
+    objects = [(cell, tile, key) for cell, tile in enumerate(split_tiles(image, GRID))
+               if (key := tile_key(tile)) != background_key]
+    if not objects or any(names.get(key) is None for _, _, key in objects):
         return []
     rng = random.Random(f"compose:{seed}:{round_idx}:{image_id}")
     rows = []
     for j in range(per_image):
         cells = new_cells(len(objects), GRID, rng)
-        own_names = [names[tile_key(t)] for _, t in objects]
+        own_names = [names[key] for _, _, key in objects]
         scene = _perceived_scene(own_names, cells)
-        composed = join_tiles(placed_tiles([t for _, t in objects], cells, background, GRID), GRID)
+        composed = join_tiles(placed_tiles([t for _, t, _ in objects], cells, background, GRID), GRID)
         items = language.questions_for_scene(scene, rng, questions_per_scene)
         asked = {it.question for it in items}
         items += [it for it in language.questions_for_scene(scene, rng, 64)
                   if it.family == "relation" and it.question not in asked][:relation_questions]
         rows.append({"composition_id": f"r{round_idx}:{image_id}:c{j}", "round_idx": round_idx,
                      "image_id": image_id,
-                     "placement_json": json.dumps([[src, dst] for (src, _), dst in zip(objects, cells)]),
+                     "placement_json": json.dumps([[src, dst] for (src, _, _), dst in zip(objects, cells)]),
                      "objects_json": json.dumps([[c, s, cell] for (c, s), cell in zip(own_names, cells)]),
                      "caption": language.caption(scene),
                      "questions_json": json.dumps([[it.question, it.answer, it.family] for it in items]),
-                     "greedy_json": "[]", "png": encode_png(composed), "_image": composed})
+                     "greedy_json": "[]", "png": encode_png(composed), "_image": composed,
+                     "_questions": [it.question for it in items]})
     return rows
 
 
@@ -111,7 +112,11 @@ def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: i
         raise ValueError(f"compose preset: the images of {source} are not tiled scenes (the most common tile "
                          f"fills {share:.0%} of cells, below {MIN_BACKGROUND_SHARE:.0%}); use another preset")
     bg_key = tile_key(background)
-    distinct = {tile_key(t): t for image in images for t in split_tiles(image, GRID) if tile_key(t) != bg_key}
+    distinct: dict[str, np.ndarray] = {}
+    for image in images:
+        for tile in split_tiles(image, GRID):
+            distinct.setdefault(tile_key(tile), tile)
+    distinct.pop(bg_key)
     backbone = backbone_for(checkpoint_uri, settings)
     named = _named_tiles(backbone, distinct, background)
     names = {k: v["name"] for k, v in named.items()}
@@ -122,17 +127,16 @@ def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: i
     rows = [r for image_id, image in zip(ids, images)
             for r in composition_rows(round_idx, image_id, image, bg_key, names, background, per_image,
                                       questions_per_scene, seed, relation_questions)]
-    requests = [SolveRequest(r["_image"], q, "canonical", 0.0, 1.0)
-                for r in rows for q, _, _ in json.loads(r["questions_json"])]
+    requests = [SolveRequest(r["_image"], q, "canonical", 0.0, 1.0) for r in rows for q in r["_questions"]]
     greedy = iter(backbone.solve(requests, seed=seed) if requests else [])
+    n_questions = len(requests)
     for r in rows:
-        r["greedy_json"] = json.dumps([normalize_answer(next(greedy).text) for _ in json.loads(r["questions_json"])])
+        r["greedy_json"] = json.dumps([normalize_answer(next(greedy).text) for _ in r.pop("_questions")])
         del r["_image"]
     where = f"round_idx = {round_idx}"
     versions = {"tile_names": upsert(db, "tile_names", tile_rows, replace_where=where),
                 "compositions": upsert(db, "compositions", rows, replace_where=where)}
     composable = len({r["image_id"] for r in rows})
-    n_questions = sum(len(json.loads(r["questions_json"])) for r in rows)
     metrics = {"background_share": share, "tiles_distinct": len(distinct),
                "tiles_named_share": sum(v is not None for v in names.values()) / max(1, len(names)),
                "images_composable_share": composable / max(1, len(ids)), "compositions": len(rows),

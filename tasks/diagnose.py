@@ -139,14 +139,10 @@ def _generation_audit_records(db, round_idx: int, accept_reward: float) -> list[
     return records
 
 
-def _composition_audit_records(db, round_idx: int, truths: dict) -> list[dict]:
+def _composition_audit_records(compositions, truths: dict) -> list[dict]:
     """The labels of recomposed scenes (compose stage), judged on the source's hidden objects moved as placed."""
-    if not truths:
-        return []
-    rows = read(db, "compositions", where=f"round_idx = {round_idx}",
-                columns=["composition_id", "questions_json", "greedy_json"])
     records = []
-    for row in rows.itertuples():
+    for row in compositions.itertuples():
         scene = truths.get(row.composition_id)
         if scene is None:
             continue
@@ -157,13 +153,10 @@ def _composition_audit_records(db, round_idx: int, truths: dict) -> list[dict]:
     return records
 
 
-def _composition_metrics(db, round_idx: int, truths: dict) -> dict[str, float]:
+def _composition_metrics(compositions, truths: dict) -> dict[str, float]:
     """How often a composed image's named objects are what its tiles really show."""
-    if not truths:
-        return {}
-    rows = read(db, "compositions", where=f"round_idx = {round_idx}", columns=["composition_id", "objects_json"])
     flags = []
-    for row in rows.itertuples():
+    for row in compositions.itertuples():
         scene = truths.get(row.composition_id)
         if scene is not None:
             true_at = {o.cell: (o.color, o.shape) for o in scene.objects}
@@ -179,7 +172,7 @@ def _oracle_or_none(scene, question: str) -> str | None:
         return None
 
 
-def _solver_target_metrics(db, round_idx: int) -> dict[str, float]:
+def _solver_target_metrics(db, round_idx: int, composed: dict) -> dict[str, float]:
     """How often the labels the Solver is actually trained on (positive weight) are true, whatever the preset."""
     frame = read(db, "training_examples", where=f"round_idx = {round_idx} AND role = 'solver' AND kind = 'vqa' "
                                                f"AND weight > 0")
@@ -200,19 +193,16 @@ def _solver_target_metrics(db, round_idx: int) -> dict[str, float]:
                 scenes[r["image_key"]] = parser.parsed_scene(decode_png(pngs[r["image_key"]]))
             scene = scenes[r["image_key"]]
             flags.append(scene is not None and _oracle_or_none(scene, r["prompt"]) == normalize_answer(r["target"]))
-    composed = frame[frame["image_table"] == "compositions"]
-    if not composed.empty:
-        truths = composed_truths(db, round_idx)
-        flags += [truths.get(r["image_key"]) is not None
-                  and language.oracle_answer(truths[r["image_key"]], r["prompt"]) == normalize_answer(r["target"])
-                  for r in composed.to_dict("records")]
+    flags += [composed.get(r["image_key"]) is not None
+              and language.oracle_answer(composed[r["image_key"]], r["prompt"]) == normalize_answer(r["target"])
+              for r in frame[frame["image_table"] == "compositions"].to_dict("records")]
     return {"solver_target_accuracy": share(flags), "solver_targets": float(len(flags))}
 
 
-def label_audit(db, round_idx: int, accept_reward: float, composed: dict | None = None) -> list[dict]:
+def label_audit(db, round_idx: int, accept_reward: float, compositions, composed: dict) -> list[dict]:
     """Per question kind and label source: yield, label accuracy, the Solver's accuracy on the same items."""
     records = (_question_audit_records(db, round_idx) + _generation_audit_records(db, round_idx, accept_reward)
-               + _composition_audit_records(db, round_idx, composed or {}))
+               + _composition_audit_records(compositions, composed))
     rows = audit_rows(records)
     for source in sorted({r["source"] for r in records}):
         own = [r for r in records if r["source"] == source]
@@ -223,10 +213,13 @@ def label_audit(db, round_idx: int, accept_reward: float, composed: dict | None 
 @stage_task("diagnose", "diagnose-round")
 def diagnose_round(round_idx: int, accept_reward: float = 0.7) -> StageResult:
     db = connect(Settings.from_env())
-    composed = composed_truths(db, round_idx)
+    compositions = read(db, "compositions", where=f"round_idx = {round_idx}",
+                        columns=["composition_id", "image_id", "placement_json", "objects_json", "questions_json",
+                                 "greedy_json"])
+    composed = composed_truths(db, compositions)
     metrics = {**_question_metrics(db, round_idx), **_generation_metrics(db, round_idx, accept_reward),
-               **_solver_target_metrics(db, round_idx), **_composition_metrics(db, round_idx, composed)}
-    audit = label_audit(db, round_idx, accept_reward, composed)
+               **_solver_target_metrics(db, round_idx, composed), **_composition_metrics(compositions, composed)}
+    audit = label_audit(db, round_idx, accept_reward, compositions, composed)
     for row in audit:
         for field in ("items", "label_accuracy", "greedy_accuracy"):
             metrics[f"audit.{row['kind']}.{row['source']}.{field}"] = float(row[field])

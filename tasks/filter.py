@@ -128,11 +128,11 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples, 
     best = set(scores.loc[scores.groupby("spec_id")["reward"].idxmax(), "generation_id"]) if len(scores) else set()
     for row in scores.to_dict("records"):
         kept, reason = generation_decision(row["reward"], row["generation_id"] in best, row["q_spec"], policy)
-        checks = json.loads(specs[row["spec_id"]]["checks_json"])
-        if kept and judged_kinds is not None and any(question_kind(q) not in judged_kinds for q, _ in checks):
+        spec = specs[row["spec_id"]]
+        if kept and judged_kinds is not None and any(question_kind(q) not in judged_kinds
+                                                     for q, _ in json.loads(spec["checks_json"])):
             kept, reason = False, "check-not-judged"
         decisions.append(_decision(round_idx, row["generation_id"], "generation", kept, reason))
-        spec = specs[row["spec_id"]]
         gid = row["generation_id"]
         if kept:
             examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
@@ -289,7 +289,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
 
             _gold_generation(round_idx, scores, specs, correct_generations(db, round_idx), decisions, examples)
         else:
-            # The agreement and compose presets imitate Solver-accepted images but never turns their checks into Solver
+            # The agreement and compose presets imitate Solver-accepted images but never turn their checks into Solver
             # labels (GenEval-grammar scenes are simpler than real ones: measured to hurt counting).
             if preset in ("agreement", COMPOSE):
                 policy = replace(policy, check_label_reward=float("inf"))

@@ -13,6 +13,7 @@ from dataclasses import replace
 from storage.image_files import decode_png
 from storage.tables import read, sql_quote
 from world import language, parser, splits
+from world.scenes import Scene
 
 
 def scene_of_source(source_uri: str):
@@ -50,21 +51,18 @@ def correct_generations(db, round_idx: int) -> dict[str, bool]:
     return out
 
 
-def composed_truths(db, round_idx: int) -> dict[str, object]:
+def composed_truths(db, compositions) -> dict[str, object]:
     """composition_id -> the true scene of a recomposed image: the source's hidden objects moved to the cells the
-    compose stage put their tiles in (None when the source has no hidden scene)."""
-    from world.scenes import Scene
-
-    rows = read(db, "compositions", where=f"round_idx = {round_idx}",
-                columns=["composition_id", "image_id", "placement_json"])
-    if rows.empty:
+    compose stage put their tiles in (None when the source has no hidden scene). `compositions` holds rows of
+    the `compositions` table with at least composition_id, image_id and placement_json."""
+    if compositions.empty:
         return {}
-    ids = sorted(set(rows["image_id"]))
+    ids = sorted(set(compositions["image_id"]))
     frame = read(db, "images", columns=["image_id", "source_uri"],
                  where=f"image_id IN ({', '.join(sql_quote(i) for i in ids)})")
     scenes = {i: scene_of_source(u) for i, u in zip(frame["image_id"], frame["source_uri"])}
     out = {}
-    for row in rows.itertuples():
+    for row in compositions.itertuples():
         scene = scenes.get(row.image_id)
         if scene is None:
             out[row.composition_id] = None
