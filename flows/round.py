@@ -35,6 +35,7 @@ from tasks.report import write_round_report
 from tasks.score import score_generations, score_shard
 from tasks.solve import solve_and_vote, solve_shard
 from tasks.stage_result import ShardResult, StageResult
+from tasks.tile_verify import verify_generations
 from world.evaluation import EvalConfig
 
 
@@ -59,8 +60,8 @@ class RoundConfig(BaseModel):
     compose_per_image: int = Field(2, ge=1, description="compose preset: recomposed scenes per unlabeled image")
     compose_relation_questions: int = Field(0, ge=0, description="compose preset: extra relation questions per "
                                                                  "recomposed scene (beside 8 over all families)")
-    targeted_share: float = Field(0.4, ge=0, description="compose preset: extra specs aimed at the weakest GenEval "
-                                  "categories, per round image (0.4: 400 for 1,000 images), drawn best-of-"
+    targeted_share: float = Field(0.6, ge=0, description="compose preset: extra specs aimed at the weakest GenEval "
+                                  "categories, per round image (0.6: 600 for 1,000 images), drawn best-of-"
                                   "`targeted_per_prompt`")
     targeted_per_prompt: int = Field(8, ge=1, description="compose preset: samples per targeted spec")
     mode: Literal["joint", "understanding", "generation"] = Field(
@@ -153,6 +154,8 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list
                          n_answers=config.n_check_answers, seed=config.seed, use_fidelity=config.use_fidelity,
                          use_cycle=config.use_cycle)
         stages.append(_merged(score_generations(round_idx, n, scored), scored))
+        if config.preset == "compose":
+            stages.append(verify_generations(round_idx, checkpoint, config.source, config.n_images, config.seed))
     return stages
 
 

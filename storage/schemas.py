@@ -20,6 +20,7 @@ Tables (plural nouns) and who writes them:
 | cross_checks | question_id (the mirrored-image and caption-drawn views of a selected question) | cross-check |
 | tile_names | tile_id = r{round}:{tile_key} (each distinct object tile and the Solver's name for it) | compose |
 | compositions | composition_id = r{round}:{image_id}:c{j} (a scene recomposed from named tiles, its labelled questions) | compose |
+| tile_verdicts | generation_id (a generated image read tile by tile: the named objects it shows, match or not) | tile-verify |
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("composition_id", s, nullable=False), pa.field("round_idx", i), pa.field("image_id", s),
         pa.field("placement_json", s), pa.field("objects_json", s), pa.field("caption", s),
         pa.field("questions_json", s), pa.field("greedy_json", s), pa.field("png", pa.large_binary())),
+    "tile_verdicts": _schema(
+        pa.field("generation_id", s, nullable=False), pa.field("round_idx", i), pa.field("spec_id", s),
+        pa.field("objects_json", s), pa.field("verdict", s)),
 }
 
 KEYS: dict[str, str] = {name: schema.names[0] for name, schema in SCHEMAS.items()}

@@ -47,7 +47,7 @@ from world.captions import single_object
 from world.scenes import GRID, SIZES, Scene, SceneObject
 
 
-def _named_tiles(backbone, tiles: dict[str, np.ndarray], background: np.ndarray) -> dict[str, dict]:
+def named_tiles(backbone, tiles: dict[str, np.ndarray], background: np.ndarray) -> dict[str, dict]:
     """tile key -> its probe captions and agreed (colour, shape) or None."""
     cells = probe_cells(GRID)
     keys = sorted(tiles)
@@ -64,6 +64,26 @@ def _perceived_scene(names: list[tuple[str, str]], cells: list[int]) -> Scene:
     """The scene a composed image shows, as far as the names say (size and jitter play no part in any answer)."""
     return Scene(tuple(sorted((SceneObject(shape, color, SIZES[0], cell, 0, 0)
                                for (color, shape), cell in zip(names, cells)), key=lambda o: o.cell)))
+
+
+def tile_name_rows(round_idx: int, named: dict[str, dict]) -> list[dict]:
+    """`tile_names` rows of `named_tiles`' output."""
+    return [{"tile_id": f"r{round_idx}:{k}", "round_idx": round_idx, "tile_key": k,
+             "captions_json": json.dumps(v["captions"]), "color": v["name"][0] if v["name"] else "",
+             "shape": v["name"][1] if v["name"] else "", "named": v["name"] is not None}
+            for k, v in sorted(named.items())]
+
+
+def round_background(db, source: str, n_images: int, round_idx: int, seed: int):
+    """The round's image ids, images, background tile and the share of cells it fills; refuses images that are not
+    tiled scenes with one line."""
+    ids = round_image_ids(db, source, n_images, round_idx, seed)
+    images = images_by_id(db, "images", "image_id", ids)
+    background, share = background_of(images, GRID)
+    if share < MIN_BACKGROUND_SHARE:
+        raise ValueError(f"compose preset: the images of {source} are not tiled scenes (the most common tile "
+                         f"fills {share:.0%} of cells, below {MIN_BACKGROUND_SHARE:.0%}); use another preset")
+    return ids, images, background, share
 
 
 def composition_rows(round_idx: int, image_id: str, image: np.ndarray, background_key: str,
@@ -105,12 +125,7 @@ def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: i
                    per_image: int = 2, questions_per_scene: int = 8, relation_questions: int = 0) -> StageResult:
     settings = Settings.from_env()
     db = connect(settings)
-    ids = round_image_ids(db, source, n_images, round_idx, seed)
-    images = images_by_id(db, "images", "image_id", ids)
-    background, share = background_of(images, GRID)
-    if share < MIN_BACKGROUND_SHARE:
-        raise ValueError(f"compose preset: the images of {source} are not tiled scenes (the most common tile "
-                         f"fills {share:.0%} of cells, below {MIN_BACKGROUND_SHARE:.0%}); use another preset")
+    ids, images, background, share = round_background(db, source, n_images, round_idx, seed)
     bg_key = tile_key(background)
     distinct: dict[str, np.ndarray] = {}
     for image in images:
@@ -118,12 +133,9 @@ def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: i
             distinct.setdefault(tile_key(tile), tile)
     distinct.pop(bg_key)
     backbone = backbone_for(checkpoint_uri, settings)
-    named = _named_tiles(backbone, distinct, background)
+    named = named_tiles(backbone, distinct, background)
     names = {k: v["name"] for k, v in named.items()}
-    tile_rows = [{"tile_id": f"r{round_idx}:{k}", "round_idx": round_idx, "tile_key": k,
-                  "captions_json": json.dumps(v["captions"]), "color": v["name"][0] if v["name"] else "",
-                  "shape": v["name"][1] if v["name"] else "", "named": v["name"] is not None}
-                 for k, v in sorted(named.items())]
+    tile_rows = tile_name_rows(round_idx, named)
     rows = [r for image_id, image in zip(ids, images)
             for r in composition_rows(round_idx, image_id, image, bg_key, names, background, per_image,
                                       questions_per_scene, seed, relation_questions)]

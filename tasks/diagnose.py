@@ -65,17 +65,38 @@ def _question_metrics(db, round_idx: int) -> dict[str, float]:
     return metrics
 
 
-def _generation_metrics(db, round_idx: int, accept_reward: float) -> dict[str, float]:
+def _generation_metrics(db, round_idx: int, accept_reward: float, correct: dict[str, bool]) -> dict[str, float]:
     where = f"round_idx = {round_idx}"
     scores = read(db, "scores", where=where, columns=["generation_id", "reward"])
     if scores.empty:
         return {}
-    correct = correct_generations(db, round_idx)
     truth = [correct.get(g, False) for g in scores["generation_id"]]
     accepted = [t for t, r in zip(truth, scores["reward"]) if r >= accept_reward]
     return {"generation_true_accuracy": share(truth), "reward_precision": share(accepted),
             "reward_recall": sum(accepted) / max(1, sum(truth)), "accepted_share": len(accepted) / len(truth),
             "auroc_reward_correct": auroc(scores["reward"].tolist(), truth)}
+
+
+def _generator_target_metrics(db, round_idx: int, correct: dict[str, bool]) -> dict[str, float]:
+    """How often the images the Generator is trained on truly show their prompt, and how exact the tile reading
+    of the round's images is (compose preset: `tile_verdicts`)."""
+    where = f"round_idx = {round_idx}"
+    metrics: dict[str, float] = {}
+    targets = read(db, "training_examples", where=f"{where} AND role = 'generator' AND image_table = 'generations'",
+                   columns=["image_key"])
+    if not targets.empty:
+        metrics["generator_target_accuracy"] = share([correct.get(k, False) for k in targets["image_key"]])
+        metrics["generator_targets"] = float(len(targets))
+    verdicts = read(db, "tile_verdicts", where=where, columns=["generation_id", "verdict"])
+    read_ones = verdicts[verdicts["verdict"].isin(["match", "mismatch"])]
+    if not read_ones.empty:
+        truth = [correct.get(g, False) for g in read_ones["generation_id"]]
+        said = (read_ones["verdict"] == "match").tolist()
+        metrics["tile_verdict_agreement"] = share([t == v for t, v in zip(truth, said)])
+        metrics["tile_match_precision"] = share([t for t, v in zip(truth, said) if v]) if any(said) else 0.0
+        metrics["tile_match_recall"] = sum(t and v for t, v in zip(truth, said)) / max(1, sum(truth))
+        metrics["tile_read_share"] = len(read_ones) / len(verdicts)
+    return metrics
 
 
 def _question_audit_records(db, round_idx: int) -> list[dict]:
@@ -217,7 +238,9 @@ def diagnose_round(round_idx: int, accept_reward: float = 0.7) -> StageResult:
                         columns=["composition_id", "image_id", "placement_json", "objects_json", "questions_json",
                                  "greedy_json"])
     composed = composed_truths(db, compositions)
-    metrics = {**_question_metrics(db, round_idx), **_generation_metrics(db, round_idx, accept_reward),
+    correct = correct_generations(db, round_idx)
+    metrics = {**_question_metrics(db, round_idx), **_generation_metrics(db, round_idx, accept_reward, correct),
+               **_generator_target_metrics(db, round_idx, correct),
                **_solver_target_metrics(db, round_idx, composed), **_composition_metrics(compositions, composed)}
     audit = label_audit(db, round_idx, accept_reward, compositions, composed)
     for row in audit:

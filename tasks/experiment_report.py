@@ -85,8 +85,8 @@ def write_experiment_report(results: list[dict], out_dir: str, title: str) -> st
     if diag:
         sections += ["## Diagnostics of the last round of each arm (evaluation only)", "",
                      "| arm | seed | Solver training targets correct | majority acc. (kept items) | AUROC STE | "
-                     "AUROC disagreement | reward precision |",
-                     "|---|---|---|---|---|---|---|"]
+                     "AUROC disagreement | reward precision | Generator training images correct | tile-read match precision |",
+                     "|---|---|---|---|---|---|---|---|---|"]
         last = {}
         for r in diag:
             last[(r["arm"], r["seed"])] = r
@@ -96,7 +96,9 @@ def write_experiment_report(results: list[dict], out_dir: str, title: str) -> st
                             f"{d.get('pseudo_label_accuracy_kept', float('nan')):.3f} | "
                             f"{d.get('auroc_ste_error', float('nan')):.3f} | "
                             f"{d.get('auroc_disagreement_error', float('nan')):.3f} | "
-                            f"{d.get('reward_precision', float('nan')):.3f} |")
+                            f"{d.get('reward_precision', float('nan')):.3f} | "
+                            f"{d.get('generator_target_accuracy', float('nan')):.3f} | "
+                            f"{d.get('tile_match_precision', float('nan')):.3f} |")
     audited = sorted({r["arm"] for r in diag}, key=lambda a: (a != "agreement", a))
     if audited:
         table = audit_table(results, audited[0], 1)

@@ -33,6 +33,7 @@ from tasks.logic.filtering import (
     proposer_group_rewards,
     proposer_weight,
     question_decision,
+    tile_generation_decisions,
 )
 from tasks.logic.generation_scores import group_zscores
 from tasks.logic.label_sources import agreement_decision, question_kind
@@ -145,6 +146,29 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples, 
         for c, (question, expected) in enumerate(json.loads(spec["checks_json"])):
             examples.append(_example(round_idx, "solver", "vqa", f"{gid}:c{c}", "generations", gid, question,
                                      expected, row["reward"], row["reward"]))
+
+
+def _tile_verified_generation(round_idx, scores, specs, verdicts, policy, decisions, examples):
+    """The compose preset: imitate the best image of each spec that its tiles show to match the prompt (read with
+    the Solver's tile names, `tile_verdicts`). Images whose prompt is outside the prompt grammar (some of the
+    Proposer's) fall back to the Solver's checks of the kinds it can judge."""
+    rows = [{**r, "verdict": verdicts.get(r["generation_id"], "not-in-grammar")} for r in scores.to_dict("records")]
+    decided = tile_generation_decisions(rows, policy)
+    for row in rows:
+        if row["generation_id"] not in decided:
+            continue
+        kept, reason = decided[row["generation_id"]]
+        gid = row["generation_id"]
+        decisions.append(_decision(round_idx, gid, "generation", kept, reason))
+        if kept:
+            spec = specs[row["spec_id"]]
+            examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
+                                     1.0, row["reward"]))
+            if spec["image_id"]:  # a targeted spec has no source image: the Proposer did not write it
+                examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images", spec["image_id"],
+                                         "", spec["raw_text"], row["reward"], row["reward"]))
+    rest = scores[~scores["generation_id"].isin(set(decided))].reset_index(drop=True)
+    _verified_generation(round_idx, rest, specs, policy, decisions, examples, COMPOSE_JUDGED_KINDS)
 
 
 def _agreement_understanding(round_idx, items, checks, decisions, examples):
@@ -293,8 +317,13 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
             # labels (GenEval-grammar scenes are simpler than real ones: measured to hurt counting).
             if preset in ("agreement", COMPOSE):
                 policy = replace(policy, check_label_reward=float("inf"))
-            judged = COMPOSE_JUDGED_KINDS if preset == COMPOSE else None
-            _verified_generation(round_idx, scores, specs, policy, decisions, examples, judged)
+            if preset == COMPOSE:
+                verdicts = read(db, "tile_verdicts", where=where, columns=["generation_id", "verdict"])
+                _tile_verified_generation(round_idx, scores, specs, dict(zip(verdicts["generation_id"],
+                                                                             verdicts["verdict"])),
+                                          policy, decisions, examples)
+            else:
+                _verified_generation(round_idx, scores, specs, policy, decisions, examples)
     # Baselines roll forward round to round; the fine-tune stage owns the "beta:" rows.
     carried = {k: v for k, v in {**states, **new_states}.items() if not k.startswith("beta:")}
     state_rows = [{"state_id": f"r{round_idx}:{k}", "round_idx": round_idx, "name": k, "value": v}

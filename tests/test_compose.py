@@ -106,7 +106,7 @@ def test_targeted_specs_cycle_the_weak_categories_with_their_implied_checks():
     rows = targeted_spec_rows(2, 8, seed=0)
     assert [r["spec_id"] for r in rows] == [f"r2:t{k}" for k in range(8)]
     categories = [language.parse_prompt(r["prompt"]).category for r in rows]
-    assert categories == list(TARGET_CATEGORIES) * 2
+    assert categories == (list(TARGET_CATEGORIES) * 2)[:8]
     for r in rows:
         assert [tuple(c) for c in json.loads(r["checks_json"])] == language.checks_for_prompt(r["prompt"])
         assert r["valid"] and r["q_spec"] >= 0.35 and r["image_id"] == ""
@@ -135,6 +135,61 @@ def test_compose_imitates_no_image_accepted_on_relation_checks_the_solver_cannot
     assert all(d["kept"] for d in decisions)
 
 
+def test_a_generated_image_is_read_tile_by_tile_against_its_prompt():
+    from tasks.logic.tile_verdicts import MATCH, MISMATCH, UNNAMED, UNPARSED, perceived_objects, tile_verdict
+
+    names = {"rc": ("red", "circle"), "bs": ("blue", "square"), "?": None}
+    # Row-major 4x4 keys: a red circle in cell 1 (row 0, col 1), a blue square in cell 6 (row 1, col 2).
+    keys = ["bg"] * 16
+    keys[1], keys[6] = "rc", "bs"
+    objects = perceived_objects(keys, names, "bg", GRID)
+    assert [(o.color, o.shape, o.cell) for o in objects] == [("red", "circle", 1), ("blue", "square", 6)]
+    verdicts = {p: tile_verdict(p, objects, GRID) for p in (
+        "a circle left of a square", "a circle above a square", "a square left of a circle",
+        "a red circle and a blue square", "a blue circle and a red square", "two circles", "a circle")}
+    assert verdicts == {"a circle left of a square": MATCH, "a circle above a square": MATCH,
+                        "a square left of a circle": MISMATCH, "a red circle and a blue square": MATCH,
+                        "a blue circle and a red square": MISMATCH, "two circles": MISMATCH, "a circle": MISMATCH}
+    keys[6] = "bs"
+    keys[5] = "bs"  # same column as nothing; now two squares
+    assert tile_verdict("a circle left of a square", perceived_objects(keys, names, "bg", GRID), GRID) == MISMATCH
+    same_column = ["bg"] * 16
+    same_column[1], same_column[5] = "rc", "bs"  # column 1 both: left/right is undecidable from the cells
+    objects = perceived_objects(same_column, names, "bg", GRID)
+    assert tile_verdict("a circle left of a square", objects, GRID) == MISMATCH
+    assert tile_verdict("a circle above a square", objects, GRID) == MATCH
+    keys[9] = "?"
+    assert perceived_objects(keys, names, "bg", GRID) is None
+    assert tile_verdict("a circle", None, GRID) == UNNAMED
+    assert tile_verdict("draw something nice", objects, GRID) == UNPARSED
+
+
+def test_compose_imitates_the_best_tile_matched_image_of_each_spec():
+    import pandas as pd
+
+    from tasks.filter import _tile_verified_generation
+    from tasks.logic.filtering import FilterPolicy
+
+    specs = {k: {"prompt": p, "image_id": img, "raw_text": p, "checks_json": json.dumps(checks)}
+             for k, p, img, checks in (
+                 ("pos", "a circle left of a square", "", language.checks_for_prompt("a circle left of a square")),
+                 ("own", "a red circle", "img-1", language.checks_for_prompt("a red circle")),
+                 ("free", "a cat on a mat", "", [["how many objects are there?", "two"]]))}
+    scores = pd.DataFrame([{"generation_id": g, "spec_id": g.split(":")[0], "reward": r, "q_spec": 0.6,
+                            "contradiction": 0.0}
+                           for g, r in (("pos:g0", 0.9), ("pos:g1", 0.5), ("pos:g2", 0.99), ("own:g0", 0.8),
+                                        ("free:g0", 0.5))])
+    verdicts = {"pos:g0": "match", "pos:g1": "match", "pos:g2": "mismatch", "own:g0": "unnamed-tile"}
+    decisions, examples = [], []
+    _tile_verified_generation(0, scores, specs, verdicts, FilterPolicy(check_label_reward=float("inf")),
+                              decisions, examples)
+    assert {d["item_id"]: (d["kept"], d["reason"]) for d in decisions} == {
+        "pos:g0": (True, "tile-match"), "pos:g1": (False, "not-best-match"), "pos:g2": (False, "tile-mismatch"),
+        "own:g0": (False, "tile-unnamed"), "free:g0": (False, "low-reward")}
+    # The prompt outside the grammar fell back to the Solver's checks (it has none, so its fidelity gate decides).
+    assert [(e["role"], e["source_id"], e["weight"]) for e in examples] == [("generator", "pos:g0", 1.0)]
+
+
 def test_images_that_are_not_tiled_scenes_are_refused_before_anything_is_written(asg_home, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -159,8 +214,9 @@ def test_a_compose_round_trains_the_solver_on_recomposed_scenes_only(asg_home):
     result = round_flow(0, str(SHIPPED_BASE), config)
     db = connect(Settings.from_env())
     tiles, comps = read(db, "tile_names"), read(db, "compositions")
-    assert len(tiles) == result["compose.tiles_distinct"] > 0
-    assert result["compose.tiles_named_share"] == pytest.approx(tiles["named"].mean())
+    # The compose stage names the pool's tiles; the tile-verify stage adds those only generated images show.
+    assert len(tiles) == result["compose.tiles_distinct"] + result["tile-verify.tiles_new"]
+    assert result["compose.tiles_distinct"] > 0
     assert len(comps) == result["compose.compositions"] == 2 * comps["image_id"].nunique() > 0
     solver = read(db, "training_examples", where="role = 'solver'")
     assert set(solver["image_table"]) == {"compositions"}  # no majority label of a pool image
@@ -179,7 +235,23 @@ def test_a_compose_round_trains_the_solver_on_recomposed_scenes_only(asg_home):
     assert gens["spec_id"].isin(targeted["spec_id"]).sum() == 4 * 3
     proposer = read(db, "training_examples", where="role = 'proposer' AND kind = 'spec'")
     assert not proposer["source_id"].isin(targeted["spec_id"]).any()
+    # Every generated image is read tile by tile; the Generator imitates at most one tile-matched image per spec,
+    # and only images whose tiles match their prompt (or, for prompts outside the grammar, the Solver's checks).
+    verdicts = read(db, "tile_verdicts")
+    assert sorted(verdicts["generation_id"]) == sorted(gens["generation_id"])
+    assert result["tile-verify.generations"] == len(gens)
+    generator = read(db, "training_examples", where="role = 'generator'")
+    verdict_of = dict(zip(verdicts["generation_id"], verdicts["verdict"]))
+    assert all(verdict_of[g] in ("match", "not-in-grammar") for g in generator["source_id"])
+    matched = generator[generator["source_id"].map(verdict_of) == "match"]
+    assert matched["source_id"].str.split(":g").str[0].is_unique
+    assert result["tile-verify.specs_with_match"] >= len(matched)
+    decisions = read(db, "filter_decisions", where="item_kind = 'generation'")
+    assert set(decisions["item_id"]) == set(gens["generation_id"])
     # Rerunning the round leaves the same rows (keys are deterministic).
     round_flow(0, str(SHIPPED_BASE), config)
     again = read(db, "compositions")
     assert sorted(again["composition_id"]) == sorted(comps["composition_id"])
+    assert sorted(read(db, "tile_names")["tile_id"]) == sorted(tiles["tile_id"])
+    assert read(db, "tile_verdicts").sort_values("generation_id").reset_index(drop=True).equals(
+        verdicts.sort_values("generation_id").reset_index(drop=True))

@@ -65,7 +65,7 @@ def target_checks(results: list[dict]) -> list[TargetCheck]:
             checks.append(TargetCheck(f"share of the gold-label ceiling recovered, {name}", recovered[best], 0.6,
                                       recovered[best] >= 0.6, f"best arm {best}"))
     for key, claim, target in (("solver_target_accuracy", "label accuracy of the Solver's training targets", 0.85),
-                               ("reward_precision", "Generator's accepted images truly correct", 0.95)):
+                               ("generator_target_accuracy", "Generator's training images truly correct", 0.95)):
         checks += _best_arm_check(results, last, key, "diagnostics", claim, target)
     pairs = [(r["diagnostics"].get("auroc_ste_error"), r["diagnostics"].get("auroc_disagreement_error"))
              for r in results if r["round"] == last and r.get("diagnostics")]

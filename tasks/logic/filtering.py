@@ -62,6 +62,40 @@ def generation_decision(reward: float, is_best_of_spec: bool, q_spec: float,
     return True, "accepted"
 
 
+def tile_generation_decisions(rows: list[dict], policy: FilterPolicy = FilterPolicy()) -> dict[str, tuple[bool, str]]:
+    """generation_id -> (imitate it?, why) from the images' tile verdicts (the compose preset). Of each spec, the
+    match with the highest Solver reward is kept (ties: the smaller id); rows whose prompt is outside the prompt
+    grammar are left out, for the Solver's checks to judge. Each row: generation_id, spec_id, reward, q_spec,
+    verdict.
+
+    >>> rows = [{"generation_id": "s:g0", "spec_id": "s", "reward": 0.6, "q_spec": 0.5, "verdict": "match"},
+    ...         {"generation_id": "s:g1", "spec_id": "s", "reward": 0.9, "q_spec": 0.5, "verdict": "match"},
+    ...         {"generation_id": "s:g2", "spec_id": "s", "reward": 1.0, "q_spec": 0.5, "verdict": "mismatch"},
+    ...         {"generation_id": "u:g0", "spec_id": "u", "reward": 1.0, "q_spec": 0.5, "verdict": "not-in-grammar"}]
+    >>> tile_generation_decisions(rows)
+    {'s:g0': (False, 'not-best-match'), 's:g1': (True, 'tile-match'), 's:g2': (False, 'tile-mismatch')}
+    """
+    best: dict[str, tuple[float, str]] = {}
+    for r in rows:
+        if r["verdict"] == "match" and r["q_spec"] >= policy.min_q_spec:
+            key = (-r["reward"], r["generation_id"])
+            if r["spec_id"] not in best or key < best[r["spec_id"]]:
+                best[r["spec_id"]] = key
+    out = {}
+    for r in rows:
+        gid, verdict = r["generation_id"], r["verdict"]
+        if verdict == "not-in-grammar":
+            continue
+        if r["q_spec"] < policy.min_q_spec:
+            out[gid] = (False, "weak-spec")
+        elif verdict != "match":
+            out[gid] = (False, f"tile-{verdict}".replace("tile-unnamed-tile", "tile-unnamed"))
+        else:
+            kept = best[r["spec_id"]][1] == gid
+            out[gid] = (kept, "tile-match" if kept else "not-best-match")
+    return out
+
+
 def check_label_decision(reward: float, contradiction: float, q_spec: float,
                          policy: FilterPolicy = FilterPolicy()) -> bool:
     """Do this generated image's checks become Solver examples?

@@ -1,0 +1,70 @@
+"""Tile-verify stage (the `compose` preset): read every generated image of the round tile by tile.
+
+Each generated image is cut into its grid cells. Object tiles the compose stage already named keep their
+names; tiles it has not seen are named the same way (the Solver captions each alone on the background in a
+few cells; a name counts only when every caption agrees) and added to `tile_names`. The objects an image
+shows are its named tiles at their cells, and `tasks/logic/tile_verdicts.py` says whether they are exactly
+what the prompt asks, relations read from the cells. One row per generation in `tile_verdicts`; the filter
+stage imitates only images whose verdict is a match.
+
+The Solver's questions judge relations at chance, so they cannot pick a right position image; the grid can.
+No hidden scene or parser is read.
+
+    asg round --round-idx 0 --preset compose
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from storage.settings import Settings
+from storage.tables import connect, read, upsert
+from tasks.compose import named_tiles, round_background, tile_name_rows
+from tasks.logic.tile_composition import split_tiles, tile_key
+from tasks.logic.tile_verdicts import MATCH, perceived_objects, tile_verdict
+from tasks.round_inputs import backbone_for, images_by_id
+from tasks.stage import stage_task
+from tasks.stage_result import StageResult
+from world.scenes import GRID
+
+
+@stage_task("tile-verify", "verify-generations-by-tiles")
+def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_images: int, seed: int = 0) -> StageResult:
+    settings = Settings.from_env()
+    db = connect(settings)
+    where = f"round_idx = {round_idx}"
+    gens = read(db, "generations", where=where, columns=["generation_id", "spec_id", "prompt"])
+    gens = gens.sort_values("generation_id").reset_index(drop=True)
+    _, _, background, _ = round_background(db, source, n_images, round_idx, seed)
+    bg_key = tile_key(background)
+    known = read(db, "tile_names", where=where, columns=["tile_key", "color", "shape", "named"])
+    names = {r.tile_key: (r.color, r.shape) if r.named else None for r in known.itertuples()}
+    images = images_by_id(db, "generations", "generation_id", gens["generation_id"].tolist())
+    keys_of, unseen = [], {}
+    for image in images:
+        tiles = split_tiles(image, GRID)
+        keys = [tile_key(t) for t in tiles]
+        keys_of.append(keys)
+        for key, tile in zip(keys, tiles):
+            if key != bg_key and key not in names:
+                unseen.setdefault(key, tile)
+    new = named_tiles(backbone_for(checkpoint_uri, settings), unseen, background) if unseen else {}
+    names.update({k: v["name"] for k, v in new.items()})
+    rows = []
+    for row, keys in zip(gens.itertuples(), keys_of):
+        objects = perceived_objects(keys, names, bg_key, GRID)
+        rows.append({"generation_id": row.generation_id, "round_idx": round_idx, "spec_id": row.spec_id,
+                     "objects_json": json.dumps(None if objects is None else
+                                                [[o.color, o.shape, o.cell] for o in objects]),
+                     "verdict": tile_verdict(row.prompt, objects, GRID)})
+    versions = {"tile_verdicts": upsert(db, "tile_verdicts", rows, replace_where=where)}
+    if new:  # merged on the key: the compose stage's names of this round stay as they are
+        versions["tile_names"] = upsert(db, "tile_names", tile_name_rows(round_idx, new))
+    counts = Counter(r["verdict"] for r in rows)
+    n = max(1, len(rows))
+    metrics = {"generations": len(rows), "tiles_new": len(new),
+               "tiles_new_named_share": sum(v["name"] is not None for v in new.values()) / max(1, len(new)),
+               **{f"verdict_{v.replace('-', '_')}_share": c / n for v, c in sorted(counts.items())},
+               "specs_with_match": len({r["spec_id"] for r in rows if r["verdict"] == MATCH})}
+    return StageResult("tile-verify", round_idx, versions, len(rows), metrics)
