@@ -19,7 +19,7 @@ import streamlit as st
 from dashboards.question_filters import STE_BANDS, QuestionFilter
 from dashboards.round_history import TrackingUnavailable, round_runs
 from dashboards.store import DashboardStore, StoreProblem, png_data_url
-from storage.settings import Settings
+from storage.settings import Settings, redacted
 
 VIEWS = ("questions", "generations", "rounds")
 PAGE_SIZE = 25
@@ -208,7 +208,7 @@ def main() -> None:
     st.set_page_config(page_title="asg dashboard", layout="wide")
     settings = Settings.from_env()
     st.sidebar.title("asg")
-    st.sidebar.caption(f"LanceDB: {settings.lancedb_uri}  \nMLflow: {settings.mlflow_uri}")
+    st.sidebar.caption(f"LanceDB: {redacted(settings.lancedb_uri)}  \nMLflow: {redacted(settings.mlflow_uri)}")
     requested = st.query_params.get("view", "questions")
     view = st.sidebar.radio("view", VIEWS, index=VIEWS.index(requested) if requested in VIEWS else 0,
                             format_func=str.capitalize)
@@ -216,7 +216,7 @@ def main() -> None:
     try:
         store = _store(settings.lancedb_uri)
         if store.is_empty():
-            st.info(f"The database at {settings.lancedb_uri} is empty: run `asg demo` or a nightly round first.")
+            st.info(f"The database at {redacted(settings.lancedb_uri)} is empty: run `asg demo` or a nightly round first.")
             return
         if view == "questions":
             questions_view(store, settings.mlflow_uri)

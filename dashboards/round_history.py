@@ -7,6 +7,8 @@ import os
 
 import pandas as pd
 
+from storage.settings import redacted
+
 EXPERIMENTS = ("asg-nightly", "asg-evolution")
 
 
@@ -28,7 +30,7 @@ def round_runs(tracking_uri: str, experiments: tuple[str, ...] = EXPERIMENTS) ->
             return pd.DataFrame()
         runs = mlflow.search_runs([e.experiment_id for e in found], filter_string="tags.round_idx != ''")
     except Exception as exc:
-        raise TrackingUnavailable(f"cannot read MLflow at {tracking_uri}: {type(exc).__name__}: {exc}") from exc
+        raise TrackingUnavailable(f"cannot read MLflow at {redacted(tracking_uri)}: {type(exc).__name__}: {exc}") from exc
     if runs.empty:
         return pd.DataFrame()
     names = {e.experiment_id: e.name for e in found}
@@ -43,7 +45,7 @@ def round_runs(tracking_uri: str, experiments: tuple[str, ...] = EXPERIMENTS) ->
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     if tracking_uri.startswith("http"):
         return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"mlflow ui --backend-store-uri {tracking_uri}  (run {run_id})"
+    return f"mlflow ui --backend-store-uri {redacted(tracking_uri)}  (run {run_id})"
 
 
 def flow_run_link(flow_run_id: str | None) -> str:

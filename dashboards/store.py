@@ -15,7 +15,7 @@ import pandas as pd
 
 from dashboards.question_filters import QuestionFilter, question_where, quote
 from storage.schemas import SCHEMA_VERSION, SCHEMAS
-from storage.settings import Settings
+from storage.settings import Settings, redacted
 
 QUESTION_COLUMNS = ["question_id", "round_idx", "image_id", "question", "family", "majority", "majority_fraction",
                     "answer_entropy", "ste_raw", "ste_difficulty", "bucket", "proposer_reward", "mean_solver_reward",
@@ -37,11 +37,11 @@ class DashboardStore:
                                       read_consistency_interval=timedelta(0))
             self.tables = set(self.db.list_tables().tables)
         except Exception as exc:  # unreachable S3, bad path
-            raise StoreProblem(f"cannot open LanceDB at {settings.lancedb_uri}: {exc}") from exc
+            raise StoreProblem(f"cannot open LanceDB at {redacted(settings.lancedb_uri)}: {exc}") from exc
 
     def _table(self, name: str):
         if name not in self.tables:
-            raise StoreProblem(f"table {name!r} is not in {self.settings.lancedb_uri} yet: run a round first "
+            raise StoreProblem(f"table {name!r} is not in {redacted(self.settings.lancedb_uri)} yet: run a round first "
                                f"(`asg demo` or `asg round`)")
         table = self.db.open_table(name)
         metadata = table.schema.metadata or {}

@@ -9,6 +9,7 @@
     asg nightly --preset cpu-tiny          # one nightly round (champion in, promotion gate out)
     asg serve --preset cpu-tiny            # serve the nightly/evaluate/pretrain deployments
     asg dashboard                          # inspect questions, generations and rounds in a browser
+    asg lineage --round-idx 0              # code, flow run, checkpoint and table versions of a round
 
 Configured servers (an http(s) MLFLOW_TRACKING_URI, PREFECT_API_URL, ASG_S3_ENDPOINT_URL) are checked
 before a command starts. Expected failures print one `asg: ...` line and exit with code 2; `asg --debug`
@@ -71,12 +72,17 @@ def _runner_environment(args) -> None:
 
 
 def _checkpoint(path: str) -> str:
-    """`path`, once its config.json, the backbone it names and its safetensors headers check out."""
+    """`path`, once its config.json, the backbone it names, its safetensors headers and the absence of pickle
+    weights check out."""
     from models.registry import BACKBONES, backbone_class
     from storage.input_checks import check_checkpoint
     from storage.settings import Settings
 
     backbone = check_checkpoint(path, Settings.from_env())
+    if Path(path).is_dir():
+        from models.weight_checks import refuse_pickle_weights
+
+        refuse_pickle_weights(path)
     if backbone not in BACKBONES:  # a registered name needs no import here; anything else must import
         try:
             backbone_class(backbone)
@@ -214,6 +220,14 @@ def cmd_dashboard(args) -> None:
         "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]))
 
 
+def cmd_lineage(args) -> None:
+    from flows.lineage import format_lineage, round_lineage
+    from storage.settings import Settings
+
+    lineage = round_lineage(args.round_idx, args.experiment, Settings.from_env())
+    print(json.dumps(lineage, indent=2) if args.json else format_lineage(lineage))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asg", description="Ask, Solve, Generate: self-evolution of a unified "
                                      "multimodal model from unlabeled images.")
@@ -298,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("uri", help="s3://bucket/prefix (endpoint from ASG_S3_ENDPOINT_URL, credentials from AWS_*)")
     p.set_defaults(func=cmd_result_storage)
 
+    p = sub.add_parser("lineage", help="what made a round: code version, Prefect flow run, checkpoint, table versions")
+    p.add_argument("--round-idx", type=int, required=True)
+    p.add_argument("--experiment", default="asg-evolution", help="MLflow experiment (default asg-evolution; "
+                                                                 "asg-nightly for nightly rounds)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_lineage)
+
     p = sub.add_parser("ingest", help="ingest unlabeled images from a folder URL or world:// source")
     p.add_argument("source", help="folder path, file://, s3://… or world://unlabeled?n=…&seed=…")
     p.add_argument("--image-size", type=int, default=32, help="side images are resized to (default 32)")
@@ -306,10 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The servers each command talks to (checked before it starts); commands not named here use all three.
-SERVERS_USED = {"ingest": ("s3",), "result-storage": ("prefect",), "dashboard": ()}
+SERVERS_USED = {"ingest": ("s3",), "result-storage": ("prefect",), "dashboard": (), "lineage": ("mlflow", "s3")}
 # Failures of what the user gave (files, names, servers): one line, exit code 2, no traceback.
 EXPECTED_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
                    ConnectionError)
+
+
+def _one_line(exc: Exception) -> str:
+    """The error as one line; a pydantic error lists each field's message but never the value given (a URL
+    with credentials, say)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                         for e in exc.errors())
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as exc:
         if args.debug:
             raise
-        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        message = _one_line(exc)
         print(f"asg: {message or type(exc).__name__}", file=sys.stderr)
         return 2
     return 0

@@ -15,7 +15,7 @@ from prefect import flow
 from flows.pretrain import pretrain_flow
 from flows.round import RoundConfig, round_flow
 from flows.tracking import Tracker
-from storage.settings import Settings
+from storage.settings import Settings, redacted
 from tasks.evaluate import evaluate_checkpoint
 from tasks.logic.file_accounting import summary_line
 
@@ -46,5 +46,5 @@ def demo_flow(config: RoundConfig = RoundConfig(), base_checkpoint: str = str(SH
     table = before_after_table(before, after)
     print("\n" + summary_line({k.removeprefix("ingest."): v for k, v in result.items() if k.startswith("ingest.")}))
     print("\n" + table)
-    print(f"\nround 0 checkpoint: {result['checkpoint']}\nLanceDB: {settings.lancedb_uri}\nMLflow: {settings.mlflow_uri}")
+    print(f"\nround 0 checkpoint: {result['checkpoint']}\nLanceDB: {redacted(settings.lancedb_uri)}\nMLflow: {redacted(settings.mlflow_uri)}")
     return {"before": before, "after": after, "table": table, **result}

@@ -14,12 +14,13 @@ from prefect import flow
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.runtime import flow_run as prefect_flow_run
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from flows.task_runners import task_runner
+from flows.lineage import record_round_lineage
 from flows.tracking import Tracker
 from storage.checkpoints import checkpoint_uri, local_checkpoint
-from storage.settings import Settings
+from storage.settings import Settings, refuse_credentials
 from storage.shard_files import remove_round_shards
 from tasks.check_backbone import check_backbone
 from tasks.compose import compose_scenes
@@ -43,6 +44,11 @@ class RoundConfig(BaseModel):
     """Parameters of a round (the deployment's parameter schema)."""
 
     source: str = Field("world://unlabeled?n=1000&seed=0", description="unlabeled images: world://… or a folder URL")
+
+    @field_validator("source")
+    @classmethod
+    def _no_credentials_in_source(cls, value: str) -> str:
+        return refuse_credentials(value)  # the source is stored as a flow parameter and an MLflow param
     n_images: int = Field(1000, ge=1, description="images sampled from the source for this round")
     image_size: int = Field(32, ge=8, description="backbone input size images are resized to")
     n_candidates: int = Field(3, ge=1, description="K candidate questions per image")
@@ -182,6 +188,7 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
         tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
         tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})
     remove_round_shards(settings, round_idx)  # its rows are in LanceDB now
+    tracker.set_tags(record_round_lineage(round_idx, output, str(prefect_flow_run.id or ""), settings))
     report_dir = settings.home / "reports" / f"round-{round_idx}"
     qa_sample = write_round_report(round_idx, str(report_dir))
     tracker.log_artifacts(str(report_dir), "report")

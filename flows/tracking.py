@@ -83,6 +83,16 @@ class Tracker:
     def set_champion(self, model_name: str, version: str) -> None:
         self._client().set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
 
+    def latest_run_tags(self, tags: dict[str, str]) -> dict[str, str] | None:
+        """Tags (plus "run_id" and "status") of the newest run of this experiment carrying all of `tags`."""
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        found = self._mlflow.search_runs(experiment_ids=[self.experiment_id], output_format="list",
+                                         filter_string=where, order_by=["attributes.start_time DESC"],
+                                         max_results=1)
+        if not found:
+            return None
+        return {**found[0].data.tags, "run_id": found[0].info.run_id, "status": found[0].info.status}
+
     def _client(self):
         return self._mlflow.tracking.MlflowClient()
 

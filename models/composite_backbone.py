@@ -41,7 +41,7 @@ from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
 from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult, TrainingExample
 from models.sampling import call_seed
 from models.tokenizer_words import tokenizer_unknown_words
-from models.weight_checks import check_shapes
+from models.weight_checks import check_shapes, refuse_pickle_weights
 from world.text_normalization import normalize_text
 
 UNDERSTANDING_ROLES = ("proposer", "solver")
@@ -178,6 +178,7 @@ class CompositeBackbone:
         for path in (vlm_path, pipeline_path):
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"no local model folder at {path}")
+            refuse_pickle_weights(path)
         vlm = AutoModelForImageTextToText.from_pretrained(vlm_path, local_files_only=True, trust_remote_code=False)
         processor = AutoProcessor.from_pretrained(vlm_path, local_files_only=True, trust_remote_code=False)
         transformer = SD3Transformer2DModel.from_pretrained(pipeline_path, subfolder="transformer",

@@ -36,7 +36,7 @@ from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
 from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult, TrainingExample
 from models.sampling import call_seed
 from models.tokenizer_words import tokenizer_unknown_words
-from models.weight_checks import check_shapes
+from models.weight_checks import check_shapes, refuse_pickle_weights
 from world.text_normalization import normalize_text
 
 SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "image": "<image_placeholder>",
@@ -136,6 +136,7 @@ class JanusBackbone:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no Janus checkpoint at {path} (missing config.json)")
+        refuse_pickle_weights(path)
         network = JanusForConditionalGeneration.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         config = JanusBackboneConfig(**{"janus_config": {}, **overrides})

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from models.protocol import Backbone
+from models.weight_checks import refuse_pickle_weights
 
 BACKBONES = {
     "shapes": "models.shapes_backbone:ShapesBackbone",
@@ -67,6 +68,7 @@ def load_backbone(checkpoint: str | Path) -> Backbone:
     config_file = Path(checkpoint) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint} (no config.json)")
+    refuse_pickle_weights(checkpoint)
     name = json.loads(config_file.read_text()).get("backbone", "")
     return backbone_class(name).load(checkpoint)
 

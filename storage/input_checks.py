@@ -17,7 +17,7 @@ import fsspec
 
 from storage.benchmark_files import read_jsonl, read_vqa_file
 from storage.image_files import SourceNotFound
-from storage.settings import Settings
+from storage.settings import Settings, refuse_credentials
 
 _MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 
@@ -96,7 +96,9 @@ def check_jsonl_file(uri: str, settings: Settings) -> int:
 
 
 def check_image_folder(uri: str, settings: Settings) -> None:
-    """Raise SourceNotFound unless the folder (or file) of images exists."""
+    """Raise SourceNotFound unless the folder (or file) of images exists; a URL with credentials is refused (they
+    would be stored with the round's parameters)."""
+    refuse_credentials(uri)
     fs, root = fsspec.core.url_to_fs(uri, **(settings.fsspec_options() if not _is_local(uri) else {}))
     if not fs.exists(root):
         raise SourceNotFound(uri)

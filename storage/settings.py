@@ -18,6 +18,37 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+def has_credentials(url: str) -> bool:
+    """True when a URL carries a user name or password (`https://user:token@host/...`).
+
+    >>> has_credentials("https://user:token@host/x"), has_credentials("s3://bucket/x"), has_credentials("/a@b")
+    (True, False, False)
+    """
+    return "://" in url and bool(urlsplit(url).username or urlsplit(url).password)
+
+
+def refuse_credentials(url: str, what: str = "source") -> str:
+    """`url` unchanged; ValueError (naming it without its secrets) when it carries credentials, which would be
+    stored wherever it goes (flow parameters, MLflow params)."""
+    if has_credentials(url):
+        raise ValueError(f"{what} {redacted(url)} carries credentials in its URL; give them through the environment "
+                         "instead (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3)")
+    return url
+
+
+def redacted(url: str) -> str:
+    """`url` without its user name and password, for messages and logs (other text is returned as given).
+
+    >>> redacted("https://user:token@mlflow.example:5000/x?y=1"), redacted("sqlite:///tmp/m.db")
+    ('https://***@mlflow.example:5000/x?y=1', 'sqlite:///tmp/m.db')
+    """
+    if not has_credentials(url):
+        return url
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, "***@" + parts.netloc.rsplit("@", 1)[1], parts.path, parts.query, ""))
 
 
 @dataclass(frozen=True)

@@ -67,11 +67,16 @@ def upsert(db, name: str, rows: list[dict] | pd.DataFrame, replace_where: str | 
     return table.version
 
 
-def read(db, name: str, where: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
-    """Rows of a table (empty frame with the schema's columns when the table does not exist)."""
+def read(db, name: str, where: str | None = None, columns: list[str] | None = None,
+         version: int | str | None = None) -> pd.DataFrame:
+    """Rows of a table (empty frame with the schema's columns when the table does not exist); `version`, a
+    table version or tag (e.g. "round-3"), reads the table as it was then."""
     if name not in table_names(db):
         return pd.DataFrame(columns=columns or SCHEMAS[name].names)
-    query = db.open_table(name).search()
+    table = db.open_table(name)
+    if version is not None:
+        table.checkout(version)
+    query = table.search()
     if where:
         query = query.where(where)
     if columns:
@@ -87,3 +92,32 @@ def count(db, name: str, where: str | None = None) -> int:
 
 def sql_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def round_tag(round_idx: int) -> str:
+    return f"round-{round_idx}"
+
+
+def tag_tables(db, tag: str, versions: dict[str, int]) -> None:
+    """Point `tag` at the given version of each table (moved when it exists, so a re-run round re-tags)."""
+    for name, version in sorted(versions.items()):
+        table = open_table(db, name)
+        if tag in table.tags.list():
+            table.tags.update(tag, int(version))
+        else:
+            table.tags.create(tag, int(version))
+
+
+def current_versions(db) -> dict[str, int]:
+    """table -> its latest version, for every table of the store."""
+    return {name: int(db.open_table(name).version) for name in table_names(db)}
+
+
+def tagged_versions(db, tag: str) -> dict[str, int]:
+    """table -> the version `tag` points at, for every table that has the tag."""
+    out = {}
+    for name in table_names(db):
+        tags = db.open_table(name).tags.list()
+        if tag in tags:
+            out[name] = int(tags[tag]["version"])
+    return out

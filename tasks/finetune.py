@@ -38,13 +38,15 @@ PAPER_OBJECTIVES = {
 }
 
 
-def stored_examples(db, round_idx: int, role: str) -> list[TrainingExample]:
-    frame = read(db, "training_examples", where=f"round_idx = {round_idx} AND role = '{role}'")
+def stored_examples(db, round_idx: int, role: str, version: int | str | None = None) -> list[TrainingExample]:
+    """The role's examples of the round; `version` (a table tag such as "round-3") reads them as the tables were
+    then (flows/lineage.py)."""
+    frame = read(db, "training_examples", where=f"round_idx = {round_idx} AND role = '{role}'", version=version)
     frame = frame.sort_values("example_id")
     out = []
     for table, key in (("images", "image_id"), ("generations", "generation_id"), ("compositions", "composition_id")):
         part = frame[frame["image_table"] == table]
-        images = images_by_id(db, table, key, part["image_key"].tolist())
+        images = images_by_id(db, table, key, part["image_key"].tolist(), version=version)
         for row, image in zip(part.to_dict("records"), images):
             if row["kind"] == "t2i":
                 out.append(TrainingExample("t2i", prompt=row["prompt"], target_image=image, weight=row["weight"]))

@@ -86,14 +86,14 @@ def shard_result(stage: str, round_idx: int, shard_idx: int, n_shards: int, rows
     return ShardResult(stage, round_idx, shard_idx, n_shards, rows, backbone_loads=backbone_loads())
 
 
-def images_by_id(db, table: str, key: str, ids: list[str]) -> list[np.ndarray]:
+def images_by_id(db, table: str, key: str, ids: list[str], version: int | str | None = None) -> list[np.ndarray]:
     if not ids:
         return []
     found = {}
     for start in range(0, len(ids), 2000):
         chunk = ids[start:start + 2000]
         where = f"{key} IN ({', '.join(sql_quote(i) for i in chunk)})"
-        frame = read(db, table, where=where, columns=[key, "png"])
+        frame = read(db, table, where=where, columns=[key, "png"], version=version)
         found.update(zip(frame[key], frame["png"]))
     missing = [i for i in ids if i not in found]
     if missing:

@@ -50,6 +50,21 @@ def _versions(home: Path) -> dict[str, int]:
     return {t: db.open_table(t).version for t in TABLES}
 
 
+@pytest.mark.parametrize("text", ["' OR 1=1 --", "left' OR 'a'='a", "%' OR question LIKE '%", "\\' OR true OR '"])
+def test_filter_text_cannot_inject_sql_into_the_where_clause(store, filled_home, text):
+    before = _versions(filled_home)
+    total = store.count_questions(QuestionFilter(round_idx=0))
+    assert total > 0
+    assert store.count_questions(QuestionFilter(round_idx=0, text=text)) == 0
+    assert store.count_questions(QuestionFilter(round_idx=0, buckets=(text,), families=(text,))) == 0
+    assert len(store.question_page(QuestionFilter(round_idx=0, reasons=(text,)), 0)) == 0
+    with pytest.raises(ValueError):
+        store.count_questions(QuestionFilter(round_idx="0 OR 1=1"))
+    with pytest.raises(StoreProblem, match="no question"):
+        store.question_detail(text)
+    assert _versions(filled_home) == before  # read-only, and nothing was deleted
+
+
 def test_filters_run_in_lancedb_and_match_the_stored_rows(store, filled_home):
     before = _versions(filled_home)
     items = read(connect(Settings.from_env()), "qa_items")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import pandas as pd
 import pytest
@@ -44,7 +46,7 @@ def _rows() -> dict[str, pd.DataFrame]:
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_a_round_on_s3_writes_the_same_rows_as_on_local_disk(asg_home, s3, monkeypatch):
+def test_a_round_on_s3_writes_the_same_rows_as_on_local_disk(asg_home, s3, monkeypatch, capfd):
     import s3fs
     from prefect.settings import PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK, temporary_settings
 
@@ -83,3 +85,11 @@ def test_a_round_on_s3_writes_the_same_rows_as_on_local_disk(asg_home, s3, monke
     run = mlflow.search_runs(experiment_names=["asg-evolution"], output_format="list")[0]
     logged = " ".join([*map(str, run.data.params.values()), *map(str, run.data.tags.values())])
     assert SECRET not in logged and "asg-test-key" not in logged
+    # Nor in any Prefect flow run's parameters, nor in a line the round printed or logged.
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        parameters = json.dumps([r.parameters for r in client.read_flow_runs()], default=str)
+    assert "world://unlabeled" in parameters and SECRET not in parameters
+    out, err = capfd.readouterr()
+    assert "Finished in state Completed" in out + err and SECRET not in out + err
