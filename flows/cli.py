@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 
 import flows  # noqa: F401 - sets offline defaults for Prefect and MLflow before they are imported
+from storage.checkpoints import StorageFull
+from storage.leases import LeaseHeld
 
 # Kept in step with flows.experiment.PRESET_ARMS (a test checks), so `asg --help` needs no heavy import.
 PRESET_ARM_NAMES = ("paper", "verified", "agreement", "compose", "gold-ceiling")
@@ -330,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 SERVERS_USED = {"ingest": ("s3",), "result-storage": ("prefect",), "dashboard": (), "lineage": ("mlflow", "s3")}
 # Failures of what the user gave (files, names, servers): one line, exit code 2, no traceback.
 EXPECTED_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
-                   ConnectionError)
+                   ConnectionError, LeaseHeld, StorageFull)
 
 
 def _one_line(exc: Exception) -> str:

@@ -23,6 +23,7 @@ from flows.round import RoundConfig, execute_round
 from flows.task_runners import task_runner
 from flows.tracking import Tracker
 from storage.checkpoints import local_checkpoint
+from storage.leases import round_lease
 from storage.settings import Settings
 from tasks.evaluate import evaluate_checkpoint
 from tasks.logic.promotion import promotion_decision
@@ -59,7 +60,8 @@ def nightly_flow(config: RoundConfig = RoundConfig(), base_checkpoint: str = SHI
     if champion is None:
         champion = _register_base(tracker, registered_model, base_checkpoint, validation)
     round_idx = next_round_idx()
-    with tracker.run(f"round-{round_idx}", tags={"round_idx": str(round_idx)}, resume_key=prefect_flow_run.id):
+    with round_lease(settings, f"round-{round_idx}", settings.lease_ttl_s), \
+            tracker.run(f"round-{round_idx}", tags={"round_idx": str(round_idx)}, resume_key=prefect_flow_run.id):
         result = execute_round(round_idx, champion["checkpoint_uri"], config, tracker)
         candidate = evaluate_checkpoint(result["checkpoint"], round_idx, validation).metrics
         incumbent = evaluate_checkpoint(champion["checkpoint_uri"], -1, validation).metrics

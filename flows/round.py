@@ -20,6 +20,7 @@ from flows.task_runners import task_runner
 from flows.lineage import record_round_lineage
 from flows.tracking import Tracker
 from storage.checkpoints import checkpoint_uri, local_checkpoint
+from storage.leases import round_lease
 from storage.settings import Settings, refuse_credentials
 from storage.shard_files import remove_round_shards
 from tasks.check_backbone import check_backbone
@@ -200,7 +201,10 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
 @flow(name="asg-round", log_prints=True, task_runner=task_runner())
 def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfig(),
                experiment: str = "asg-evolution", run_prefix: str = "") -> dict:
-    tracker = Tracker(Settings.from_env().mlflow_uri, experiment)
-    with tracker.run(f"{run_prefix}round-{round_idx}", tags={"round_idx": str(round_idx)},
-                     resume_key=prefect_flow_run.id):
+    settings = Settings.from_env()
+    tracker = Tracker(settings.mlflow_uri, experiment)
+    # One live run per round of a store: a second one fails fast here, before anything is written or tracked.
+    with round_lease(settings, f"round-{round_idx}", settings.lease_ttl_s), \
+            tracker.run(f"{run_prefix}round-{round_idx}", tags={"round_idx": str(round_idx)},
+                        resume_key=prefect_flow_run.id):
         return execute_round(round_idx, checkpoint, config, tracker)

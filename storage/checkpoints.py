@@ -6,9 +6,14 @@ A checkpoint is a folder of safetensors files plus config.json written by a back
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
 import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import fsspec
@@ -24,27 +29,87 @@ def _is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+# A remote checkpoint is `<uri>/<version>/...` plus `<uri>/LATEST` naming the version: object stores cannot
+# rename a folder, so a new version is uploaded beside the old one and LATEST (one small PUT, atomic) is switched
+# last. An interrupted upload leaves LATEST, and so the previous checkpoint, as it was.
+LATEST = "LATEST"
+
+
+class StorageFull(OSError):
+    """A checkpoint could not be written for lack of space; the previous one is still current."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _is_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _full(uri: str, where: Path | str, exc: OSError) -> StorageFull:
+    return StorageFull(exc.errno, f"checkpoint {uri} not saved: {os.strerror(exc.errno).lower()} while writing "
+                                  f"under {where}; the previous checkpoint there (if any) is still current")
+
+
+def _publish_local(local_dir: Path, uri: str, target: Path) -> None:
+    # Copy next to the target, then swap it in: a crash never leaves a half-written checkpoint under the
+    # target's name, and a failed copy (a full disk) leaves the old one current and no staging behind.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        shutil.copytree(local_dir, staging, dirs_exist_ok=True)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _full(uri, target.parent, exc) if _is_full(exc) else exc
+    if target.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+        os.replace(target, retired / target.name)
+        os.replace(staging, target)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, target)
+
+
+def _remote_root(uri: str, settings: Settings):
+    fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
+    return fs, path.rstrip("/")
+
+
+def _current_version(fs, root: str) -> str | None:
+    """The folder under `root` that holds the current checkpoint ("" for the flat layout of older versions)."""
+    try:
+        name = fs.cat_file(f"{root}/{LATEST}").decode().strip()
+    except FileNotFoundError:
+        return "" if fs.exists(f"{root}/config.json") else None
+    return name or None
+
+
 def publish_checkpoint(local_dir: Path, uri: str, settings: Settings) -> str:
-    """Copy a saved checkpoint folder to `uri` (no-op when it is already there)."""
+    """Copy a saved checkpoint folder to `uri` (no-op when it is already there); the previous checkpoint at `uri`
+    stays current until the new one is complete."""
     if not _is_remote(uri):
         target = Path(uri.removeprefix("file://"))
         if target.resolve() != Path(local_dir).resolve():
-            # Copy next to the target, then swap it in: a crash never leaves a half-written checkpoint
-            # under the target's name.
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-            shutil.copytree(local_dir, staging, dirs_exist_ok=True)
-            if target.exists():
-                retired = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-                os.replace(target, retired / target.name)
-                os.replace(staging, target)
-                shutil.rmtree(retired)
-            else:
-                os.replace(staging, target)
+            _publish_local(Path(local_dir), uri, target)
         return uri
-    fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
-    fs.put(str(local_dir).rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
+    fs, root = _remote_root(uri, settings)
+    previous = _current_version(fs, root)
+    version = f"v-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    fs.put(str(local_dir).rstrip("/") + "/", f"{root}/{version}/", recursive=True)
+    fs.pipe_file(f"{root}/{LATEST}", version.encode())
+    if previous:  # the superseded version; a flat older layout is left for `local_checkpoint` to ignore
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(f"{root}/{previous}", recursive=True)
     return uri
+
+
+def remote_checkpoint_folder(uri: str, settings: Settings) -> str:
+    """The store path of the files of the current checkpoint at a remote `uri`."""
+    fs, root = _remote_root(uri, settings)
+    version = _current_version(fs, root)
+    if version is None:
+        raise FileNotFoundError(f"checkpoint not found: {uri} (no config.json)")
+    return f"{root}/{version}" if version else root
 
 
 def local_checkpoint(uri: str, settings: Settings) -> Path:
@@ -54,20 +119,37 @@ def local_checkpoint(uri: str, settings: Settings) -> Path:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"checkpoint not found: {uri} (no config.json)")
         return path
-    fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
-    if not fs.exists(f"{path.rstrip('/')}/config.json"):
+    fs, root = _remote_root(uri, settings)
+    version = _current_version(fs, root)
+    folder = f"{root}/{version}" if version else root
+    if version is None or not fs.exists(f"{folder}/config.json"):
         raise FileNotFoundError(f"checkpoint not found: {uri} (no config.json)")
-    cache = settings.home / "checkpoint_cache" / path.strip("/").replace("/", "__")
-    cache.mkdir(parents=True, exist_ok=True)
-    fs.get(path.rstrip("/") + "/", str(cache) + "/", recursive=True)
+    cache = settings.home / "checkpoint_cache" / folder.strip("/").replace("/", "__")
+    if version and (cache / "config.json").is_file():
+        return cache  # a published version never changes: its cached copy is complete
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache.parent))
+    fs.get(folder + "/", str(staging) + "/", recursive=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    os.replace(staging, cache)
     return cache
 
 
 def save_checkpoint(backbone, uri: str, settings: Settings) -> str:
-    """Save a backbone into a temporary folder under $ASG_HOME and publish it to `uri`."""
+    """Save a backbone into a temporary folder under $ASG_HOME and publish it to `uri`. A full disk (or a file-size
+    limit) fails with StorageFull, one line, and leaves the previous checkpoint at `uri` current."""
     settings.home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ckpt-", dir=settings.home) as local:
-        backbone.save(Path(local))
+        try:
+            backbone.save(Path(local))
+        except OSError as exc:
+            raise _full(uri, settings.home, exc) if _is_full(exc) else exc
+        except Exception as exc:  # safetensors' Rust writer reports the OS error in its message
+            found = re.search(r"\(os error (\d+)\)", str(exc))
+            os_error = OSError(int(found.group(1)), str(exc)) if found else None
+            if os_error is not None and _is_full(os_error):
+                raise _full(uri, settings.home, os_error) from exc
+            raise
         return publish_checkpoint(Path(local), uri, settings)
 
 
@@ -75,6 +157,10 @@ def write_card(uri: str, card: dict, settings: Settings) -> None:
     """Write card.json (how the checkpoint was made and what it scored) into the checkpoint folder."""
     import json
 
-    fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
+    if _is_remote(uri):
+        fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
+        path = remote_checkpoint_folder(uri, settings)
+    else:
+        fs, path = fsspec.core.url_to_fs(uri)
     with fs.open(f"{path.rstrip('/')}/card.json", "w") as f:
         json.dump(card, f, indent=1, sort_keys=True)

@@ -17,6 +17,7 @@ import fsspec
 
 from storage.benchmark_files import read_jsonl, read_vqa_file
 from storage.image_files import SourceNotFound
+from storage.checkpoints import remote_checkpoint_folder
 from storage.settings import Settings, refuse_credentials
 
 _MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
@@ -30,6 +31,11 @@ def check_checkpoint(uri: str, settings: Settings) -> str:
     """The backbone name in `uri`'s config.json, after checking the folder's config and safetensors headers
     (headers of local checkpoints only: a remote one is not downloaded here)."""
     fs, root = fsspec.core.url_to_fs(uri, **(settings.fsspec_options() if not _is_local(uri) else {}))
+    if not _is_local(uri):
+        try:
+            root = remote_checkpoint_folder(uri, settings)  # the version its LATEST names
+        except FileNotFoundError:
+            pass
     config_file = f"{root.rstrip('/')}/config.json"
     if not fs.isfile(config_file):
         raise FileNotFoundError(f"checkpoint not found: {uri} (no config.json)")

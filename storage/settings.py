@@ -11,6 +11,7 @@
 | ASG_DEVICE, ASG_DTYPE | unset (CPU, float32) | where adapters that support it run, e.g. cuda and bfloat16 |
 | ASG_TASK_RUNNER, ASG_DASK_ADDRESS, ASG_DASK_WORKERS, ASG_RAY_ADDRESS | inprocess | where shards run (flows/task_runners.py) |
 | ASG_TORCH_THREADS | unset | torch CPU threads of a process that loads a backbone (Dask workers) |
+| ASG_LEASE_TTL_S | 120 | seconds a round's lease outlives its last renewal (storage/leases.py) |
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Settings:
     device: str | None = None
     dtype: str | None = None
     prefect_api_url: str | None = None
+    lease_ttl_s: float = 120.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -74,6 +76,7 @@ class Settings:
             device=os.environ.get("ASG_DEVICE") or None,
             dtype=os.environ.get("ASG_DTYPE") or None,
             prefect_api_url=os.environ.get("PREFECT_API_URL") or None,
+            lease_ttl_s=float(os.environ.get("ASG_LEASE_TTL_S") or 120.0),
         )
 
     def namespace_environment(self, name: str) -> dict[str, str]:

@@ -69,7 +69,10 @@ def test_a_round_on_s3_writes_the_same_rows_as_on_local_disk(asg_home, s3, monke
         pd.testing.assert_frame_equal(remote[table], frame, check_exact=True, obj=table)
     fs = s3fs.S3FileSystem(key="asg-test-key", secret=SECRET, endpoint_url=s3)
     assert result["checkpoint"] == "s3://asg/objects/checkpoints/round-0"
-    assert fs.exists("asg/objects/checkpoints/round-0/config.json")
+    latest = fs.cat_file("asg/objects/checkpoints/round-0/LATEST").decode()
+    assert fs.exists(f"asg/objects/checkpoints/round-0/{latest}/config.json")
+    assert sorted(fs.ls("asg/objects/checkpoints/round-0", detail=False)) == [
+        "asg/objects/checkpoints/round-0/LATEST", f"asg/objects/checkpoints/round-0/{latest}"]
     assert len(fs.ls("asg/prefect-results")) >= 9  # one persisted result per stage at least
     assert {p.rsplit("/", 1)[-1] for p in fs.ls("asg/lancedb")} >= {f"{t}.lance" for t in ROLLOUT_TABLES}
 
