@@ -19,6 +19,7 @@ before a command starts. Expected failures print one `asg: ...` line and exit wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -42,7 +43,14 @@ def _round_config(args):
     return RoundConfig(**{k: v for k, v in fields.items() if v is not None})
 
 
+def _add_fresh_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fresh", action="store_true",
+                   help="recompute every stage; by default a re-run with the same arguments reuses the stages a "
+                        "crashed run finished")
+
+
 def _add_round_options(p: argparse.ArgumentParser) -> None:
+    _add_fresh_option(p)
     p.add_argument("--source", help="unlabeled images: world://unlabeled?n=1000&seed=0 (default) or a folder URL")
     p.add_argument("--images", type=int, help="images used by the round (default 1000)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -276,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("experiment", help="base vs matched control vs self-evolution (+ ablations); writes a report")
+    _add_fresh_option(p)
     p.add_argument("--checkpoint", help="base checkpoint (default: the shipped shapes base)")
     p.add_argument("--rounds", type=int, help="rounds per arm (default 3; 1 with --quick)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds of the base/control/preset arms (default 0 1 2)")
@@ -292,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("nightly", help="one nightly round: from the champion, through the promotion gate")
+    _add_fresh_option(p)
     p.add_argument("--preset", default="cpu-tiny", help="cpu-tiny (default) or single-gpu")
     p.add_argument("--checkpoint", help="base checkpoint of the first night (default: the shipped shapes base)")
     p.add_argument("--model", default="asg-shapes", help="registered model name in MLflow (default asg-shapes)")
@@ -335,6 +345,26 @@ EXPECTED_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, Per
                    ConnectionError, LeaseHeld, StorageFull)
 
 
+@contextlib.contextmanager
+def _stage_cache(fresh: bool):
+    """With `fresh`, every stage recomputes and overwrites its cached result (Prefect's refresh_cache)."""
+    if not fresh:
+        yield
+        return
+    from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
+
+    saved = os.environ.get("PREFECT_TASKS_REFRESH_CACHE")
+    os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "true"  # for processes this command starts (Dask, Ray workers)
+    try:
+        with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_TASKS_REFRESH_CACHE", None)
+        else:
+            os.environ["PREFECT_TASKS_REFRESH_CACHE"] = saved
+
+
 def _one_line(exc: Exception) -> str:
     """The error as one line; a pydantic error lists each field's message but never the value given (a URL
     with credentials, say)."""
@@ -354,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     _runner_environment(args)
     try:
         check_servers(Settings.from_env(), SERVERS_USED.get(args.command, ("mlflow", "prefect", "s3")))
-        args.func(args)
+        with _stage_cache(getattr(args, "fresh", False)):
+            args.func(args)
     except EXPECTED_ERRORS as exc:
         if args.debug:
             raise

@@ -1,8 +1,8 @@
 """Lineage of a round: the code that ran it, its Prefect flow run, its checkpoint and the table versions it left.
 
 At the end of every round the LanceDB tables are tagged `round-<R>` at their versions then, and the round's
-MLflow run gets `lineage.*` tags: the git commit (with "-dirty" when tracked files had changes; the package
-version outside a checkout), the Prefect flow run id, the output checkpoint URI and each table's version.
+MLflow run gets `lineage.*` tags: the git commit (with "-dirty-<diff hash>" when tracked files had changes;
+the package version outside a checkout), the Prefect flow run id, the output checkpoint URI and each table's version.
 Reading the tables at the tag reproduces what the round's fine-tune read (tests/test_lineage.py).
 
     asg lineage --round-idx 3                 # the latest run of round 3 in experiment asg-evolution
@@ -11,33 +11,12 @@ Reading the tables at the tag reproduces what the round's fine-tune read (tests/
 
 from __future__ import annotations
 
-import importlib.metadata
-import subprocess
-from pathlib import Path
-
 from flows.tracking import Tracker
 from storage.settings import Settings, redacted
 from storage.tables import connect, current_versions, round_tag, tag_tables, tagged_versions
+from tasks.code_version import code_version
 
-REPO = Path(__file__).resolve().parent.parent
 PREFIX = "lineage."
-
-
-def code_version() -> str:
-    """The checkout's git commit ("-dirty" when tracked files differ from it), else the installed package version."""
-    if (REPO / ".git").exists():
-        try:
-            commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                    timeout=10, check=True).stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-            return commit + ("-dirty" if dirty else "")
-        except (OSError, subprocess.SubprocessError):
-            pass
-    try:
-        return f"asg=={importlib.metadata.version('asg')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def record_round_lineage(round_idx: int, checkpoint_uri: str, flow_run_id: str, settings: Settings) -> dict[str, str]:

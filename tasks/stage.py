@@ -1,10 +1,10 @@
 """`stage_task`: the decorator of every stage task of a round.
 
-It makes a stage resumable: results are persisted, so when an operator retries a failed flow
-run (the Prefect UI's Retry, or `set_flow_run_state(AwaitingRetry)`), stages that already finished
-in that run come back as `Cached` without running again (Prefect's default cache policy keys on the
-task's inputs, its source code and the flow run id, so a *new* run recomputes). Stage results are
-small references (`StageResult`), never tensors or images, so they pickle and cache.
+It makes a stage resumable: results are persisted under a key of the round's inputs and code
+(tasks/stage_cache.py), so when an operator retries a failed flow run (the Prefect UI's Retry, or
+`set_flow_run_state(AwaitingRetry)`), or a user runs the same `asg round` again after a crash, stages that
+already finished come back as `Cached` without running again. Stage results are small references
+(`StageResult`), never tensors or images, so they pickle and cache.
 
 It also carries a test-only fault point: a flow run whose parameters contain
 `inject_fault={"stage": "<stage>", "while_exists": "<path>"}` fails in that stage for as long as
@@ -24,6 +24,7 @@ from typing import Callable
 
 from prefect import task
 
+from tasks.stage_cache import STAGE_CACHE
 from tasks.stage_result import ShardResult, StageResult
 
 
@@ -65,6 +66,6 @@ def stage_task(stage: str, name: str, **options) -> Callable:
             result = fn(*args, **kwargs)
             return timed(result, time.perf_counter() - started)
 
-        return task(name=name, persist_result=True, **options)(run)
+        return task(name=name, persist_result=True, cache_policy=STAGE_CACHE, **options)(run)
 
     return decorate

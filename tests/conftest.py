@@ -17,6 +17,9 @@ os.environ.update({
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
     "TMPDIR": str(_SESSION_HOME / "tmp"),
+    # Every test's rounds really compute (a re-run checks idempotent writes, not the stage cache); the tests of
+    # resuming turn the cache back on (tests/test_resume.py, the UI-retry test).
+    "PREFECT_TASKS_REFRESH_CACHE": "true",
 })
 (_SESSION_HOME / "tmp").mkdir(exist_ok=True)
 tempfile.tempdir = None  # re-read TMPDIR

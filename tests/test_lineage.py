@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from flows.cli import main
-from flows.lineage import REPO, code_version, round_lineage
+from flows.lineage import round_lineage
+from tasks.code_version import REPO, code_version
 from flows.round import RoundConfig, round_flow
 from storage.settings import Settings
 from storage.tables import connect, current_versions, tagged_versions, upsert
@@ -32,7 +33,7 @@ def _as_tuples(examples):
 def test_code_version_is_the_checkouts_commit():
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
-    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", code_version()) and code_version().startswith(head)
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty-[0-9a-f]{12})?", code_version()) and code_version().startswith(head)
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -80,7 +80,8 @@ def reference_rows(servers, tmp_path_factory):
 
 def _serve(servers, home: Path):
     env = {"ASG_HOME": str(home), "PREFECT_API_URL": f"{servers['prefect']}/api", "PREFECT_HOME": str(home / "prefect"),
-           "PREFECT_RUNNER_POLL_FREQUENCY": "1", "MLFLOW_TRACKING_URI": servers["mlflow"], "TMPDIR": str(home)}
+           "PREFECT_RUNNER_POLL_FREQUENCY": "1", "MLFLOW_TRACKING_URI": servers["mlflow"], "TMPDIR": str(home),
+           "PREFECT_TASKS_REFRESH_CACHE": "false"}  # the retried run must find its finished stages
     home.mkdir(parents=True, exist_ok=True)
     proc = start([str(VENV_BIN / "asg"), "serve", "--preset", "cpu-tiny"], env, home / "serve.log")
     from prefect.client.orchestration import get_client
