@@ -44,3 +44,24 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+MOTO_SECRET = "s3cr3t-never-logged"
+
+
+@pytest.fixture
+def moto_s3(monkeypatch):
+    """moto's S3 server on 127.0.0.1 with an `asg` bucket and credentials in the environment; its endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "asg-test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", MOTO_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="asg")
+    yield endpoint
+    server.stop()

@@ -2,7 +2,6 @@
 no remote code."""
 
 import ast
-import json
 import re
 import shutil
 from pathlib import Path
@@ -97,4 +96,3 @@ def test_messages_show_urls_without_their_credentials():
                                                  objects_uri=settings.objects_uri,
                                                  mlflow_uri=f"sqlite:///{settings.home / 'm.db'}"))
     assert "no MLflow run of round 0" in str(caught.value)
-    assert json.dumps(redacted("https://a:b@h")).count("b@") == 0

@@ -5,6 +5,7 @@ failure is one line, and retried writes end with the same rows."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,27 +75,12 @@ def test_the_cli_reports_a_full_disk_in_one_line(monkeypatch, capsys):
                    "checkpoint there (if any) is still current"]
 
 
-@pytest.fixture
-def moto_s3(monkeypatch):
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "asg-test-key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "asg-test-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="asg")
-    yield endpoint
-    server.stop()
-
-
 def _s3_settings(monkeypatch, endpoint: str) -> Settings:
+    """S3 settings under this test's own prefix: moto keeps one bucket state per process, shared by its servers."""
+    prefix = hashlib.sha1(os.environ["PYTEST_CURRENT_TEST"].split(" ")[0].encode()).hexdigest()[:12]
     monkeypatch.setenv("ASG_S3_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("ASG_LANCEDB_URI", "s3://asg/lancedb")
-    monkeypatch.setenv("ASG_OBJECTS_URI", "s3://asg/objects")
+    monkeypatch.setenv("ASG_LANCEDB_URI", f"s3://asg/{prefix}/lancedb")
+    monkeypatch.setenv("ASG_OBJECTS_URI", f"s3://asg/{prefix}/objects")
     return Settings.from_env()
 
 
@@ -108,8 +94,8 @@ def test_an_interrupted_checkpoint_upload_leaves_the_previous_checkpoint_current
                                                                                  tmp_path):
     import shutil
 
-    uri = "s3://asg/objects/checkpoints/round-0"
     settings = _s3_settings(monkeypatch, moto_s3)
+    uri = f"{settings.objects_uri}/checkpoints/round-0"
     publish_checkpoint(SHIPPED_BASE, uri, settings)
     first = _digests(local_checkpoint(uri, settings))
     changed = tmp_path / "changed"
@@ -128,8 +114,9 @@ def test_an_interrupted_checkpoint_upload_leaves_the_previous_checkpoint_current
     assert _digests(local_checkpoint(uri, settings)) == _digests(changed)
     import s3fs
 
-    fs = s3fs.S3FileSystem(key="asg-test-key", secret="asg-test-secret", endpoint_url=moto_s3)
-    assert fs.cat_file(f"asg/objects/checkpoints/round-0/{LATEST}").decode().startswith("v-")
+    fs = s3fs.S3FileSystem(key=os.environ["AWS_ACCESS_KEY_ID"], secret=os.environ["AWS_SECRET_ACCESS_KEY"],
+                          endpoint_url=moto_s3)
+    assert fs.cat_file(f"{uri.removeprefix('s3://')}/{LATEST}").decode().startswith("v-")
 
 
 @pytest.mark.parametrize("mode", ["error", "drop"])
@@ -143,14 +130,14 @@ def test_table_writes_and_a_publish_through_transient_put_faults_end_with_the_sa
         db = connect(faulty)
         for start in range(0, 20, 5):
             upsert(db, "images", _image_rows(rows[start:start + 5]))
-        publish_checkpoint(SHIPPED_BASE, "s3://asg/objects/checkpoints/round-0", faulty)
+        publish_checkpoint(SHIPPED_BASE, f"{faulty.objects_uri}/checkpoints/round-0", faulty)
         assert len(proxy.faults) == 3
     _fresh_s3fs()
     got = read(connect(_s3_settings(monkeypatch, moto_s3)), "images").sort_values("image_id").reset_index(drop=True)
     want = pd.DataFrame(_image_rows(rows)).sort_values("image_id").reset_index(drop=True)
     assert got["image_id"].tolist() == want["image_id"].tolist() and got["image_id"].is_unique
     assert np.array_equal(got["png"].map(bytes).tolist(), want["png"].tolist())
-    assert _digests(local_checkpoint("s3://asg/objects/checkpoints/round-0", clean)) == _digests(SHIPPED_BASE)
+    assert _digests(local_checkpoint(f"{clean.objects_uri}/checkpoints/round-0", clean)) == _digests(SHIPPED_BASE)
 
 
 def _image_rows(rows: list[dict]) -> list[dict]:

@@ -15,6 +15,8 @@ Generator: the best image of each spec when its reward reaches `accept_reward`.
 
 from __future__ import annotations
 
+from tasks.logic.tile_verdicts import MATCH, MISMATCH, UNNAMED, UNPARSED
+
 from dataclasses import dataclass
 
 from tasks.logic.buckets import SOLVER_BUCKETS
@@ -77,19 +79,19 @@ def tile_generation_decisions(rows: list[dict], policy: FilterPolicy = FilterPol
     """
     best: dict[str, tuple[float, str]] = {}
     for r in rows:
-        if r["verdict"] == "match" and r["q_spec"] >= policy.min_q_spec:
+        if r["verdict"] == MATCH and r["q_spec"] >= policy.min_q_spec:
             key = (-r["reward"], r["generation_id"])
             if r["spec_id"] not in best or key < best[r["spec_id"]]:
                 best[r["spec_id"]] = key
     out = {}
     for r in rows:
         gid, verdict = r["generation_id"], r["verdict"]
-        if verdict == "not-in-grammar":
+        if verdict == UNPARSED:
             continue
         if r["q_spec"] < policy.min_q_spec:
             out[gid] = (False, "weak-spec")
-        elif verdict != "match":
-            out[gid] = (False, f"tile-{verdict}".replace("tile-unnamed-tile", "tile-unnamed"))
+        elif verdict != MATCH:
+            out[gid] = (False, {MISMATCH: "tile-mismatch", UNNAMED: "tile-unnamed"}[verdict])
         else:
             kept = best[r["spec_id"]][1] == gid
             out[gid] = (kept, "tile-match" if kept else "not-best-match")
