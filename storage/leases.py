@@ -103,8 +103,7 @@ def take_lease(settings: Settings, name: str, ttl_s: float = DEFAULT_TTL_S) -> L
               "expires_at": now + ttl_s, "ttl_s": ttl_s}
     path = f"{root}/{name}.{generation:06d}"
     try:
-        with fs.open(path, "xb") as f:
-            f.write(json.dumps(record).encode())
+        _create_exclusive(fs, path, json.dumps(record).encode())
     except FileExistsError:
         winner = _read(fs, path) or {"holder": "another process"}
         raise LeaseHeld(_describe(name, winner)) from None
@@ -114,14 +113,40 @@ def take_lease(settings: Settings, name: str, ttl_s: float = DEFAULT_TTL_S) -> L
     return Lease(name, generation, holder, path)
 
 
+def _create_exclusive(fs, path: str, payload: bytes) -> None:
+    """Create `path` holding `payload` or raise FileExistsError; readers never see it empty or half-written.
+
+    Local files: the payload goes to a private temporary file that is then hard-linked to `path` (link fails
+    when `path` exists, atomically). Object stores: one conditional PUT carries the whole payload.
+    """
+    if "file" in fs.protocol or "local" in fs.protocol:
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(payload)
+        try:
+            os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+        return
+    with fs.open(path, "xb") as f:
+        f.write(payload)
+
+
 def renew_lease(settings: Settings, lease: Lease, ttl_s: float = DEFAULT_TTL_S) -> None:
     fs, _ = _store(settings)
     record = _read(fs, lease.path)
     if record is None or record.get("holder") != lease.holder:
         return  # released, or taken over after this holder looked dead: nothing of ours to renew
     record["expires_at"] = time.time() + ttl_s
+    payload = json.dumps(record).encode()
+    if "file" in fs.protocol or "local" in fs.protocol:  # replace in one step: a reader never sees it empty
+        tmp = f"{lease.path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, lease.path)
+        return
     with fs.open(lease.path, "wb") as f:
-        f.write(json.dumps(record).encode())
+        f.write(payload)
 
 
 def release_lease(settings: Settings, lease: Lease) -> None:

@@ -138,3 +138,33 @@ def test_a_second_round_of_the_same_index_fails_fast_while_other_indices_run(asg
     questions = read(db, "questions")
     assert set(questions["round_idx"]) == {0, 1}
     assert not any(_leases(settings).iterdir())  # both released
+
+
+def test_leases_in_s3_refuse_a_second_taker_and_racing_takers_leave_one_holder(asg_home, moto_s3, monkeypatch):
+    """On S3 the exclusive create is a conditional PUT (If-None-Match: *); moto honours it as S3 does."""
+    import s3fs
+
+    monkeypatch.setenv("ASG_S3_ENDPOINT_URL", moto_s3)
+    monkeypatch.setenv("ASG_OBJECTS_URI", "s3://asg/lease-test/objects")
+    s3fs.S3FileSystem.clear_instance_cache()
+    settings = Settings.from_env()
+    first = take_lease(settings, "round-0", ttl_s=60)
+    with pytest.raises(LeaseHeld, match=rf"round-0 is being run by {first.holder}"):
+        take_lease(settings, "round-0", ttl_s=60)
+    release_lease(settings, first)
+    won, refused, start = [], [], threading.Barrier(6)
+
+    def take() -> None:
+        start.wait()
+        try:
+            won.append(take_lease(settings, "round-1", ttl_s=60))
+        except LeaseHeld:
+            refused.append(1)
+
+    threads = [threading.Thread(target=take) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == 5 and won[0].generation == 1
+    release_lease(settings, won[0])
