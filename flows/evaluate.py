@@ -15,7 +15,7 @@ from flows.tracking import Tracker
 from storage.settings import Settings
 from tasks.evaluate import evaluate_checkpoint, evaluate_vqa_file, generate_geneval_samples, measure_vocabulary_coverage
 from tasks.logic.vocabulary_coverage import coverage_lines, coverage_metrics
-from world.evaluation import EvalConfig
+from tasks.logic.held_out_evaluation import EvalConfig
 
 
 @flow(name="asg-evaluate", log_prints=True)

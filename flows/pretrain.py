@@ -16,7 +16,7 @@ from flows.tracking import Tracker
 from models.training import TrainConfig
 from storage.settings import Settings
 from tasks.pretrain import check_convergence, pretrain_base, write_checkpoint_card
-from world.evaluation import EvalConfig
+from tasks.logic.held_out_evaluation import EvalConfig
 
 
 @flow(name="asg-pretrain", log_prints=True)

@@ -38,7 +38,7 @@ from tasks.score import score_generations, score_shard
 from tasks.solve import solve_and_vote, solve_shard
 from tasks.stage_result import ShardResult, StageResult
 from tasks.tile_verify import verify_generations
-from world.evaluation import EvalConfig
+from tasks.logic.held_out_evaluation import EvalConfig
 
 
 class RoundConfig(BaseModel):

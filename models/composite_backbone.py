@@ -42,7 +42,7 @@ from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult,
 from models.sampling import call_seed
 from models.tokenizer_words import tokenizer_unknown_words
 from models.weight_checks import check_shapes, refuse_pickle_weights
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 
 UNDERSTANDING_ROLES = ("proposer", "solver")
 DIT_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -59,6 +59,9 @@ class CompositeConfig:
     lora_alpha: int = 16
     lm_lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     user_template: str = "USER: {image}\n{text} ASSISTANT:"
+    # Words of the word-level tokenizer a fresh random-init model is built with (tests and smoke runs; real
+    # checkpoints bring their own tokenizer). The registry gives the embedded world's words for size "tiny".
+    tiny_words: tuple[str, ...] = ()
 
     @classmethod
     def tiny(cls) -> "CompositeConfig":
@@ -90,7 +93,7 @@ def _identity_or_random(d_in: int, d_out: int) -> nn.Linear:
     return layer
 
 
-def _tiny_parts(seed: int):
+def _tiny_parts(seed: int, tiny_words: tuple[str, ...]):
     from diffusers import (
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
@@ -105,11 +108,9 @@ def _tiny_parts(seed: int):
         PreTrainedTokenizerFast,
     )
 
-    from world.language import WORDS
-
     torch.manual_seed(seed)
     extra = {w.lower().strip(".,:") for t in (*ROLE_PROMPTS.values(), *FRAMING_TEXT.values()) for w in t.split()}
-    words = ["<pad>", "<bos>", "<eos>", "<unk>", "<image>", *sorted(set(WORDS) | extra | {"|", "=", "?", ":"})]
+    words = ["<pad>", "<bos>", "<eos>", "<unk>", "<image>", *sorted(set(tiny_words) | extra | {"|", "=", "?", ":"})]
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>",
@@ -165,7 +166,7 @@ class CompositeBackbone:
     # ----- construction and persistence -------------------------------------------------
     @classmethod
     def create(cls, config: CompositeConfig, seed: int) -> "CompositeBackbone":
-        return cls(config, *_tiny_parts(seed))
+        return cls(config, *_tiny_parts(seed, config.tiny_words))
 
     @classmethod
     def from_pretrained(cls, vlm_path: str | Path, pipeline_path: str | Path, **overrides) -> "CompositeBackbone":
@@ -235,7 +236,8 @@ class CompositeBackbone:
                 for role in meta["roles"]:
                     backbone._load_role_state(role, load_file(path / f"adapter_{role}.safetensors"))
             return backbone
-        config = CompositeConfig(**{**meta["config"], "lm_lora_targets": tuple(meta["config"]["lm_lora_targets"])})
+        config = CompositeConfig(**{**meta["config"], "lm_lora_targets": tuple(meta["config"]["lm_lora_targets"]),
+                                    "tiny_words": tuple(meta["config"].get("tiny_words", ()))})
         vlm_config = dict(meta["vlm"])
         vlm = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**vlm_config))
         public = lambda d: {k: v for k, v in d.items() if not k.startswith("_")}  # noqa: E731

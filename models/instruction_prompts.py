@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 
 FRAMING_TEXT = {"canonical": "", "observational": "Look closely at the picture.",
                 "analyst": "Think like an image analyst.", "direct": "Answer directly.",

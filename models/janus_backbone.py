@@ -37,7 +37,7 @@ from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult,
 from models.sampling import call_seed
 from models.tokenizer_words import tokenizer_unknown_words
 from models.weight_checks import check_shapes, refuse_pickle_weights
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 
 SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "image": "<image_placeholder>",
            "boi": "<begin_of_image>", "eoi": "<end_of_image>"}
@@ -54,20 +54,21 @@ class JanusBackboneConfig:
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     user_template: str = "<|User|>: {image}\n{text}\n\n<|Assistant|>:"
     janus_config: dict = field(default_factory=dict)
+    # Words of the word-level tokenizer a fresh random-init model is built with (tests and smoke runs; real
+    # checkpoints bring their own tokenizer). The registry gives the embedded world's words for size "tiny".
+    tiny_words: tuple[str, ...] = ()
 
     @classmethod
     def tiny(cls) -> "JanusBackboneConfig":
         return cls(max_new_tokens=8, user_template="{image} {text} :", janus_config={})
 
 
-def _tiny_tokenizer():
-    """A word-level tokenizer over the shapes world's words and Janus's special tokens (built here)."""
+def _tiny_tokenizer(tiny_words: tuple[str, ...]):
+    """A word-level tokenizer over `tiny_words` and Janus's special tokens (built here)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from world.language import WORDS
-
-    words = sorted(set(WORDS) | {"|", "=", "?", ":", ".", ",", "<|User|>", "<|Assistant|>"}
+    words = sorted(set(tiny_words) | {"|", "=", "?", ":", ".", ",", "<|User|>", "<|Assistant|>"}
                    | {w.lower().strip(".,") for t in (*ROLE_PROMPTS.values(), *FRAMING_TEXT.values()) for w in t.split()})
     vocab = {tok: i for i, tok in enumerate([*SPECIAL.values(), *words])}
     core = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL["unk"]))
@@ -122,7 +123,7 @@ class JanusBackbone:
         from transformers import JanusConfig, JanusForConditionalGeneration
 
         torch.manual_seed(seed)
-        tokenizer = _tiny_tokenizer()
+        tokenizer = _tiny_tokenizer(config.tiny_words)
         janus = config.janus_config or _tiny_janus_config(len(tokenizer), tokenizer.convert_tokens_to_ids(
             SPECIAL["image"]))
         config = JanusBackboneConfig(**{**asdict(config), "janus_config": janus})
@@ -160,7 +161,8 @@ class JanusBackbone:
             backbone = cls.from_pretrained(**meta["source"])
             backbone._attach_saved_roles(path, meta.get("roles", []))
             return backbone
-        config = JanusBackboneConfig(**{**meta["config"], "lora_targets": tuple(meta["config"]["lora_targets"])})
+        config = JanusBackboneConfig(**{**meta["config"], "lora_targets": tuple(meta["config"]["lora_targets"]),
+                                        "tiny_words": tuple(meta["config"].get("tiny_words", ()))})
         network = JanusForConditionalGeneration(JanusConfig.from_dict(config.janus_config))
         state = load_file(path / "base.safetensors")
         expected = network.state_dict()

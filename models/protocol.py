@@ -15,7 +15,7 @@ A new backbone is one file in `models/` that implements `Backbone` and one line 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -69,13 +69,6 @@ class TrainingExample:
     weight: float = 1.0
 
 
-@dataclass
-class TrainStepStats:
-    loss: float
-    n_examples: int
-    extra: dict[str, float] = field(default_factory=dict)
-
-
 @runtime_checkable
 class Backbone(Protocol):
     """What the flywheel needs from a unified model. Every call is batched."""
@@ -116,7 +109,7 @@ class Backbone(Protocol):
         """Parameters a role's update changes (role None: the whole base, for pretraining)."""
 
     def unknown_words(self, texts: list[str]) -> list[list[str]]:
-        """Per text, the words of its normal form (`world.text_normalization.normalize_text`) that the
+        """Per text, the words of its normal form (`text.normal_form.normalize_text`) that the
         tokenizer cannot represent, i.e. maps to an unknown token (none for byte-level tokenizers)."""
 
     def save(self, path: Path) -> None:

@@ -81,6 +81,10 @@ def create_backbone(name: str, seed: int, size: str = "default", **overrides) ->
     cls = backbone_class(name)
     config_cls = cls.config_class
     config = config_cls.tiny() if size == "tiny" else config_cls()
+    if size == "tiny" and not getattr(config, "tiny_words", True):
+        from world.language import WORDS  # the real adapters' tiny tokenizers speak the embedded world's words
+
+        config = dataclasses.replace(config, tiny_words=tuple(sorted(WORDS)))
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return cls.create(config, seed=seed)

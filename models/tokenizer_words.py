@@ -6,7 +6,7 @@ tokenizers) report the words outside their vocabulary.
 
 from __future__ import annotations
 
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 
 
 def tokenizer_unknown_words(tokenizer, texts: list[str]) -> list[list[str]]:

@@ -2,7 +2,7 @@
 
 One id space holds special tokens, Solver framing tokens, the world's words and the
 253 exact image codes of `world.codebook`. Text takes the world's normal form
-(`world.text_normalization`: lower case, "?" spaced off, sentence punctuation dropped) and is split on
+(`text.normal_form`: lower case, "?" spaced off, sentence punctuation dropped) and is split on
 whitespace, so tokenisation is lossless for every template text and natural spellings of it.
 
     >>> vocab = Vocabulary.build()
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from world import codebook, language
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 
 SPECIALS = (
     "<pad>", "<bos>", "<eos>", "<unk>",

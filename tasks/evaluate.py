@@ -18,8 +18,8 @@ from tasks.logic.vocabulary_coverage import VocabularyCoverage, vocabulary_cover
 from tasks.round_inputs import backbone_for
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
-from world.evaluation import EvalConfig, evaluate
-from world.text_normalization import normalize_text
+from tasks.logic.held_out_evaluation import EvalConfig, evaluate
+from text.normal_form import normalize_text
 
 
 @stage_task("evaluate", "evaluate-checkpoint")

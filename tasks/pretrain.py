@@ -18,7 +18,7 @@ from models.training import TrainConfig, mixture_batches, train
 from models.vocabulary import FRAMINGS
 from storage.checkpoints import local_checkpoint, save_checkpoint
 from storage.settings import Settings
-from world.evaluation import EvalConfig, evaluate, evaluate_geneval, evaluate_vqa
+from tasks.logic.held_out_evaluation import EvalConfig, evaluate, evaluate_geneval, evaluate_vqa
 from world.seed_set import seed_examples
 
 PRETRAIN_MIX = {"vqa": 0.45, "caption": 0.10, "ask": 0.10, "spec": 0.15, "t2i": 0.20}

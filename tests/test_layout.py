@@ -10,9 +10,17 @@ FORBIDDEN = {
     "storage": {"prefect", "mlflow", "models", "tasks", "flows", "torch"},
     "tasks": {"mlflow", "flows"},
     "flows": {"torch", "lancedb"},
-    "world": {"prefect", "mlflow", "lancedb", "torch", "storage", "models", "flows"},
+    # The bottom layer: the toy world imports nothing of the project's above it, not even the protocol.
+    "world": {"prefect", "mlflow", "lancedb", "torch", "storage", "models", "models.protocol", "tasks",
+              "tasks.logic", "flows", "dashboards"},
     "dashboards": {"prefect", "torch", "tasks", "models", "flows"},
+    # Text conventions every layer shares: below the world, importing nothing of the project.
+    "text": {"prefect", "mlflow", "lancedb", "torch", "storage", "models", "models.protocol", "tasks", "tasks.logic",
+             "flows", "dashboards", "world"},
 }
+# The real-model adapters and what they share work for any model: none of them speaks the toy world.
+REAL_ADAPTER_FILES = ("models/janus_backbone.py", "models/composite_backbone.py", "models/instruction_prompts.py",
+                      "models/tokenizer_words.py")
 
 
 def _imports(path: Path) -> set[str]:
@@ -21,10 +29,12 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):  # noqa: SIM114
             names |= {a.name.split(".")[0] for a in node.names}
+            names |= {"tasks.logic" for a in node.names if a.name.startswith("tasks.logic")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0] if not node.module.startswith("tasks.logic") else "tasks.logic")
-            if node.module == "models.protocol":  # the protocol's plain request types are for everyone
+            if node.module == "models.protocol":  # the protocol's plain request types are for the layers above
                 names.discard("models")
+                names.add("models.protocol")
     return names
 
 
@@ -40,6 +50,19 @@ def test_dependency_directions():
     assert not problems, "\n".join(problems)
 
 
+def test_the_real_model_adapters_do_not_import_the_toy_world():
+    problems = [f"{name} imports world" for name in REAL_ADAPTER_FILES if "world" in _imports(ROOT / name)]
+    assert not problems, "\n".join(problems)
+
+
 def test_no_grab_bag_module_names():
     names = {p.name for package in FORBIDDEN for p in (ROOT / package).rglob("*.py")}
     assert not names & {"utils.py", "helpers.py", "manager.py", "common.py"}
+
+
+def test_the_import_reader_sees_the_protocol_and_logic_imports_the_bottom_layer_may_not_make(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from models.protocol import SolveRequest\nimport tasks.logic.answers\n"
+                      "def f():\n    from tasks.logic import voting\n")
+    assert _imports(module) == {"models.protocol", "tasks", "tasks.logic"}
+    assert _imports(module) & FORBIDDEN["world"] == {"models.protocol", "tasks", "tasks.logic"}

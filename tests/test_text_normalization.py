@@ -9,14 +9,14 @@ import models.instruction_prompts
 import models.vocabulary
 import tasks.logic.answers
 import tasks.logic.vocabulary_coverage
-import world.text_normalization
+import text.normal_form
 from models.vocabulary import Vocabulary
 from tasks.logic.answers import normalize_answer
 from tasks.logic.vocabulary_coverage import VocabularyCoverage, coverage_lines, coverage_metrics, vocabulary_coverage
 from world import language, seed_set
 from world.geneval_metadata import spec_from_metadata
 from world.prompts import ObjectSpec
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 
 NATURAL = [
     ("What colour is the triangle?", "what color is the triangle ?"),
@@ -103,7 +103,7 @@ def test_a_warning_names_examples_only_above_five_percent():
     assert "most frequent: none" in coverage_lines(VocabularyCoverage(3, 0, ()), "f")[0]
 
 
-@pytest.mark.parametrize("module", [world.text_normalization, tasks.logic.vocabulary_coverage, tasks.logic.answers,
+@pytest.mark.parametrize("module", [text.normal_form, tasks.logic.vocabulary_coverage, tasks.logic.answers,
                                     models.vocabulary, models.instruction_prompts])
 def test_docstring_examples(module):
     result = doctest.testmod(module)

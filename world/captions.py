@@ -5,7 +5,7 @@ from collections import Counter
 from typing import Iterable
 
 from world.scenes import COLORS, SHAPES, Scene
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 from world.vocabulary import NUMBER_WORDS, noun, number_word
 
 _COLOR_ORDER = {c: i for i, c in enumerate(COLORS)}

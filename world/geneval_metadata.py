@@ -13,7 +13,7 @@ import numpy as np
 from world.parser import centroid_relation, parse
 from world.prompts import ObjectSpec, Prompt, PromptSpec, matches, parse_prompt
 from world.scenes import COLORS, SHAPES
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 
 TAGS = {"single_object": "single_object", "two_object": "two_object", "counting": "counting",
         "colors": "colors", "position": "position", "color_attr": "color_attr"}

@@ -7,7 +7,7 @@ from typing import Callable, Protocol, Sequence, TypeVar
 
 from world.questions import relation_holds
 from world.scenes import COLORS, GRID, SHAPES, Scene, random_object
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 from world.vocabulary import NUMBER_WORDS, PLURALS, RELATIONS, SINGULARS, number_word
 
 CATEGORIES: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")

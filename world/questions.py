@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from world.scenes import COLORS, SHAPES, Scene, SceneObject
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 from world.vocabulary import PLURALS, RELATIONS, SINGULARS, number_word
 
 FAMILIES: tuple[str, ...] = ("color", "shape", "count", "exist", "relation")

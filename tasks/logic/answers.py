@@ -1,6 +1,6 @@
 """Answer normalisation: one canonical spelling per answer before voting or scoring.
 
-Answers first take the world's text normal form (`world.text_normalization`), then lose punctuation
+Answers first take the world's text normal form (`text.normal_form`), then lose punctuation
 and articles and take canonical numbers and yes/no.
 
     >>> normalize_answer(" Yes. ")
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 
 _NUMBERS = {str(i): w for i, w in enumerate(
     ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))}

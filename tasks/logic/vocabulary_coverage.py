@@ -2,7 +2,7 @@
 
 A question the tokenizer reads as <unk> is a question the model cannot answer, so an external file
 written in words outside the vocabulary scores low for a reason that has nothing to do with the model.
-Words are those of each text's normal form (`world.text_normalization.normalize_text`), "?" included.
+Words are those of each text's normal form (`text.normal_form.normalize_text`), "?" included.
 
     >>> c = vocabulary_coverage(["Is there a bench?", "Is the bench red?"], [["bench"], ["bench"]])
     >>> c.n_words, c.n_unknown, c.top_unknown
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from world.text_normalization import normalize_text
+from text.normal_form import normalize_text
 
 WARN_SHARE = 0.05  # above this share of unknown words an input file is worth a warning
 
