@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("flows", "tasks", "models", "storage", "dashboards", "world")
+PACKAGES = ("flows", "tasks", "models", "storage", "dashboards", "world", "text")
 MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for package in PACKAGES
                  for p in (ROOT / package).rglob("*.py") if ">>> " in p.read_text())
 

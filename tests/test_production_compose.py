@@ -20,7 +20,7 @@ ASG_IMAGE = "asg:latest"
 def _code_env_reads() -> set[str]:
     pattern = re.compile(r"""(?:environ(?:\.get)?[(\[]|getenv\()\s*["']([A-Z0-9_]+)["']""")
     names: set[str] = set()
-    for package in ("flows", "tasks", "models", "storage", "dashboards", "world"):
+    for package in ("flows", "tasks", "models", "storage", "dashboards", "world", "text"):
         for path in (ROOT / package).rglob("*.py"):
             names |= set(pattern.findall(path.read_text()))
     return names

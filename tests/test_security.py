@@ -15,7 +15,7 @@ from storage.settings import redacted
 from tests.conftest import SHIPPED_BASE
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE = [p for package in ("flows", "tasks", "models", "storage", "dashboards", "world", "benchmarks", "infra")
+CODE = [p for package in ("flows", "tasks", "models", "storage", "dashboards", "world", "text", "benchmarks", "infra")
         for p in (ROOT / package).rglob("*.py")]
 
 
