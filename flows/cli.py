@@ -55,7 +55,9 @@ def _add_round_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, help="images used by the round (default 1000)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--preset", choices=["paper", "verified", "agreement", "compose", "gold-ceiling"],
-                   help="paper: METHOD.md's rewards and RL updates (default); verified: imitation of confident "
+                   help="compose (default): the Solver learns scenes recomposed from the tiles it named, the "
+                        "Generator its best tile-verified images; paper: METHOD.md's rewards and RL updates; "
+                        "verified: imitation of confident "
                         "and Solver-verified items with seed replay; agreement: imitation of majority labels "
                         "confirmed by the mirrored-image and caption-drawn views; gold-ceiling: not a method, the "
                         "world's true labels on the same items (embedded world only)")

@@ -58,11 +58,12 @@ class RoundConfig(BaseModel):
     n_check_answers: int = Field(3, ge=1, description="Solver answers per check when scoring an image")
     temperature: float = Field(1.0, gt=0, description="Proposer and Generator sampling temperature")
     preset: Literal["paper", "verified", "agreement", "compose", "gold-ceiling"] = Field(
-        "paper", description="paper: METHOD.md's rewards and RL updates; verified: imitation of confident and "
+        "compose", description="compose (default, the best recipe measured here): the Solver learns scenes "
+                               "recomposed from the tiles it named (labels known by construction), the Generator the "
+                               "best tile-verified image of each spec, with seed replay; paper: METHOD.md's rewards "
+                               "and RL updates, exactly as written; verified: imitation of confident and "
                              "Solver-verified items with seed replay; agreement: imitation of majority labels that "
-                             "the mirrored-image and caption-drawn views confirm, with seed replay; compose: the "
-                             "Solver learns scenes recomposed from the tiles it named (labels known by construction),"
-                             " the Generator its Solver-verified images, with seed replay; gold-ceiling: "
+                             "the mirrored-image and caption-drawn views confirm, with seed replay; gold-ceiling: "
                              "NOT a method, the same items with the world's true labels (the ceiling of any source)")
     compose_per_image: int = Field(2, ge=1, description="compose preset: recomposed scenes per unlabeled image")
     compose_relation_questions: int = Field(0, ge=0, description="compose preset: extra relation questions per "

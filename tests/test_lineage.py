@@ -21,7 +21,7 @@ from tests.conftest import SHIPPED_BASE
 def _config() -> RoundConfig:
     return RoundConfig(source="world://unlabeled?n=12&seed=5", n_images=12, n_candidates=2, n_samples=3,
                        n_per_prompt=2, n_check_answers=2, finetune_steps={"solver": 3, "proposer": 2, "generator": 3},
-                       batch_size=8, seed_scenes=20, evaluation="none", accept_reward=0.3)
+                       batch_size=8, seed_scenes=20, evaluation="none", accept_reward=0.3, preset="paper")
 
 
 def _as_tuples(examples):

@@ -16,9 +16,10 @@ TABLES = ("images", "questions", "answers", "votes", "specs", "generations", "sc
 
 
 def _config(**overrides) -> RoundConfig:
-    return RoundConfig(source="world://unlabeled?n=12&seed=5", n_images=12, n_candidates=2, n_samples=3,
-                       n_per_prompt=2, n_check_answers=2, finetune_steps={"solver": 3, "proposer": 2, "generator": 3},
-                       batch_size=8, seed_scenes=20, evaluation="tiny", accept_reward=0.3, **overrides)
+    fields = dict(source="world://unlabeled?n=12&seed=5", n_images=12, n_candidates=2, n_samples=3, n_per_prompt=2,
+                  n_check_answers=2, finetune_steps={"solver": 3, "proposer": 2, "generator": 3}, batch_size=8,
+                  seed_scenes=20, evaluation="tiny", accept_reward=0.3, preset="paper")
+    return RoundConfig(**{**fields, **overrides})
 
 
 def _snapshot(db) -> dict:

@@ -26,7 +26,7 @@ ROLLOUT_TABLES = {"images": "image_id", "questions": "question_id", "answers": "
 
 def _config(n_images: int = 16, **overrides) -> RoundConfig:
     fields = dict(source=f"world://unlabeled?n={n_images}&seed=7", n_images=n_images, n_candidates=2, n_samples=3,
-                  n_per_prompt=2, n_check_answers=2, evaluation="none")
+                  n_per_prompt=2, n_check_answers=2, evaluation="none", preset="paper")
     return RoundConfig(**{**fields, **overrides})
 
 
