@@ -25,7 +25,7 @@ TABLES = {"images": "image_id", "questions": "question_id", "answers": "answer_i
           "specs": "spec_id", "generations": "generation_id", "scores": "generation_id",
           "filter_decisions": "item_id", "training_examples": "example_id", "cross_checks": "question_id"}
 ROUND = ["round", "--round-idx", "0", "--checkpoint", str(SHIPPED_BASE), "--source", "world://unlabeled?n=12&seed=5",
-         "--images", "12", "--quick"]
+         "--images", "12", "--quick", "--preset", "paper"]  # the stage list below is the paper preset's
 BEFORE_FINETUNE = ("ingest-images", "propose-questions", "solve-and-vote", "cross-check-questions",
                    "generate-images", "score-generations", "filter-examples")
 
@@ -67,7 +67,7 @@ def _tables(home: Path) -> dict[str, pd.DataFrame]:
 
 
 def _finished(output: str, state: str) -> set[str]:
-    return {line.split("Task run '", 1)[1].rsplit("-", 1)[0] for line in output.splitlines()
+    return {line.split("Task run '", 1)[1].split("'", 1)[0].rsplit("-", 1)[0] for line in output.splitlines()
             if "Task run '" in line and f"Finished in state {state}" in line}
 
 
