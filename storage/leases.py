@@ -113,16 +113,26 @@ def take_lease(settings: Settings, name: str, ttl_s: float = DEFAULT_TTL_S) -> L
     return Lease(name, generation, holder, path)
 
 
+def _is_local(fs) -> bool:
+    return "file" in fs.protocol or "local" in fs.protocol
+
+
+def _private_copy(path: str, payload: bytes) -> str:
+    """`payload` written whole to a temporary file beside `path` that no reader lists as a lease; its path."""
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(payload)
+    return tmp
+
+
 def _create_exclusive(fs, path: str, payload: bytes) -> None:
     """Create `path` holding `payload` or raise FileExistsError; readers never see it empty or half-written.
 
     Local files: the payload goes to a private temporary file that is then hard-linked to `path` (link fails
     when `path` exists, atomically). Object stores: one conditional PUT carries the whole payload.
     """
-    if "file" in fs.protocol or "local" in fs.protocol:
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(payload)
+    if _is_local(fs):
+        tmp = _private_copy(path, payload)
         try:
             os.link(tmp, path)
         finally:
@@ -139,11 +149,8 @@ def renew_lease(settings: Settings, lease: Lease, ttl_s: float = DEFAULT_TTL_S) 
         return  # released, or taken over after this holder looked dead: nothing of ours to renew
     record["expires_at"] = time.time() + ttl_s
     payload = json.dumps(record).encode()
-    if "file" in fs.protocol or "local" in fs.protocol:  # replace in one step: a reader never sees it empty
-        tmp = f"{lease.path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, lease.path)
+    if _is_local(fs):  # replace in one step: a reader never sees it empty
+        os.replace(_private_copy(lease.path, payload), lease.path)
         return
     with fs.open(lease.path, "wb") as f:
         f.write(payload)

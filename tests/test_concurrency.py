@@ -31,6 +31,25 @@ def _write_lease(settings: Settings, name: str, generation: int, **record) -> No
     (folder / f"{name}.{generation:06d}").write_text(json.dumps(record))
 
 
+def _race(settings: Settings, name: str, n_takers: int) -> tuple[list, list]:
+    """`n_takers` threads released together, each taking `name`'s lease: (leases won, refusals)."""
+    won, refused, start = [], [], threading.Barrier(n_takers)
+
+    def take() -> None:
+        start.wait()
+        try:
+            won.append(take_lease(settings, name, ttl_s=60))
+        except LeaseHeld:
+            refused.append(1)
+
+    threads = [threading.Thread(target=take) for _ in range(n_takers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won, refused
+
+
 def test_a_held_lease_refuses_a_second_taker_with_its_holder_and_is_free_after_release(asg_home):
     settings = Settings.from_env()
     first = take_lease(settings, "round-0", ttl_s=60)
@@ -68,20 +87,7 @@ def test_a_dead_holders_lease_lapses_at_once_on_this_host_and_at_expiry_elsewher
 def test_racing_takers_of_a_lapsed_lease_leave_exactly_one_holder(asg_home):
     settings = Settings.from_env()
     _write_lease(settings, "round-0", 4, holder="remote", host="another-host", pid=1, started_at=0.0, expires_at=1.0)
-    won, refused, start = [], [], threading.Barrier(8)
-
-    def take() -> None:
-        start.wait()
-        try:
-            won.append(take_lease(settings, "round-0", ttl_s=60))
-        except LeaseHeld:
-            refused.append(1)
-
-    threads = [threading.Thread(target=take) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won, refused = _race(settings, "round-0", 8)
     assert len(won) == 1 and len(refused) == 7 and won[0].generation == 5
 
 
@@ -152,19 +158,6 @@ def test_leases_in_s3_refuse_a_second_taker_and_racing_takers_leave_one_holder(a
     with pytest.raises(LeaseHeld, match=rf"round-0 is being run by {first.holder}"):
         take_lease(settings, "round-0", ttl_s=60)
     release_lease(settings, first)
-    won, refused, start = [], [], threading.Barrier(6)
-
-    def take() -> None:
-        start.wait()
-        try:
-            won.append(take_lease(settings, "round-1", ttl_s=60))
-        except LeaseHeld:
-            refused.append(1)
-
-    threads = [threading.Thread(target=take) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won, refused = _race(settings, "round-1", 6)
     assert len(won) == 1 and len(refused) == 5 and won[0].generation == 1
     release_lease(settings, won[0])
