@@ -7,6 +7,16 @@ relation questions only (`rel`) or on every family (`all`), then evaluates VQA o
 
     .venv/bin/python benchmarks/relation_learnability.py lora 12000 1500 1e-3 rel
     .venv/bin/python benchmarks/relation_learnability.py full 12000 1500 3e-3 rel
+    .venv/bin/python benchmarks/relation_learnability.py full 12000 1000 1e-3 rel --variant ordinal
+    .venv/bin/python benchmarks/relation_learnability.py full 12000 1000 1e-3 rel --variant question-first
+    .venv/bin/python benchmarks/relation_learnability.py full 12000 1000 1e-3 rel --variant deeper
+
+Two variants of the model test whether the plateau is the position code or the token order (both start from the
+base's weights): `ordinal` replaces the learned 4-entry row/column embeddings by fixed ordered features of the
+cell (scaled index, thermometer code, centred offset) through a new linear projection, so "left of" is a
+linear comparison; `question-first` puts the question before the image in VQA sequences, so image tokens can
+attend to the referents the question names; `deeper` inserts two decoder layers in the middle of the base's four,
+initialised as the identity (zero output projections), to test whether depth is what relations lack.
 
 Each run prints one JSON line (and appends it to benchmarks/results/relation_learnability.jsonl): the training
 loss at the start and over the last 20 steps, and VQA by family before and after. The loss is the mean over the
@@ -31,12 +41,88 @@ import torch  # noqa: E402
 
 from models.protocol import TrainingExample  # noqa: E402
 from models.registry import load_backbone  # noqa: E402
+from models.shapes_backbone import ShapesBackbone, ShapesNetwork  # noqa: E402
+from world.scenes import GRID  # noqa: E402
 from models.training import TrainConfig, train  # noqa: E402
 from world import questions, splits  # noqa: E402
 from tasks.logic.held_out_evaluation import EvalConfig, evaluate_vqa  # noqa: E402
 from world.render import render  # noqa: E402
 
 BASE = ROOT / "models" / "checkpoints" / "shapes-base"
+
+
+def ordinal_cell_features() -> torch.Tensor:
+    """Per grid cell (row-major): for row and for column, index / (GRID - 1), index > k for k < GRID - 1, and
+    index - (GRID - 1) / 2."""
+    rows = []
+    for cell in range(GRID * GRID):
+        row = []
+        for index in (cell // GRID, cell % GRID):
+            row += [index / (GRID - 1)] + [float(index > k) for k in range(GRID - 1)] + [index - (GRID - 1) / 2]
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+class OrdinalNetwork(ShapesNetwork):
+    """The shapes network with ordered cell features in place of the learned row/column embeddings."""
+
+    def __init__(self, config, vocab_size: int):
+        super().__init__(config, vocab_size)
+        self.register_buffer("cell_features", ordinal_cell_features(), persistent=False)
+        self.cell_projection = torch.nn.Linear(self.cell_features.shape[1], config.hidden_size)
+
+    def embed(self, ids, cells):
+        x = self.lm.get_input_embeddings()(ids)
+        is_image = (cells >= 0).unsqueeze(-1)
+        codes = (ids - self.image_offset).clamp(min=0, max=self.code_pixels.shape[0] - 1)
+        visual = self.cell_projection(self.cell_features[cells.clamp(min=0)]) + self.patch(self.code_pixels[codes])
+        return x + is_image * visual
+
+
+class QuestionFirstBackbone(ShapesBackbone):
+    """VQA sequences as `<bos> <vqa> question <img> codes </img> <framing> <ans>`; other kinds unchanged."""
+
+    def _prefix(self, kind, image, text="", framing="canonical"):
+        if kind not in ("vqa", "vqa_shared"):
+            return super()._prefix(kind, image, text, framing)
+        v = self.vocab
+        ids = [v.id("<bos>"), v.id("<vqa>")] + v.encode_text(text)
+        image_ids, image_cells = self._image_tokens(image)
+        ids, cells = ids + image_ids, [-1] * len(ids) + image_cells
+        if kind == "vqa":
+            ids, cells = ids + [v.framing_id(framing), v.id("<ans>")], cells + [-1, -1]
+        return ids, cells
+
+
+def deepened(base: ShapesBackbone, extra: int = 2) -> ShapesBackbone:
+    """The base with `extra` identity-initialised decoder layers inserted after its first half."""
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    model = base.network.lm.model
+    config = base.network.lm.config
+    middle = len(model.layers) // 2
+    for k in range(extra):
+        layer = LlamaDecoderLayer(config, middle + k)
+        torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
+        torch.nn.init.zeros_(layer.mlp.down_proj.weight)
+        model.layers.insert(middle + k, layer)
+    for i, layer in enumerate(model.layers):
+        layer.self_attn.layer_idx = i
+    config.num_hidden_layers = len(model.layers)
+    return base
+
+
+def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
+    if variant == "base":
+        return base
+    if variant == "deeper":
+        return deepened(base)
+    if variant == "question-first":
+        return QuestionFirstBackbone(base.config, base.vocab, base.network)
+    network = OrdinalNetwork(base.config, len(base.vocab))
+    own = network.state_dict()
+    network.load_state_dict({k: v for k, v in base.network.state_dict().items() if k in own}, strict=False)
+    return ShapesBackbone(base.config, base.vocab, network)
 
 
 def true_label_examples(n_scenes: int, relation_only: bool) -> list[TrainingExample]:
@@ -59,9 +145,13 @@ def main() -> None:
     parser.add_argument("lr", type=float)
     parser.add_argument("families", choices=["rel", "all"])
     parser.add_argument("--checkpoint", default=str(BASE))
+    parser.add_argument("--variant", choices=["base", "ordinal", "question-first", "deeper"], default="base")
     args = parser.parse_args()
     torch.set_num_threads(2)
     backbone = load_backbone(args.checkpoint)
+    if args.variant != "base" and args.mode != "full":
+        parser.error("--variant changes the network: use it with mode full")
+    backbone = variant_of(backbone, args.variant)
     examples = true_label_examples(args.scenes, args.families == "rel")
     print(f"{len(examples)} training examples from {args.scenes} scenes", flush=True)
     config = EvalConfig(split="validation", vqa_scenes=300)
@@ -80,8 +170,9 @@ def main() -> None:
     with backbone.role(role) if role else contextlib.nullcontext():
         losses = train(backbone, role, batches(), TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=20))
         after = evaluate_vqa(backbone, config)
-    row = dict(mode=args.mode, scenes=args.scenes, examples=len(examples), steps=args.steps, lr=args.lr,
+    row = dict(mode=args.mode, variant=args.variant, scenes=args.scenes, examples=len(examples), steps=args.steps, lr=args.lr,
                families=args.families, loss_first=round(losses[0], 4), loss_last20=round(float(np.mean(losses[-20:])), 4),
+               loss_by_100_steps=[round(float(np.mean(losses[i:i + 100])), 3) for i in range(0, len(losses), 100)],
                before={k: round(v, 3) for k, v in before.items()}, after={k: round(v, 3) for k, v in after.items()},
                train_s=round(time.time() - start))
     print(json.dumps(row), flush=True)

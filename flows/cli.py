@@ -297,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("eval", "validation"), default="eval",
                    help="held-out split: validation for choosing a recipe, eval for reported numbers (default)")
     p.add_argument("--images", type=int, default=1000, help="unlabeled images per round (default 1000)")
-    p.add_argument("--steps-scale", type=float, default=1.0,
-                   help="multiplies every role's update steps, the matched control's too (default 1)")
+    p.add_argument("--steps-scale", type=float, default=4.0,
+                   help="every arm's and the matched control's update steps, in multiples of 120/60/120 per role "
+                        "(default 4: 480/240/480, the compose preset's own default)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the report's structure, not gains")
     p.set_defaults(func=cmd_experiment)
 

@@ -22,6 +22,7 @@ from storage.settings import Settings
 from tasks.control import control_finetune
 from tasks.evaluate import evaluate_checkpoint
 from tasks.experiment_report import write_experiment_report
+from tasks.logic.presets import scaled_steps
 
 ABLATIONS = {
     "paper/ste-off": {"use_ste": False},
@@ -53,13 +54,13 @@ PRESET_ARMS = ("paper", "verified", "agreement", "compose", "gold-ceiling")
 
 
 def _size(quick: bool, seed: int, rounds: int, split: str = "eval", images: int = 1000,
-          steps_scale: float = 1.0) -> RoundConfig:
+          steps_scale: float = 4.0) -> RoundConfig:
     if quick:
         return RoundConfig(source=f"world://unlabeled?n={24 * rounds}&seed={100 + seed}", n_images=24,
                            n_samples=3, n_per_prompt=2, n_check_answers=2, batch_size=8, evaluation="tiny",
                            finetune_steps={"solver": 3, "proposer": 2, "generator": 3}, seed=seed,
                            eval_split=split)
-    steps = {role: round(n * steps_scale) for role, n in RoundConfig().finetune_steps.items()}
+    steps = scaled_steps(steps_scale)  # every arm and the matched control take the same steps
     return RoundConfig(source=f"world://unlabeled?n={images * rounds}&seed={100 + seed}", n_images=images,
                        finetune_steps=steps, seed=seed, eval_split=split)
 
@@ -67,7 +68,7 @@ def _size(quick: bool, seed: int, rounds: int, split: str = "eval", images: int 
 @flow(name="asg-experiment", log_prints=True)
 def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...] = (0, 1, 2),
                     ablations: bool = True, quick: bool = False, presets: tuple[str, ...] = PRESET_ARMS,
-                    split: str = "eval", images: int = 1000, steps_scale: float = 1.0) -> str:
+                    split: str = "eval", images: int = 1000, steps_scale: float = 4.0) -> str:
     """`split` "validation" for choosing between recipes, "eval" (default) for the numbers reported; `images`
     per round and `steps_scale` (update steps of every role, the matched control's too) raise the ceiling."""
     unknown = [p for p in presets if p not in PRESET_ARMS]

@@ -37,7 +37,7 @@ NIGHTLY_PRESETS: dict[str, dict[str, Any]] = {
     "cpu-tiny": {"source": "world://unlabeled?n=500&seed=7", "n_images": 48, "n_samples": 3, "n_per_prompt": 2,
                  "n_check_answers": 2, "batch_size": 8, "evaluation": "tiny", "preset": "compose",
                  "finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}},
-    # the default sizes (1,000 images, full evaluation): about 2 minutes on one GPU, 4 on 2 CPU cores
+    # the default sizes (1,000 images, compose at 480/240/480 steps, full evaluation): about 9 minutes on 2 CPU cores
     "single-gpu": {"source": "world://unlabeled?n=100000&seed=7", "n_images": 1000, "preset": "compose"},
 }
 

@@ -39,6 +39,7 @@ from tasks.solve import solve_and_vote, solve_shard
 from tasks.stage_result import ShardResult, StageResult
 from tasks.tile_verify import verify_generations
 from tasks.logic.held_out_evaluation import EvalConfig
+from tasks.logic.presets import recipe_of, role_steps
 
 
 class RoundConfig(BaseModel):
@@ -79,8 +80,9 @@ class RoundConfig(BaseModel):
     use_framings: bool = Field(True, description="ablation: off answers every sample under the canonical framing")
     use_fidelity: bool = Field(True, description="ablation: leave QA fidelity out of R_g")
     use_cycle: bool = Field(True, description="ablation: leave cycle consistency out of R_g")
-    finetune_steps: dict[str, int] = Field({"solver": 120, "proposer": 60, "generator": 120},
-                                           description="update steps per role (3 understanding : 2 generation)")
+    finetune_steps: dict[str, int] | None = Field(
+        None, description="update steps per role; unset: the preset's default (compose and gold-ceiling "
+                          "480/240/480, paper, verified and agreement 120/60/120; see tasks/logic/presets.py)")
     lr: float = Field(1e-3, gt=0, description="peak LoRA learning rate of the verified preset's imitation")
     policy_lr: float = Field(1e-4, gt=0, description="LoRA learning rate of the paper preset's policy updates")
     batch_size: int = Field(64, ge=1)
@@ -103,6 +105,10 @@ class RoundConfig(BaseModel):
     eval_split: Literal["eval", "validation"] = Field(
         "eval", description="held-out split the round is scored on: validation for choices, eval for reported numbers")
     seed: int = 0
+
+    def role_steps(self) -> dict[str, int]:
+        """The update steps per role this round takes (the preset's default unless `finetune_steps` is set)."""
+        return role_steps(self.preset, self.finetune_steps)
 
     def eval_config(self) -> EvalConfig:
         if self.evaluation == "tiny":
@@ -134,9 +140,10 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list
     """Ingest, propose, solve, generate and score: each fanned out over `config.shards` shards on the
     flow's task runner, then merged."""
     n = config.shards
+    recipe = recipe_of(config.preset)
     ingested = fan_out(ingest_shard, n, source=config.source, image_size=config.image_size)
     stages = [_merged(ingest_images(config.source, n, ingested), ingested)]
-    if config.mode != "generation" and config.preset == "compose":
+    if config.mode != "generation" and recipe.composes_scenes:
         stages.append(compose_scenes(round_idx, checkpoint, config.source, config.n_images, config.seed,
                                      config.compose_per_image, relation_questions=config.compose_relation_questions))
     if config.mode != "generation":
@@ -154,15 +161,15 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig) -> list
         drawn = fan_out(generate_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint, source=config.source,
                         n_images=config.n_images, n_per_prompt=config.n_per_prompt,
                         temperature=config.temperature, seed=config.seed,
-                        targeted_specs=round(config.targeted_share * config.n_images) if config.preset == "compose"
-                        else 0,
+                        targeted_specs=round(config.targeted_share * config.n_images)
+                        if recipe.targets_weak_categories else 0,
                         targeted_per_prompt=config.targeted_per_prompt)
         stages.append(_merged(generate_images(round_idx, n, drawn), drawn))
         scored = fan_out(score_shard, n, round_idx=round_idx, checkpoint_uri=checkpoint,
                          n_answers=config.n_check_answers, seed=config.seed, use_fidelity=config.use_fidelity,
                          use_cycle=config.use_cycle)
         stages.append(_merged(score_generations(round_idx, n, scored), scored))
-        if config.preset == "compose":
+        if recipe.verifies_tiles:
             stages.append(verify_generations(round_idx, checkpoint, config.source, config.n_images, config.seed))
     return stages
 
@@ -173,14 +180,14 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
     settings = Settings.from_env()
     output = checkpoint_uri(settings, f"round-{round_idx}")
     tracker.log_params({"round_idx": round_idx, "input_checkpoint": checkpoint, "output_checkpoint": output,
-                        **config.model_dump()})
+                        **config.model_dump(), "finetune_steps": config.role_steps()})
     check_backbone(checkpoint)  # fails before anything is written when a capability is missing
     stages = rollout_stages(round_idx, checkpoint, config)
     stages.append(filter_examples(round_idx, config.preset, config.mode, config.min_majority_fraction,
                                   config.accept_reward, config.check_label_reward,
                                   config.max_check_contradiction))
-    lr = config.policy_lr if config.preset == "paper" else config.lr
-    stages.append(finetune_roles(round_idx, checkpoint, output, config.finetune_steps, lr,
+    lr = config.policy_lr if recipe_of(config.preset).update == "policy" else config.lr
+    stages.append(finetune_roles(round_idx, checkpoint, output, config.role_steps(), lr,
                                  config.batch_size, config.replay_fraction, config.seed_scenes, config.preset,
                                  config.seed, config.seed_set_seed, config.finetune_processes))
     if config.evaluation != "none":

@@ -10,6 +10,7 @@ from storage.settings import Settings
 from tasks.finetune import imitate_role, replay_examples
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
+from tasks.logic.stage_seeds import stage_seed
 
 
 @stage_task("control", "control-finetune")
@@ -24,6 +25,6 @@ def control_finetune(round_idx: int, checkpoint_uri: str, output_uri: str, steps
             continue
         seed_data = replay_examples(seed_scenes, seed_set_seed, role)  # the base's own labeled set
         metrics.update(imitate_role(backbone, role, seed_data, n_steps, lr, batch_size, 1.0, seed_data,
-                                seed + round_idx * 31 + len(role)))
+                                stage_seed("finetune", seed, round_idx, role)))
     save_checkpoint(backbone, output_uri, settings)
     return StageResult("control", round_idx, {}, 0, metrics)

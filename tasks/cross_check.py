@@ -26,6 +26,7 @@ from tasks.logic.shards import chunks, item_seed, shard_of
 from tasks.round_inputs import backbone_for, images_by_id, shard_result
 from tasks.stage import stage_task
 from tasks.stage_result import ShardResult, StageResult
+from tasks.logic.stage_seeds import stage_seed
 
 
 @stage_task("cross-check-shard", "cross-check-shard")
@@ -41,7 +42,7 @@ def cross_check_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n
     for q in records:
         by_image.setdefault(q["image_id"], []).append(q)
     image_ids = sorted(by_image)
-    call_seed = seed * 1000 + round_idx * 7919 + 17
+    call_seed = stage_seed("cross-check", seed, round_idx)
     backbone = backbone_for(checkpoint_uri, settings) if image_ids else None
     rows = []
     bar = tqdm(total=len(image_ids), desc=f"cross-check shard {shard_idx}/{n_shards}", unit="image")

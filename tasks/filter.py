@@ -23,10 +23,7 @@ from storage.tables import connect, read, upsert
 from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalized
 from models.vocabulary import FRAMINGS
 from tasks.logic.filtering import (
-    COMPOSE,
     COMPOSE_JUDGED_KINDS,
-    GOLD_CEILING,
-    PRESETS,
     FilterPolicy,
     check_label_decision,
     generation_decision,
@@ -37,6 +34,7 @@ from tasks.logic.filtering import (
 )
 from tasks.logic.generation_scores import group_zscores
 from tasks.logic.label_sources import agreement_decision, question_kind
+from tasks.logic.presets import recipe_of
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world.questions import question_family
@@ -256,8 +254,7 @@ def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decis
 def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", min_majority_fraction: float = 0.4,
                     accept_reward: float = 0.7, check_label_reward: float = 0.7,
                     max_check_contradiction: float = 1.0) -> StageResult:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown filter preset {preset!r}; presets are {', '.join(PRESETS)}")
+    recipe = recipe_of(preset)
     policy = FilterPolicy(min_majority_fraction=min_majority_fraction, accept_reward=accept_reward,
                           check_label_reward=check_label_reward, max_check_contradiction=max_check_contradiction)
     db = connect(Settings.from_env())
@@ -275,7 +272,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
         for q in questions[~questions["well_formed"]].sort_values("question_id").to_dict("records"):
             decisions.append(_decision(round_idx, q["question_id"], "candidate", False, q["reject_reason"]))
         answers = read(db, "answers", where=where)
-        if preset == "paper":
+        if recipe.solver_labels == "policy":
             image_of = dict(zip(questions["question_id"], questions["image_id"]))
             text_of = dict(zip(questions["question_id"], questions["question"]))
             by_question: dict[str, list[dict]] = {}
@@ -288,15 +285,15 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
                 c["proposer_reward"] = None if c["proposer_reward"] != c["proposer_reward"] else c["proposer_reward"]
                 by_image.setdefault(c["image_id"], []).append(c)
             new_states = _paper_understanding(round_idx, items, by_image, by_question, states, decisions, examples)
-        elif preset == "agreement":
+        elif recipe.solver_labels == "agreement":
             checks = read(db, "cross_checks", where=where).set_index("question_id").to_dict("index")
             _agreement_understanding(round_idx, items, checks, decisions, examples)
-        elif preset == COMPOSE:
+        elif recipe.solver_labels == "composed":
             compositions = read(db, "compositions", where=where, columns=["composition_id", "questions_json",
                                                                           "caption"])
             _composed_understanding(round_idx, items, compositions.sort_values("composition_id").to_dict("records"),
                                     decisions, examples)
-        elif preset == GOLD_CEILING:
+        elif recipe.solver_labels == "gold":
             from tasks.gold_labels import true_answers
 
             _gold_understanding(round_idx, items, true_answers(db, items), decisions, examples)
@@ -306,18 +303,18 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
     if mode in ("joint", "generation"):
         scores = read(db, "scores", where=where).sort_values("generation_id").reset_index(drop=True)
         specs = read(db, "specs", where=where).set_index("spec_id").to_dict("index")
-        if preset == "paper":
+        if recipe.generator_labels == "policy":
             _paper_generation(round_idx, scores, specs, policy, decisions, examples)
-        elif preset == GOLD_CEILING:
+        elif recipe.generator_labels == "gold":
             from tasks.gold_labels import correct_generations
 
             _gold_generation(round_idx, scores, specs, correct_generations(db, round_idx), decisions, examples)
         else:
-            # The agreement and compose presets imitate Solver-accepted images but never turn their checks into Solver
-            # labels (GenEval-grammar scenes are simpler than real ones: measured to hurt counting).
-            if preset in ("agreement", COMPOSE):
+            # Only the verified preset turns accepted images' checks into Solver labels (GenEval-grammar scenes are
+            # simpler than real ones: measured to hurt counting).
+            if not recipe.checks_teach_solver:
                 policy = replace(policy, check_label_reward=float("inf"))
-            if preset == COMPOSE:
+            if recipe.generator_labels == "tile-verified":
                 verdicts = read(db, "tile_verdicts", where=where, columns=["generation_id", "verdict"])
                 _tile_verified_generation(round_idx, scores, specs, dict(zip(verdicts["generation_id"],
                                                                              verdicts["verdict"])),

@@ -25,9 +25,11 @@ from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.filter import previous_states
 from tasks.logic.advantages import BETA_INIT, adaptive_beta
+from tasks.logic.presets import recipe_of
 from tasks.round_inputs import images_by_id, private_backbone
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
+from tasks.logic.stage_seeds import stage_seed
 from world.seed_set import seed_examples
 
 ROLE_KINDS = {"solver": ("vqa", "caption"), "proposer": ("ask", "spec"), "generator": ("t2i",)}
@@ -130,8 +132,8 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
         metrics[f"{role}_examples"] = len(own)
         if n_steps <= 0 or not own:
             continue
-        role_seed = seed + round_idx * 31 + len(role)
-        if preset == "paper":
+        role_seed = stage_seed("finetune", seed, round_idx, role)
+        if recipe_of(preset).update == "policy":
             beta = states.get(f"beta:{role}", BETA_INIT)
             role_metrics, betas[role] = _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, role_seed)
         else:

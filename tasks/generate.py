@@ -32,6 +32,7 @@ from tasks.logic.shards import chunks, in_shard, item_seed
 from tasks.round_inputs import backbone_for, images_by_id, round_image_ids, shard_result
 from tasks.stage import stage_task
 from tasks.stage_result import ShardResult, StageResult
+from tasks.logic.stage_seeds import stage_seed
 from world import language
 
 SOURCE_CHECK_ANSWERS = 3
@@ -57,7 +58,7 @@ def targeted_spec_rows(round_idx: int, n_specs: int, seed: int) -> list[dict]:
 
 def _drawn(backbone, round_idx, specs, n_per_prompt, temperature, seed) -> list[dict]:
     drawn = backbone.generate_images([r["prompt"] for r in specs], n_per_prompt, temperature,
-                                     seed=[item_seed(seed * 1000 + round_idx + 31, r["spec_id"]) for r in specs])
+                                     seed=[item_seed(stage_seed("generate", seed, round_idx), r["spec_id"]) for r in specs])
     return [{"generation_id": f"{spec['spec_id']}:g{l}", "spec_id": spec["spec_id"], "round_idx": round_idx,
              "sample_idx": l, "prompt": spec["prompt"], "png": encode_png(image)}
             for spec, group in zip(specs, drawn) for l, image in enumerate(group)]
@@ -123,7 +124,7 @@ def _generate_chunk(backbone, round_idx, image_ids, images, n_per_prompt, temper
         if not pending:
             break
         results = _attempt(backbone, [image_ids[k] for k in pending], [images[k] for k in pending], temperature,
-                           seed=seed * 1000 + round_idx * 101 + attempt * 17 + 3)
+                           seed=stage_seed("generate-spec", seed, round_idx, attempt=attempt))
         for k, result in zip(pending, results):
             attempts[k].append(result)
         pending = [k for k in pending if not attempts[k][-1]["ok"]]

@@ -23,6 +23,7 @@ from tasks.logic.ste import STE_WINDOW, raw_ste, ste_difficulties
 from tasks.round_inputs import backbone_for, images_by_id, round_image_ids, shard_result
 from tasks.stage import stage_task
 from tasks.stage_result import ShardResult, StageResult
+from tasks.logic.stage_seeds import stage_seed
 
 
 def ste_history(db, round_idx: int) -> list[float]:
@@ -41,7 +42,7 @@ def propose_shard(round_idx: int, checkpoint_uri: str, source: str, n_images: in
     db = connect(settings)
     order = {image_id: i for i, image_id in enumerate(round_image_ids(db, source, n_images, round_idx, seed))}
     mine = in_shard(list(order), shard_idx, n_shards)
-    call_seed = seed * 1000 + round_idx
+    call_seed = stage_seed("propose", seed, round_idx)
     rows = []
     backbone = backbone_for(checkpoint_uri, settings) if mine else None
     for chunk in chunks(mine, chunk_images):

@@ -30,6 +30,7 @@ from tasks.logic.shards import chunks, in_shard, item_seed
 from tasks.round_inputs import backbone_for, images_by_id, shard_result
 from tasks.stage import stage_task
 from tasks.stage_result import ShardResult, StageResult
+from tasks.logic.stage_seeds import stage_seed
 
 
 @stage_task("score-shard", "score-generations-shard")
@@ -57,7 +58,7 @@ def score_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shard
 def _score_chunk(backbone, db, round_idx, gens, specs, n_answers, seed, use_fidelity, use_cycle) -> list[dict]:
     images = images_by_id(db, "generations", "generation_id", gens["generation_id"].tolist())
     ladder = sampler_ladder(n_answers)
-    call_seed = seed * 1000 + round_idx + 47
+    call_seed = stage_seed("score", seed, round_idx)
     requests, owners, seeds = [], [], []
     for g, (row, image) in enumerate(zip(gens.itertuples(), images)):
         for c, (question, _) in enumerate(json.loads(specs.loc[row.spec_id, "checks_json"])):

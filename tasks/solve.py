@@ -35,6 +35,7 @@ from tasks.logic.voting import vote
 from tasks.round_inputs import backbone_for, images_by_id, shard_result
 from tasks.stage import stage_task
 from tasks.stage_result import ShardResult, StageResult
+from tasks.logic.stage_seeds import stage_seed
 
 
 def entropy_history(db, round_idx: int) -> list[float]:
@@ -57,7 +58,7 @@ def solve_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shard
     questions = questions.sort_values("question_id").reset_index(drop=True)
     questions = questions[[shard_of(q, n_shards) == shard_idx for q in questions["question_id"]]]
     ladder = sampler_ladder(n_samples)
-    call_seed = seed * 1000 + round_idx * 7919
+    call_seed = stage_seed("solve", seed, round_idx)
     answer_rows, vote_rows = [], []
     backbone = backbone_for(checkpoint_uri, settings) if len(questions) else None
     bar = tqdm(total=len(questions), desc=f"solve shard {shard_idx}/{n_shards}", unit="q")

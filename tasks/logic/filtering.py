@@ -111,16 +111,10 @@ def check_label_decision(reward: float, contradiction: float, q_spec: float,
         contradiction <= policy.max_check_contradiction
 
 
-# "gold-ceiling" is not a method: it gives the round's own items the world's true labels (evaluation only),
-# so a report can say what share of that ceiling each label-free preset recovers.
-GOLD_CEILING = "gold-ceiling"
-# "compose": the Solver learns scenes recomposed from its own named tiles (tasks/logic/tile_composition.py).
-COMPOSE = "compose"
 # Check kinds whose Solver answers the compose preset trusts to accept a generated image: measured on the validation
 # split, accepted position images were 70% right against 72% for any sample (relation VQA is at chance), while
 # colour-attribution images rose from 26% to 83% and counting ones from 93% to 97%.
 COMPOSE_JUDGED_KINDS = frozenset({"count", "color", "shape", "existence"})
-PRESETS = ("paper", "verified", "agreement", COMPOSE, GOLD_CEILING)
 
 
 def proposer_group_rewards(candidates: list[dict]) -> list[tuple[float, str]]:
