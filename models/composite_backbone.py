@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -34,14 +33,13 @@ from peft import (
     set_peft_model_state_dict,
 )
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
-from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult, TrainingExample
+from models.pretrained_adapter import PretrainedAdapter, decoded_with_entropies
+from models.protocol import TrainingExample
 from models.sampling import call_seed
-from models.tokenizer_words import tokenizer_unknown_words
-from models.weight_checks import check_shapes, refuse_pickle_weights
+from models.weight_checks import refuse_pickle_weights
 from text.normal_form import normalize_text
 
 UNDERSTANDING_ROLES = ("proposer", "solver")
@@ -137,7 +135,7 @@ def _tiny_parts(seed: int, tiny_words: tuple[str, ...]):
     return vlm, processor, transformer, vae, FlowMatchEulerDiscreteScheduler()
 
 
-class CompositeBackbone:
+class CompositeBackbone(PretrainedAdapter):
     """Understanding by a transformers VLM, generation by a diffusers transformer conditioned on it."""
 
     name = "composite"
@@ -172,7 +170,7 @@ class CompositeBackbone:
     def from_pretrained(cls, vlm_path: str | Path, pipeline_path: str | Path, **overrides) -> "CompositeBackbone":
         """Real weights from local folders: a transformers VLM and a diffusers pipeline (transformer/, vae/,
         scheduler/ subfolders). Nothing is downloaded."""
-        from diffusers import AutoencoderKL, SchedulerMixin, SD3Transformer2DModel  # noqa: F401
+        from diffusers import AutoencoderKL, SD3Transformer2DModel
         from diffusers.schedulers import FlowMatchEulerDiscreteScheduler
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -192,32 +190,15 @@ class CompositeBackbone:
                            **{k: v for k, v in overrides.items() if k == "image_size"}}
         return backbone
 
-    def save(self, path: Path | str) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        if self.source is not None:
-            roles = list(ROLES) if self.roles_attached else []
-            for role in roles:
-                save_file(self._role_state(role), path / f"adapter_{role}.safetensors")
-            (path / "config.json").write_text(json.dumps({"backbone": self.name, "config": asdict(self.config),
-                                                          "roles": roles, "source": self.source}, indent=1))
-            return
-        state = {}
-        for name, tensor in self.network.state_dict().items():
-            if "lora_" in name:
-                continue
-            state[name.replace("base_model.model.", "").replace(".base_layer.", ".")] = tensor.contiguous()
-        tied = {"vlm.lm_head.weight"} if self.network.vlm.config.get_text_config().tie_word_embeddings else set()
-        save_file({k: v for k, v in state.items() if k not in tied}, path / "base.safetensors")
-        roles = list(ROLES) if self.roles_attached else []
-        for role in roles:
-            save_file(self._role_state(role), path / f"adapter_{role}.safetensors")
+    def _tied_weight_names(self) -> set[str]:
+        return {"vlm.lm_head.weight"} if self.network.vlm.config.get_text_config().tie_word_embeddings else set()
+
+    def _save_parts(self, path: Path) -> dict:
+        """The processor's files, and every part's architecture for config.json (load rebuilds them from it)."""
         self.processor.save_pretrained(path / "processor")
-        (path / "config.json").write_text(json.dumps({
-            "backbone": self.name, "config": asdict(self.config), "roles": roles,
-            "vlm": self.network.vlm.config.to_dict(), "transformer": dict(self.network.transformer.config),
-            "vae": dict(self.network.vae.config), "scheduler": dict(self.scheduler.config),
-            "scheduler_class": type(self.scheduler).__name__}, indent=1, default=str))
+        return {"vlm": self.network.vlm.config.to_dict(), "transformer": dict(self.network.transformer.config),
+                "vae": dict(self.network.vae.config), "scheduler": dict(self.scheduler.config),
+                "scheduler_class": type(self.scheduler).__name__}
 
     @classmethod
     def load(cls, path: Path | str) -> "CompositeBackbone":
@@ -225,17 +206,9 @@ class CompositeBackbone:
         from diffusers import AutoencoderKL, SD3Transformer2DModel
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-        path = Path(path)
-        meta = json.loads((path / "config.json").read_text())
-        if meta.get("backbone") != cls.name:
-            raise ValueError(f"checkpoint {path} is for backbone {meta.get('backbone')!r}, not {cls.name!r}")
-        if meta.get("source"):
-            backbone = cls.from_pretrained(**meta["source"])
-            if meta.get("roles"):
-                backbone.attach_roles()
-                for role in meta["roles"]:
-                    backbone._load_role_state(role, load_file(path / f"adapter_{role}.safetensors"))
-            return backbone
+        path, meta, restored = cls._open_checkpoint(path)
+        if restored is not None:
+            return restored
         config = CompositeConfig(**{**meta["config"], "lm_lora_targets": tuple(meta["config"]["lm_lora_targets"]),
                                     "tiny_words": tuple(meta["config"].get("tiny_words", ()))})
         vlm_config = dict(meta["vlm"])
@@ -246,46 +219,17 @@ class CompositeBackbone:
         scheduler = getattr(diffusers, meta["scheduler_class"]).from_config(public(meta["scheduler"]))
         processor = AutoProcessor.from_pretrained(path / "processor", local_files_only=True)
         backbone = cls(config, vlm, processor, transformer, vae, scheduler)
-        state = load_file(path / "base.safetensors")
-        expected = backbone.network.state_dict()
-        check_shapes(state, expected, path / "base.safetensors")
-        backbone.network.load_state_dict(state, strict=False)
-        if meta.get("roles"):
-            backbone.attach_roles()
-            for role in meta["roles"]:
-                backbone._load_role_state(role, load_file(path / f"adapter_{role}.safetensors"))
-        return backbone
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.network.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.network.parameters()).dtype
-
-    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "CompositeBackbone":
-        """Move every part (e.g. `.to("cuda", torch.bfloat16)` on a GPU); inputs follow it."""
-        self.network.to(device=device, dtype=dtype)
-        return self
+        cls._load_base_weights(backbone.network, path)
+        return backbone._restored(path, meta)
 
     # ----- roles --------------------------------------------------------------------------
     @property
     def _lm(self):
         return self.network.vlm.model.language_model
 
-    def attach_roles(self) -> None:
-        """Attach the role adapters with a fixed seed: every process (and every data-parallel rank) that
-        attaches them to the same base gets the same initial adapters."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ADAPTER_INIT_SEED)
-            self._attach_roles()
-
     def _attach_roles(self) -> None:
-        if self.roles_attached:
+        if not self._freeze_base():
             return
-        for p in self.network.parameters():
-            p.requires_grad_(False)
         lm_lora = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
                              target_modules=list(self.config.lm_lora_targets))
         self.network.vlm.model.language_model = get_peft_model(self._lm, lm_lora, adapter_name=UNDERSTANDING_ROLES[0])
@@ -312,30 +256,14 @@ class CompositeBackbone:
         else:
             self.network.load_state_dict(state, strict=False)
 
-    def trainable_parameters(self, role: str | None) -> list:
-        if role is None:
-            if self.roles_attached:
-                raise ValueError("the base is frozen once roles are attached; train a role instead")
-            return list(self.network.parameters())
-        self._check_role(role)
+    def _role_parameters(self, role: str) -> list:
         if role == "generator":
             return [p for _, p in self._generator_parameters()]
-        return [p for n, p in self.network.named_parameters() if f".{role}." in n and "lora_" in n]
-
-    def _check_role(self, role: str) -> None:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-        if not self.roles_attached:
-            raise ValueError("this backbone has no role adapters yet; call attach_roles() first")
+        return super()._role_parameters(role)
 
     @contextlib.contextmanager
-    def role(self, role: str | None) -> Iterator[None]:
+    def _in_role(self, role: str | None) -> Iterator[None]:
         """proposer/solver: their LM adapter; generator: the DiT adapter over the base LM; None: the base."""
-        if not self.roles_attached:
-            yield
-            return
-        if role is not None:
-            self._check_role(role)
         transformer = self.network.transformer
         self._active_role = role
         if role == "generator":
@@ -344,15 +272,8 @@ class CompositeBackbone:
         else:
             transformer.disable_adapters()
         try:
-            if role in UNDERSTANDING_ROLES:
-                self._lm.set_adapter(role)
-                for name, p in self.network.named_parameters():
-                    if "lora_" in name and name.startswith("vlm."):
-                        p.requires_grad_(f".{role}." in name)
+            with self._language_role(role if role in UNDERSTANDING_ROLES else None, prefix="vlm."):
                 yield
-            else:
-                with self._lm.disable_adapter():
-                    yield
         finally:
             transformer.disable_adapters()
             self._active_role = None
@@ -362,9 +283,7 @@ class CompositeBackbone:
         return [self.config.user_template.format(image=self.image_token, text=t) for t in texts]
 
     def _inputs(self, images: list[np.ndarray], texts: list[str]) -> dict:
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"images must be uint8 (H, W, 3), got {image.dtype} shape {image.shape}")
+        self._check_images(images)
         inputs = self.processor(images=list(images), text=self._prompts(texts), return_tensors="pt", padding=True)
         inputs = inputs.to(self.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
@@ -386,42 +305,8 @@ class CompositeBackbone:
                                   output_logits=True, return_dict_in_generate=True)
         with self.role(role):
             out = self.network.vlm.generate(**inputs, generation_config=config)
-        new = out.sequences[:, inputs["input_ids"].shape[1]:]
-        results = []
-        for b in range(len(texts)):
-            tokens = new[b].tolist()
-            length = tokens.index(tok.eos_token_id) if tok.eos_token_id in tokens else len(tokens)
-            entropies = []
-            for k in range(min(self.config.ste_tokens, max(1, length), len(out.logits))):
-                logp = F.log_softmax(out.logits[k][b].float(), dim=-1)
-                entropies.append(float(-(logp.exp() * logp).sum()))
-            results.append((tok.decode(tokens[:length], skip_special_tokens=True).strip(), tuple(entropies)))
-        return results
-
-    def propose_questions(self, images, n_per_image, temperature, seed):
-        flat = [img for img in images for _ in range(n_per_image)]
-        outs = self._generate_text("proposer", flat, [ROLE_PROMPTS["ask"]] * len(flat), temperature, 1.0, seed)
-        return [[outs[i * n_per_image + k][0] for k in range(n_per_image)] for i in range(len(images))]
-
-    def propose_specs(self, images, temperature, seed):
-        return [t for t, _ in self._generate_text("proposer", images, [ROLE_PROMPTS["spec"]] * len(images),
-                                                  temperature, 1.0, seed)]
-
-    def solve(self, requests: list[SolveRequest], seed: int) -> list[SolveResult]:
-        out: list[SolveResult | None] = [None] * len(requests)
-        groups: dict[tuple[float, float], list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault((r.temperature, r.top_p), []).append(i)
-        for (temperature, top_p), index in sorted(groups.items()):
-            texts = [question_text(requests[i].question, requests[i].framing) for i in index]
-            for i, (text, ent) in zip(index, self._generate_text(
-                    "solver", [requests[i].image for i in index], texts, temperature, top_p, seed)):
-                out[i] = SolveResult(text, ent)
-        return out  # type: ignore[return-value]
-
-    def caption(self, images):
-        return [t for t, _ in self._generate_text("solver", images, [ROLE_PROMPTS["caption"]] * len(images),
-                                                  0.0, 1.0, 0)]
+        return decoded_with_entropies(out.sequences[:, inputs["input_ids"].shape[1]:], out.logits, tok.eos_token_id,
+                                      tok.decode, self.config.ste_tokens)
 
     # ----- generation ---------------------------------------------------------------------
     def _condition(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -513,9 +398,6 @@ class CompositeBackbone:
             features = features.mean(1)
         return features.float().cpu().numpy()
 
-    def unknown_words(self, texts):
-        return tokenizer_unknown_words(self.tokenizer, texts)
-
     def _example_nll(self, example: TrainingExample) -> torch.Tensor:
         if example.kind == "t2i":
             return self._denoising_loss(example.prompt, example.target_image)
@@ -532,12 +414,3 @@ class CompositeBackbone:
         logits = self.network.vlm(input_ids=ids, pixel_values=inputs["pixel_values"]).logits
         start = inputs["input_ids"].shape[1] - 1
         return F.cross_entropy(logits[0, start:start + len(answer)].float(), torch.tensor(answer, device=self.device))
-
-    def example_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
-        with self.role(role):
-            values = [self._example_nll(e) for e in examples]
-        return torch.stack(values) if values else torch.zeros(0)
-
-    def eval(self) -> "CompositeBackbone":
-        self.network.eval()
-        return self

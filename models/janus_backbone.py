@@ -14,11 +14,8 @@ adapters disabled is the reference. Checkpoints are safetensors + config.json + 
 
 from __future__ import annotations
 
-import contextlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -30,13 +27,12 @@ from peft import (
     set_peft_model_state_dict,
 )
 from PIL import Image
-from safetensors.torch import load_file, save_file
 
 from models.instruction_prompts import FRAMING_TEXT, ROLE_PROMPTS, question_text
-from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult, TrainingExample
+from models.pretrained_adapter import PretrainedAdapter, decoded_with_entropies
+from models.protocol import ROLES, TrainingExample
 from models.sampling import call_seed
-from models.tokenizer_words import tokenizer_unknown_words
-from models.weight_checks import check_shapes, refuse_pickle_weights
+from models.weight_checks import refuse_pickle_weights
 from text.normal_form import normalize_text
 
 SPECIAL = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "image": "<image_placeholder>",
@@ -93,7 +89,7 @@ def _tiny_janus_config(vocab_size: int, image_token_id: int) -> dict:
         image_token_id=image_token_id).to_dict()
 
 
-class JanusBackbone:
+class JanusBackbone(PretrainedAdapter):
     """Janus-family unified model (autoregressive image tokens) behind the `Backbone` protocol."""
 
     name = "janus"
@@ -153,54 +149,21 @@ class JanusBackbone:
             PreTrainedTokenizerFast,
         )
 
-        path = Path(path)
-        meta = json.loads((path / "config.json").read_text())
-        if meta.get("backbone") != cls.name:
-            raise ValueError(f"checkpoint {path} is for backbone {meta.get('backbone')!r}, not {cls.name!r}")
-        if meta.get("source"):
-            backbone = cls.from_pretrained(**meta["source"])
-            backbone._attach_saved_roles(path, meta.get("roles", []))
-            return backbone
+        path, meta, restored = cls._open_checkpoint(path)
+        if restored is not None:
+            return restored
         config = JanusBackboneConfig(**{**meta["config"], "lora_targets": tuple(meta["config"]["lora_targets"]),
                                         "tiny_words": tuple(meta["config"].get("tiny_words", ()))})
         network = JanusForConditionalGeneration(JanusConfig.from_dict(config.janus_config))
-        state = load_file(path / "base.safetensors")
-        expected = network.state_dict()
-        check_shapes(state, expected, path / "base.safetensors")
-        network.load_state_dict(state, strict=False)
-        backbone = cls(config, network, PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"))
-        backbone._attach_saved_roles(path, meta.get("roles", []))
-        return backbone
+        cls._load_base_weights(network, path)
+        return cls(config, network, PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"))._restored(path, meta)
 
-    def _attach_saved_roles(self, path: Path, roles: list[str]) -> None:
-        if roles:
-            self.attach_roles()
-            for role in roles:
-                set_peft_model_state_dict(self._lm, load_file(path / f"adapter_{role}.safetensors"), adapter_name=role)
+    def _tied_weight_names(self) -> set[str]:
+        return {"lm_head.weight"} if self.network.config.tie_word_embeddings else set()
 
-    def save(self, path: Path | str) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        if self.source is not None:
-            roles = list(ROLES) if self.roles_attached else []
-            for role in roles:
-                save_file(self._role_state(role), path / f"adapter_{role}.safetensors")
-            (path / "config.json").write_text(json.dumps({"backbone": self.name, "config": asdict(self.config),
-                                                          "roles": roles, "source": self.source}, indent=1))
-            return
-        base = {}
-        for name, tensor in self.network.state_dict().items():
-            if "lora_" in name:
-                continue
-            base[name.replace("base_model.model.", "").replace(".base_layer.", ".")] = tensor.contiguous()
-        tied = {"lm_head.weight"} if self.network.config.tie_word_embeddings else set()
-        save_file({k: v for k, v in base.items() if k not in tied}, path / "base.safetensors")
-        roles = list(ROLES) if self.roles_attached else []
-        for role in roles:
-            save_file(self._role_state(role), path / f"adapter_{role}.safetensors")
+    def _save_parts(self, path: Path) -> dict:
         self.tokenizer.save_pretrained(path / "tokenizer")
-        (path / "config.json").write_text(json.dumps({"backbone": self.name, "config": asdict(self.config),
-                                                      "roles": roles}, indent=1))
+        return {}
 
     # ----- roles --------------------------------------------------------------------------
     @property
@@ -210,18 +173,12 @@ class JanusBackbone:
     def _role_state(self, role: str) -> dict[str, torch.Tensor]:
         return get_peft_model_state_dict(self._lm, adapter_name=role)
 
-    def attach_roles(self) -> None:
-        """Attach the role adapters with a fixed seed: every process (and every data-parallel rank) that
-        attaches them to the same base gets the same initial adapters."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ADAPTER_INIT_SEED)
-            self._attach_roles()
+    def _load_role_state(self, role: str, state: dict[str, torch.Tensor]) -> None:
+        set_peft_model_state_dict(self._lm, state, adapter_name=role)
 
     def _attach_roles(self) -> None:
-        if self.roles_attached:
+        if not self._freeze_base():
             return
-        for p in self.network.parameters():
-            p.requires_grad_(False)
         lora = LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
                           target_modules=list(self.config.lora_targets))
         self.network.model.language_model = get_peft_model(self._lm, lora, adapter_name=ROLES[0])
@@ -230,56 +187,16 @@ class JanusBackbone:
         self.roles_attached = True
         self.network.eval()
 
-    def trainable_parameters(self, role: str | None) -> list:
-        if role is None:
-            if self.roles_attached:
-                raise ValueError("the base is frozen once roles are attached; train a role instead")
-            return list(self.network.parameters())
-        self._check_role(role)
-        return [p for n, p in self.network.named_parameters() if f".{role}." in n and "lora_" in n]
-
-    def _check_role(self, role: str) -> None:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-        if not self.roles_attached:
-            raise ValueError("this backbone has no role adapters yet; call attach_roles() first")
-
-    @contextlib.contextmanager
-    def role(self, role: str | None) -> Iterator[None]:
-        if not self.roles_attached:
-            yield
-            return
-        if role is None:
-            with self._lm.disable_adapter():
-                yield
-            return
-        self._check_role(role)
-        self._lm.set_adapter(role)
-        for name, p in self.network.named_parameters():
-            if "lora_" in name:
-                p.requires_grad_(f".{role}." in name)
-        yield
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.network.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.network.parameters()).dtype
-
-    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "JanusBackbone":
-        """Move the model (e.g. `.to("cuda", torch.bfloat16)` on a GPU); inputs follow it."""
-        self.network.to(device=device, dtype=dtype)
-        return self
+    def _in_role(self, role: str | None):
+        """Every role is a LoRA adapter of the language model (image generation included); None: the base."""
+        return self._language_role(role)
 
     # ----- inputs -------------------------------------------------------------------------
     def _pixels(self, images: list[np.ndarray]) -> torch.Tensor:
         """Janus's preprocessing: resize to the vision tower's size, scale to [-1, 1] (mean 0.5, std 0.5)."""
+        self._check_images(images)
         out = []
         for image in images:
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"images must be uint8 (H, W, 3), got {image.dtype} shape {image.shape}")
             resized = np.asarray(Image.fromarray(image).resize((self.vision_size, self.vision_size), Image.BICUBIC))
             out.append(torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 127.5 - 1.0)
         return torch.stack(out).to(self.device, self.dtype)
@@ -319,46 +236,8 @@ class JanusBackbone:
         with self.role(role):
             out = self.network.generate(input_ids=ids, attention_mask=mask, pixel_values=self._pixels(images),
                                         generation_mode="text", generation_config=config)
-        new = out.sequences[:, ids.shape[1]:]
-        results = []
-        for b in range(len(texts)):
-            tokens = new[b].tolist()
-            length = tokens.index(self.ids["eos"]) if self.ids["eos"] in tokens else len(tokens)
-            entropies = []
-            for k in range(min(self.config.ste_tokens, max(1, length), len(out.logits))):
-                logp = F.log_softmax(out.logits[k][b].float(), dim=-1)
-                entropies.append(float(-(logp.exp() * logp).sum()))
-            results.append((self.tokenizer.decode(tokens[:length], skip_special_tokens=True).strip(),
-                            tuple(entropies)))
-        return results
-
-    def propose_questions(self, images, n_per_image, temperature, seed):
-        flat = [img for img in images for _ in range(n_per_image)]
-        outs = self._generate_text("proposer", flat, [ROLE_PROMPTS["ask"]] * len(flat), temperature, 1.0, seed)
-        return [[outs[i * n_per_image + k][0] for k in range(n_per_image)] for i in range(len(images))]
-
-    def propose_specs(self, images, temperature, seed):
-        return [t for t, _ in self._generate_text("proposer", images, [ROLE_PROMPTS["spec"]] * len(images),
-                                                  temperature, 1.0, seed)]
-
-    def solve(self, requests: list[SolveRequest], seed: int) -> list[SolveResult]:
-        if not requests:
-            return []
-        # One generate call per sampler setting (temperature, top-p), batched over requests.
-        out: list[SolveResult | None] = [None] * len(requests)
-        groups: dict[tuple[float, float], list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault((r.temperature, r.top_p), []).append(i)
-        for (temperature, top_p), index in sorted(groups.items()):
-            texts = [question_text(requests[i].question, requests[i].framing) for i in index]
-            for i, (text, ent) in zip(index, self._generate_text(
-                    "solver", [requests[i].image for i in index], texts, temperature, top_p, seed)):
-                out[i] = SolveResult(text, ent)
-        return out  # type: ignore[return-value]
-
-    def caption(self, images):
-        return [t for t, _ in self._generate_text("solver", images, [ROLE_PROMPTS["caption"]] * len(images), 0.0,
-                                                  1.0, 0)]
+        return decoded_with_entropies(out.sequences[:, ids.shape[1]:], out.logits, self.ids["eos"],
+                                      self.tokenizer.decode, self.config.ste_tokens)
 
     # ----- generation ---------------------------------------------------------------------
     @torch.no_grad()
@@ -402,9 +281,6 @@ class JanusBackbone:
         features = self.network.model.get_image_features(self._pixels(images)).pooler_output
         return features.mean(1).float().cpu().numpy()
 
-    def unknown_words(self, texts):
-        return tokenizer_unknown_words(self.tokenizer, texts)
-
     # ----- likelihoods --------------------------------------------------------------------
     def _target_text(self, example: TrainingExample) -> tuple[str, str]:
         if example.kind == "vqa":
@@ -432,13 +308,3 @@ class JanusBackbone:
         logits = self.network(input_ids=ids, pixel_values=self._pixels([example.image])).logits
         start = len(prompt) - 1
         return F.cross_entropy(logits[0, start:start + len(answer)].float(), torch.tensor(answer, device=self.device))
-
-    def example_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
-        with self.role(role):
-            values = [self._example_nll(e) for e in examples]
-        return torch.stack(values) if values else torch.zeros(0)
-
-    def eval(self) -> "JanusBackbone":
-        self.network.eval()
-        return self
-

@@ -155,12 +155,16 @@ class ShapesBackbone:
         network = ShapesNetwork(config, len(vocab))
         _load_base(network, path / "base.safetensors")
         backbone = cls(config, vocab, network)
-        if meta.get("roles"):
-            backbone.attach_roles()
-            for role in meta["roles"]:
-                set_peft_model_state_dict(backbone.network.lm, load_file(path / f"adapter_{role}.safetensors"),
-                                          adapter_name=role)
+        backbone._attach_saved_roles(path, meta.get("roles", []))
         return backbone.eval()
+
+    def _attach_saved_roles(self, path: Path, roles: list[str]) -> None:
+        """Attach the role adapters and load the ones a checkpoint saved."""
+        if roles:
+            self.attach_roles()
+            for role in roles:
+                set_peft_model_state_dict(self.network.lm, load_file(path / f"adapter_{role}.safetensors"),
+                                          adapter_name=role)
 
     def save(self, path: Path | str) -> None:
         path = Path(path)

@@ -31,10 +31,9 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from models.protocol import ADAPTER_INIT_SEED, TrainingExample
+from models.protocol import TrainingExample
 from models.sampling import row_seeds
 from models.shapes_backbone import ShapesBackbone, ShapesConfig, ShapesNetwork
 from models.vocabulary import Vocabulary
@@ -171,24 +170,14 @@ class ShapesLatentBackbone(ShapesBackbone):
             raise ValueError(f"{path} does not match the configured network: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
         backbone = cls(config, vocab, network)
+        backbone._attach_saved_roles(path, meta.get("roles", []))
         if meta.get("roles"):
-            backbone.attach_roles()
-            for role in meta["roles"]:
-                set_peft_model_state_dict(backbone.network.lm, load_file(path / f"adapter_{role}.safetensors"),
-                                          adapter_name=role)
             if meta.get("denoiser_roles"):
                 backbone.network.load_state_dict(load_file(path / "adapter_generator_denoiser.safetensors"),
                                                  strict=False)
         return backbone.eval()
 
-    # ----- roles --------------------------------------------------------------------------
-    def attach_roles(self) -> None:
-        """Attach the role adapters with a fixed seed: every process (and every data-parallel rank) that
-        attaches them to the same base gets the same initial adapters."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ADAPTER_INIT_SEED)
-            self._attach_roles()
-
+    # ----- roles (ShapesBackbone.attach_roles seeds this) ----------------------------------
     def _attach_roles(self) -> None:
         from peft import LoraConfig
 

@@ -19,8 +19,8 @@ FORBIDDEN = {
              "flows", "dashboards", "world"},
 }
 # The real-model adapters and what they share work for any model: none of them speaks the toy world.
-REAL_ADAPTER_FILES = ("models/janus_backbone.py", "models/composite_backbone.py", "models/instruction_prompts.py",
-                      "models/tokenizer_words.py")
+REAL_ADAPTER_FILES = ("models/janus_backbone.py", "models/composite_backbone.py", "models/pretrained_adapter.py",
+                      "models/instruction_prompts.py", "models/tokenizer_words.py")
 
 
 def _imports(path: Path) -> set[str]:

@@ -63,6 +63,11 @@ def test_every_protocol_call_runs_through_the_real_classes(janus):
     assert janus.embed_images(images).shape == (3, 64)
     with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\)"):
         janus.solve([SolveRequest(np.zeros((8, 8), np.uint8), "q ?")], seed=0)
+    # Empty requests are answered the same way by both adapters (their shared base, models/pretrained_adapter.py).
+    assert janus.solve([], seed=0) == [] and janus.caption([]) == [] and janus.propose_specs([], 1.0, seed=0) == []
+    assert janus.example_nll("solver", []).shape == (0,)
+    with pytest.raises(ValueError, match="unknown role 'critic'"):
+        janus.trainable_parameters("critic")
 
 
 def test_natural_text_reaches_the_tokenizer_in_the_worlds_spelling(janus):
