@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated ASG_HOME per test, one Prefect test server per session."""
+"""Shared fixtures: an isolated ASG_HOME per test, one Prefect test server per session, and `database`: the same
+test on SQLite (the local default) and, in the slow suite, on PostgreSQL (production's database)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,44 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL cluster on 127.0.0.1 for the session (tests/loopback_servers.py), started on first use."""
+    from tests.loopback_servers import Postgres
+
+    server = Postgres(_SESSION_HOME / "postgres")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_on_postgres(postgres):
+    """A real Prefect server (with its UI) whose database is PostgreSQL; its URL."""
+    from tests.loopback_servers import start_prefect, stop
+
+    proc, url = start_prefect(_SESSION_HOME / "prefect-postgres", postgres.database("prefect"))
+    yield url
+    stop(proc)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def database(request, asg_home, monkeypatch):
+    """Prefect and MLflow on SQLite (the Prefect test server, MLflow's file under ASG_HOME), or both on PostgreSQL:
+    the Prefect server above and a fresh MLflow database for this test. Its name."""
+    if request.param == "sqlite":
+        request.getfixturevalue("prefect_server")
+        yield "sqlite"
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = f"{request.getfixturevalue('prefect_on_postgres')}/api"
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    pg = request.getfixturevalue("postgres")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pg.for_mlflow(pg.database("mlflow")))
+    with temporary_settings({PREFECT_API_URL: api}):
+        yield "postgresql"
 
 
 MOTO_SECRET = "s3cr3t-never-logged"

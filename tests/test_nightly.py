@@ -1,4 +1,5 @@
-"""The nightly flow's promotion gate against MLflow's model registry (SQLite store, real Prefect test server)."""
+"""The nightly flow's promotion gate against MLflow's model registry, on SQLite (a real Prefect test server, MLflow's
+file store) and, in the slow suite, on PostgreSQL (a Prefect server and MLflow both on it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from flows.nightly import nightly_flow, preset_config
 from tasks.logic.promotion import promotion_decision
 from tests.conftest import SHIPPED_BASE
+from storage.settings import Settings
 
 
 def test_promotion_decision_by_hand():
@@ -22,9 +24,9 @@ def test_promotion_decision_by_hand():
         promotion_decision(base, base, -0.1)
 
 
-@pytest.mark.usefixtures("prefect_server")
-def test_nightly_rounds_register_versions_and_the_gate_moves_the_champion_alias(asg_home):
-    client = mlflow.tracking.MlflowClient(f"sqlite:///{asg_home / 'mlflow.db'}")
+def test_nightly_rounds_register_versions_and_the_gate_moves_the_champion_alias(asg_home, database):
+    client = mlflow.tracking.MlflowClient(Settings.from_env().mlflow_uri)
+    assert client.tracking_uri.startswith(database)
     config = preset_config("cpu-tiny", source="world://unlabeled?n=60&seed=3", n_images=12)
     first = nightly_flow(config, base_checkpoint=str(SHIPPED_BASE), registered_model="m", promotion_margin=0.0)
     assert first["round_idx"] == 0 and first["champion_before"] == "1" and first["version"] == "2"

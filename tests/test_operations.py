@@ -29,12 +29,16 @@ ROW_TABLES = {"images": "image_id", "questions": "question_id", "answers": "answ
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    root = tmp_path_factory.mktemp("operations")
-    prefect_proc, prefect_url = start_prefect(root / "prefect-server")
-    mlflow_proc, mlflow_url = start_mlflow(root / "mlflow-server")
-    yield {"root": root, "prefect": prefect_url, "mlflow": mlflow_url}
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def servers(request, tmp_path_factory):
+    """The Prefect server and the MLflow tracking server, on SQLite or (slow suite) on one PostgreSQL."""
+    root = tmp_path_factory.mktemp(f"operations-{request.param}")
+    pg = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    prefect_db, mlflow_db = (pg.database("prefect"), pg.database("mlflow")) if pg else (None, None)
+    prefect_proc, prefect_url = start_prefect(root / "prefect-server", prefect_db)
+    mlflow_proc, mlflow_url = start_mlflow(root / "mlflow-server", mlflow_db)
+    yield {"root": root, "prefect": prefect_url, "mlflow": mlflow_url, "prefect_db": prefect_db,
+           "mlflow_db": mlflow_db}
     stop(prefect_proc)
     stop(mlflow_proc)
 
@@ -208,6 +212,15 @@ def test_retry_of_a_failed_nightly_run_resumes_at_the_failed_stage(api, referenc
     assert runs[0].data.tags["asg.resumed"] == "true"
     versions = client.search_model_versions(f"name = '{model}'")
     assert sorted(int(v.version) for v in versions) == [1, 2]  # the base, then this round, once each
+    if api["prefect_db"]:  # the run and its MLflow records really live in PostgreSQL
+        import psycopg2
+
+        with psycopg2.connect(api["prefect_db"]) as conn, conn.cursor() as cur:
+            cur.execute("SELECT run_count, state_type FROM flow_run WHERE id = %s", (str(run.id),))
+            assert cur.fetchall() == [(2, "COMPLETED")]
+        with psycopg2.connect(api["mlflow_db"]) as conn, conn.cursor() as cur:
+            cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (runs[0].info.run_id,))
+            assert cur.fetchall() == [("FINISHED",)]
 
 
 def test_prefect_yaml_deploys_to_a_process_pool_with_the_presets(api, tmp_path):
