@@ -70,9 +70,13 @@ def write_experiment_report(results: list[dict], out_dir: str, title: str) -> st
         fig, ax = plt.subplots(figsize=(6, 4))
         for arm in sorted({r["arm"] for r in results}):
             rounds = sorted({r["round"] for r in results if r["arm"] == arm})
-            means = [statistics.mean([r["metrics"][metric] for r in results
-                                      if r["arm"] == arm and r["round"] == k]) for k in rounds]
-            ax.plot(rounds, means, marker="o", label=arm)
+            values = [[r["metrics"][metric] for r in results if r["arm"] == arm and r["round"] == k] for k in rounds]
+            means = [statistics.mean(v) for v in values]
+            seeds = max(len(v) for v in values)
+            line, = ax.plot(rounds, means, marker="o", label=arm if seeds == 1 else f"{arm} (mean of {seeds} seeds)")
+            if seeds > 1:  # the seeds' range as a band
+                ax.fill_between(rounds, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
+                                alpha=0.2, linewidth=0)
         ax.set_xticks(sorted({r["round"] for r in results}))
         ax.set_xlabel("round (0 = base)")
         ax.set_ylabel(metric)
