@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -16,28 +17,51 @@ from tasks.logic.selection import round_sample
 from tasks.stage_result import ShardResult
 
 
-_SEEN: set[tuple] = set()  # keys this process has loaded (lru_cache cannot say whether it holds one)
-
-
-def backbone_loads() -> int:
-    """How many backbones this process has loaded (a worker should load each checkpoint once)."""
-    return _cached_backbone.cache_info().misses
-
-
 def _load(path: str, device: str | None, dtype: str | None):
+    if os.environ.get("ASG_TORCH_THREADS"):  # e.g. set for Dask workers (flows/task_runners.py)
+        import torch
+
+        torch.set_num_threads(int(os.environ["ASG_TORCH_THREADS"]))
     backbone = load_backbone(path)
     backbone.attach_roles()
     return placed(backbone, device, dtype)
 
 
-@lru_cache(maxsize=2)
-def _cached_backbone(path: str, stamp: float, device: str | None, dtype: str | None):
-    _SEEN.add((path, stamp, device, dtype))
-    if os.environ.get("ASG_TORCH_THREADS"):  # e.g. set for Dask workers (flows/task_runners.py)
-        import torch
+class BackboneCache:
+    """The backbones this process holds: the `size` most recently used checkpoint versions, each loaded once
+    (one object that can say what it holds and how often it loaded, where an lru_cache and a set of seen keys
+    could disagree)."""
 
-        torch.set_num_threads(int(os.environ["ASG_TORCH_THREADS"]))
-    return _load(path, device, dtype)
+    def __init__(self, size: int = 2):
+        self.size = size
+        self.loads = 0
+        self._held: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def holds(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._held
+
+    def get(self, key: tuple):
+        with self._lock:
+            if key in self._held:
+                self._held.move_to_end(key)
+                return self._held[key]
+            path, _, device, dtype = key  # (path, config.json mtime, device, dtype)
+            backbone = _load(path, device, dtype)
+            self.loads += 1
+            self._held[key] = backbone
+            while len(self._held) > self.size:
+                self._held.popitem(last=False)
+            return backbone
+
+
+PROCESS_BACKBONES = BackboneCache()
+
+
+def backbone_loads() -> int:
+    """How many backbones this process has loaded (a worker should load each checkpoint once)."""
+    return PROCESS_BACKBONES.loads
 
 
 def _cache_key(checkpoint_uri: str, settings: Settings) -> tuple:
@@ -58,7 +82,7 @@ def placed(backbone, device: str | None, dtype: str | None):
 
 def backbone_for(checkpoint_uri: str, settings: Settings):
     """The backbone of a checkpoint, loaded once per process and checkpoint version."""
-    return _cached_backbone(*_cache_key(checkpoint_uri, settings))
+    return PROCESS_BACKBONES.get(_cache_key(checkpoint_uri, settings))
 
 
 def private_backbone(checkpoint_uri: str, settings: Settings):
@@ -67,8 +91,8 @@ def private_backbone(checkpoint_uri: str, settings: Settings):
     import copy
 
     key = _cache_key(checkpoint_uri, settings)
-    if key in _SEEN:
-        return copy.deepcopy(_cached_backbone(*key))
+    if PROCESS_BACKBONES.holds(key):
+        return copy.deepcopy(PROCESS_BACKBONES.get(key))
     path, _, device, dtype = key
     return _load(path, device, dtype)
 
