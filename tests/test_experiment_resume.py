@@ -6,6 +6,7 @@ experiment."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -31,8 +32,6 @@ def _run(home: Path, kill_after_subflows: int | None = None) -> tuple[int, str]:
         rounds += "Beginning subflow run" in line and "'asg-round'" in line
         if kill_after_subflows and rounds >= kill_after_subflows and "Task run 'ingest-images-" in line \
                 and "Finished in state" in line:
-            import os
-
             os.killpg(proc.pid, signal.SIGKILL)
             break
     proc.wait(timeout=900)
