@@ -94,11 +94,18 @@ def test_train_step_changes_only_the_role_adapter(backbone):
         while True:
             yield examples
 
+    # The t2i loss draws fresh noise every step, so step losses are not comparable with each other;
+    # the VQA example's likelihood is deterministic and is measured before and after instead.
+    with torch.no_grad():
+        vqa_before = float(backbone.example_nll("solver", examples[:1])[0])
     losses = train(backbone, "solver", batches(), TrainConfig(steps=3, lr=1e-2, warmup_steps=0))
+    with torch.no_grad():
+        vqa_after = float(backbone.example_nll("solver", examples[:1])[0])
     changed = {n for n, p in named.items() if not torch.equal(p, before[n])}
     assert changed and all(".solver." in n for n in changed)
     assert any("lora_A.solver" in n for n in changed)
-    assert losses[-1] < losses[0]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert vqa_after < vqa_before
 
 
 def test_pretraining_trains_the_whole_base():
