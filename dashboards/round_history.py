@@ -37,7 +37,10 @@ def round_runs(tracking_uri: str, experiments: tuple[str, ...] = EXPERIMENTS) ->
     runs = runs.assign(round_idx=runs["tags.round_idx"].astype(int),
                        experiment=runs["experiment_id"].map(names))
     runs["mlflow_link"] = [run_link(tracking_uri, e, r) for e, r in zip(runs["experiment_id"], runs["run_id"])]
-    key = runs["tags.asg.resume_key"] if "tags.asg.resume_key" in runs else pd.Series([None] * len(runs))
+    blank = pd.Series([None] * len(runs), index=runs.index)
+    key = runs["tags.asg.flow_run_id"] if "tags.asg.flow_run_id" in runs else blank
+    if "tags.asg.resume_key" in runs:  # runs written before the flow run id had a tag of its own
+        key = key.where(key.notna() & (key != ""), runs["tags.asg.resume_key"])
     runs["prefect_link"] = [flow_run_link(k) for k in key]
     return runs.sort_values(["experiment", "round_idx", "start_time"]).reset_index(drop=True)
 

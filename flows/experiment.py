@@ -22,6 +22,7 @@ from storage.settings import Settings
 from tasks.control import control_finetune
 from tasks.evaluate import evaluate_checkpoint
 from tasks.experiment_report import write_experiment_report
+from tasks.stage_cache import inputs_key, refreshing_cache
 from tasks.logic.presets import scaled_steps
 
 ABLATIONS = {
@@ -97,7 +98,10 @@ def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...
                     control_finetune(r, checkpoint, output, config.finetune_steps, config.lr, config.batch_size,
                                      config.seed_scenes, seed, config.seed_set_seed)
                     metrics = evaluate_checkpoint(output, r, eval_config).metrics
-                    with tracker.run(f"{arm}-seed{seed}-round-{r}", tags={"arm": arm, "seed": str(seed)}):
+                    key = inputs_key({"arm": arm, "seed": seed, "round": r, "checkpoint": checkpoint,
+                                      "config": config})
+                    with tracker.run(f"{arm}-seed{seed}-round-{r}", tags={"arm": arm, "seed": str(seed)},
+                                     resume_key=key, fresh=refreshing_cache()):
                         tracker.log_metrics(metrics, step=r, prefix="evaluate.")
                     diagnostics = {}
                 else:
@@ -115,7 +119,9 @@ def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...
         report = write_experiment_report(results, str(settings.home / "experiment"),
                                          f"asg experiment ({rounds} rounds, seeds {list(seeds)}, {split} split; "
                                          f"{minutes:.0f} min{progress})")
-    with tracker.run("report"):
+    report_key = inputs_key({"report": [rounds, list(seeds), ablations, quick, list(presets), split, images,
+                                        steps_scale, base_checkpoint]})
+    with tracker.run("report", resume_key=report_key, fresh=refreshing_cache()):
         tracker.log_artifacts(str(settings.home / "experiment"), "report")
     print(f"report: {report}")
     return report

@@ -36,6 +36,7 @@ from tasks.propose import propose_questions, propose_shard
 from tasks.report import write_round_report
 from tasks.score import score_generations, score_shard
 from tasks.solve import solve_and_vote, solve_shard
+from tasks.stage_cache import inputs_key, refreshing_cache
 from tasks.stage_result import ShardResult, StageResult
 from tasks.tile_verify import verify_generations
 from tasks.logic.held_out_evaluation import EvalConfig
@@ -212,7 +213,10 @@ def round_flow(round_idx: int, checkpoint: str, config: RoundConfig = RoundConfi
     settings = Settings.from_env()
     tracker = Tracker(settings.mlflow_uri, experiment)
     # One live run per round of a store: a second one fails fast here, before anything is written or tracked.
+    # A re-run with the same inputs (after a crash: a new flow run) reopens the MLflow run of the one that died.
+    resume_key = inputs_key(dict(round_idx=round_idx, checkpoint=checkpoint, config=config, experiment=experiment,
+                                 run_prefix=run_prefix))
     with round_lease(settings, f"round-{round_idx}", settings.lease_ttl_s), \
             tracker.run(f"{run_prefix}round-{round_idx}", tags={"round_idx": str(round_idx)},
-                        resume_key=prefect_flow_run.id):
+                        resume_key=resume_key, fresh=refreshing_cache()):
         return execute_round(round_idx, checkpoint, config, tracker)

@@ -13,6 +13,7 @@ import pandas as pd
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 RESUME_TAG = "asg.resume_key"
+FLOW_RUN_TAG = "asg.flow_run_id"
 CHECKPOINT_TAG = "asg.checkpoint_uri"
 CHAMPION_ALIAS = "champion"
 
@@ -30,20 +31,29 @@ class Tracker:
         self.experiment_id = mlflow.set_experiment(experiment).experiment_id
 
     @contextlib.contextmanager
-    def run(self, name: str, tags: dict[str, str] | None = None, resume_key: str | None = None) -> Iterator[str]:
-        """Open a run. With `resume_key` (e.g. the Prefect flow run id) an earlier run carrying the same
-        key is reopened instead of starting a second one, so a retried flow run completes one MLflow run."""
+    def run(self, name: str, tags: dict[str, str] | None = None, resume_key: str | None = None,
+            fresh: bool = False) -> Iterator[str]:
+        """Open a run. With `resume_key` the newest earlier run carrying the same key is reopened instead of
+        starting a second one: a retried flow run (key: its flow run id) or a re-run of a crashed round (key: a
+        hash of the round's inputs) completes one MLflow run, which ends FINISHED. `fresh` (a deliberate
+        recompute, `--fresh`) starts a new run under the key instead. The Prefect flow run, when there is one,
+        is tagged `asg.flow_run_id` (the latest one that touched the run)."""
+        from prefect.runtime import flow_run as prefect_flow_run
+
         nested = self._mlflow.active_run() is not None
         tags = dict(tags or {})
+        if prefect_flow_run.id:
+            tags[FLOW_RUN_TAG] = str(prefect_flow_run.id)
         existing = None
         if resume_key:
             tags[RESUME_TAG] = resume_key
-            found = self._mlflow.search_runs(experiment_ids=[self.experiment_id], output_format="list",
-                                             filter_string=f"tags.`{RESUME_TAG}` = '{resume_key}'")
+            found = [] if fresh else self._mlflow.search_runs(
+                experiment_ids=[self.experiment_id], output_format="list", max_results=1,
+                filter_string=f"tags.`{RESUME_TAG}` = '{resume_key}'", order_by=["attributes.start_time DESC"])
             existing = found[0].info.run_id if found else None
         if existing:
             with self._mlflow.start_run(run_id=existing, nested=nested) as run:
-                self._mlflow.set_tags({"asg.resumed": "true"})
+                self._mlflow.set_tags({**tags, "asg.resumed": "true"})
                 yield run.info.run_id
             return
         with self._mlflow.start_run(run_name=name, tags=tags, nested=nested) as run:

@@ -7,7 +7,8 @@ A stage's result is persisted under a key built from everything that decides its
   every upstream stage too, which a stage's own arguments do not name);
 - its own arguments and its source;
 - every checkpoint folder named among those, by the modification time and size of its files (a checkpoint
-  rewritten under the same name is a new input).
+  rewritten under the same name is a new input), except the stage's own output (`output_uri`): that folder is
+  what the stage writes, so stamping it would change the key between the run that wrote it and the re-run.
 The flow run id is not part of it: a new `asg round` with the same arguments finds the finished stages of the
 one that crashed. `asg round --fresh` (Prefect's refresh_cache) recomputes and overwrites them.
 """
@@ -37,11 +38,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+OUTPUTS = ("output_uri",)  # arguments naming what a stage writes, not what it reads
+
+
 def _checkpoint_stamps(value: Any, out: dict[str, list]) -> None:
-    """Fingerprints of the local checkpoint folders named anywhere in `value`."""
+    """Fingerprints of the local checkpoint folders named anywhere in `value` (outputs left out)."""
     if isinstance(value, dict):
-        for v in value.values():
-            _checkpoint_stamps(v, out)
+        for k, v in value.items():
+            if k not in OUTPUTS:
+                _checkpoint_stamps(v, out)
     elif isinstance(value, list):
         for v in value:
             _checkpoint_stamps(v, out)
@@ -52,17 +57,31 @@ def _checkpoint_stamps(value: Any, out: dict[str, list]) -> None:
                                 for p in folder.iterdir() if p.is_file())
 
 
+def inputs_key(flow_parameters: dict[str, Any], inputs: dict[str, Any] | None = None) -> str:
+    """The hash of the code, the store, a flow's parameters, a task's own arguments and the checkpoints they name.
+    Flows use it with no task arguments as the MLflow resume key of a round: a re-run of a crashed round (a new
+    flow run) reopens the MLflow run of the one that died instead of leaving it RUNNING beside a second one."""
+    settings = Settings.from_env()
+    flow = _plain({k: v for k, v in (flow_parameters or {}).items() if k != "inject_fault"})
+    own = _plain(inputs or {})
+    stamps: dict[str, list] = {}
+    _checkpoint_stamps({"flow": flow, "inputs": own}, stamps)
+    return hash_objects({"code": code_version(), "store": [settings.lancedb_uri, settings.objects_uri,
+                                                             store_id(settings)],
+                         "flow": flow, "inputs": own, "checkpoints": stamps}, raise_on_failure=True)
+
+
 class RoundInputs(CachePolicy):
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> str | None:
-        settings = Settings.from_env()
-        flow = _plain({k: v for k, v in (flow_parameters or {}).items() if k != "inject_fault"})
-        own = _plain(inputs)
-        stamps: dict[str, list] = {}
-        _checkpoint_stamps([flow, own], stamps)
-        return hash_objects({"code": code_version(), "store": [settings.lancedb_uri, settings.objects_uri,
-                                                                 store_id(settings)],
-                             "flow": flow, "inputs": own, "checkpoints": stamps}, raise_on_failure=True)
+        return inputs_key(flow_parameters, inputs)
 
 
 STAGE_CACHE = RoundInputs() + TASK_SOURCE
+
+
+def refreshing_cache() -> bool:
+    """Whether this process recomputes every stage (`--fresh`: Prefect's refresh_cache setting)."""
+    from prefect.settings import PREFECT_TASKS_REFRESH_CACHE
+
+    return bool(PREFECT_TASKS_REFRESH_CACHE.value())

@@ -62,6 +62,21 @@ def stop(proc: subprocess.Popen) -> None:
         pass
 
 
+def wait_until_idle(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until a served process (`asg serve`) has no child processes left: the flow-run subprocess it started
+    can report a final state before it exits, and a runner stopped meanwhile cancels the runs it still tracks,
+    turning a Completed run into Cancelled."""
+    import psutil
+
+    deadline = time.time() + timeout
+    try:
+        parent = psutil.Process(proc.pid)
+        while time.time() < deadline and parent.children(recursive=False):
+            time.sleep(0.5)
+    except psutil.NoSuchProcess:
+        pass
+
+
 def _postgres_bin(tool: str) -> str:
     found = shutil.which(tool) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), reverse=True)), None)
     if found is None:

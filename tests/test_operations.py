@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.loopback_servers import VENV_BIN, start, start_mlflow, start_prefect, stop
+from tests.loopback_servers import VENV_BIN, start, start_mlflow, start_prefect, stop, wait_until_idle
 
 pytestmark = pytest.mark.integration
 
@@ -190,6 +190,7 @@ def test_retry_of_a_failed_nightly_run_resumes_at_the_failed_stage(api, referenc
             assert second.state.type.value == "COMPLETED", second.state
             assert second.run_count == 2
             states = stage_states(client, run.id)
+            wait_until_idle(proc)  # stopping the runner while the run's process still exits would cancel it
     finally:
         stop(proc)
 

@@ -117,3 +117,32 @@ def test_the_stage_cache_key_follows_inputs_code_store_and_checkpoints(asg_home,
     key = policy.compute_key(None, {"round_idx": 0}, flow)
     monkeypatch.setenv("ASG_OBJECTS_URI", str(tmp_path / "another-store"))  # another store, another id
     assert key != policy.compute_key(None, {"round_idx": 0}, flow)
+    output = tmp_path / "out"  # what a stage writes is not an input: writing it leaves the key alone
+    key = policy.compute_key(None, {"round_idx": 0, "output_uri": str(output)}, flow)
+    shutil.copytree(SHIPPED_BASE, output)
+    assert key == policy.compute_key(None, {"round_idx": 0, "output_uri": str(output)}, flow)
+    assert key != policy.compute_key(None, {"round_idx": 0, "checkpoint_uri": str(output)}, flow)
+
+
+def test_a_run_key_reopens_its_mlflow_run_until_a_fresh_run_starts_a_new_one(asg_home):
+    import mlflow
+
+    from flows.tracking import Tracker
+    from storage.settings import Settings
+
+    tracker = Tracker(Settings.from_env().mlflow_uri, "resume-keys")
+    with tracker.run("round-0", resume_key="k1") as first:
+        tracker.log_metrics({"a": 1.0})
+    with tracker.run("round-0", resume_key="k1") as again:  # the re-run of a crashed (or finished) round
+        tracker.log_metrics({"b": 2.0})
+    with tracker.run("round-0", resume_key="k2") as other:
+        pass
+    with tracker.run("round-0", resume_key="k1", fresh=True) as fresh:
+        pass
+    with tracker.run("round-0", resume_key="k1") as latest:
+        pass
+    assert again == first and other != first and fresh not in (first, other) and latest == fresh
+    run = mlflow.get_run(first)
+    assert run.data.metrics == {"a": 1.0, "b": 2.0} and run.data.tags["asg.resumed"] == "true"
+    assert run.info.status == "FINISHED"
+    assert len(mlflow.search_runs(experiment_names=["resume-keys"])) == 3
