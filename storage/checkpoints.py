@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -51,18 +53,63 @@ def _full(uri: str, where: Path | str, exc: OSError) -> StorageFull:
                                   f"under {where}; the previous checkpoint there (if any) is still current")
 
 
+def _owned_prefix(prefix: str) -> str:
+    """A temporary folder's name prefix that says which process on which host made it."""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}-"
+
+
+def _abandoned(folder: Path, prefix: str) -> list[Path]:
+    """The temporary folders under `folder` named `_owned_prefix(prefix)` by a process of this host that is gone
+    (a save killed midway leaves its folder behind). Folders of live processes and of other hosts are not."""
+    mine = f"{prefix}{socket.gethostname()}-"
+    found = []
+    for entry in sorted(folder.glob(f"{glob.escape(mine)}*")) if folder.is_dir() else ():
+        pid = entry.name[len(mine):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            found.append(entry)
+        except (PermissionError, OverflowError):
+            pass
+    return found
+
+
+def sweep_abandoned(folder: Path, prefix: str) -> list[str]:
+    """Remove `_abandoned(folder, prefix)`; returns their names."""
+    removed = _abandoned(folder, prefix)
+    for entry in removed:
+        shutil.rmtree(entry, ignore_errors=True)
+    return [entry.name for entry in removed]
+
+
+def _restore_interrupted_swap(target: Path) -> None:
+    """A swap killed between its two renames leaves the previous checkpoint in its retired folder and none under
+    the target's name: put it back before anything else is published there."""
+    if target.exists():
+        return
+    for retired in _abandoned(target.parent, f".{target.name}-old-"):
+        if (retired / target.name / "config.json").is_file():
+            os.replace(retired / target.name, target)
+            return
+
+
 def _publish_local(local_dir: Path, uri: str, target: Path) -> None:
     # Copy next to the target, then swap it in: a crash never leaves a half-written checkpoint under the
     # target's name, and a failed copy (a full disk) leaves the old one current and no staging behind.
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    _restore_interrupted_swap(target)
+    sweep_abandoned(target.parent, f".{target.name}-")
+    sweep_abandoned(target.parent, f".{target.name}-old-")
+    staging = Path(tempfile.mkdtemp(prefix=_owned_prefix(f".{target.name}-"), dir=target.parent))
     try:
         shutil.copytree(local_dir, staging, dirs_exist_ok=True)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise _full(uri, target.parent, exc) if _is_full(exc) else exc
     if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+        retired = Path(tempfile.mkdtemp(prefix=_owned_prefix(f".{target.name}-old-"), dir=target.parent))
         os.replace(target, retired / target.name)
         os.replace(staging, target)
         shutil.rmtree(retired)
@@ -116,6 +163,7 @@ def local_checkpoint(uri: str, settings: Settings) -> Path:
     """A local folder holding the checkpoint at `uri` (downloaded when remote)."""
     if not _is_remote(uri):
         path = Path(uri.removeprefix("file://"))
+        _restore_interrupted_swap(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"checkpoint not found: {uri} (no config.json)")
         return path
@@ -139,7 +187,8 @@ def save_checkpoint(backbone, uri: str, settings: Settings) -> str:
     """Save a backbone into a temporary folder under $ASG_HOME and publish it to `uri`. A full disk (or a file-size
     limit) fails with StorageFull, one line, and leaves the previous checkpoint at `uri` current."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ckpt-", dir=settings.home) as local:
+    sweep_abandoned(settings.home, "ckpt-")  # what saves killed midway (kill -9, OOM) left behind
+    with tempfile.TemporaryDirectory(prefix=_owned_prefix("ckpt-"), dir=settings.home) as local:
         try:
             backbone.save(Path(local))
         except OSError as exc:

@@ -58,6 +58,38 @@ def test_a_checkpoint_save_that_runs_out_of_space_leaves_the_old_one_current(asg
     assert not list(asg_home.glob("ckpt-*"))  # nor the local temporary save
 
 
+def test_folders_of_saves_killed_midway_are_swept_and_an_interrupted_swap_is_undone(asg_home, tmp_path):
+    import socket
+
+    from models.registry import load_backbone
+
+    settings = Settings.from_env()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that is gone
+    host = socket.gethostname()
+    target = tmp_path / "store" / "checkpoints" / "round-0"
+    target.parent.mkdir(parents=True)
+    left = [settings.home / f"ckpt-{host}-{dead.pid}-abc", target.parent / f".round-0-{host}-{dead.pid}-abc"]
+    live = [settings.home / f"ckpt-{host}-1-abc", settings.home / f"ckpt-otherhost-{dead.pid}-abc"]
+    for folder in left + live:
+        folder.mkdir()
+        (folder / "adapter_solver.safetensors").write_bytes(b"half")
+    # a swap killed between its two renames: the previous checkpoint sits in its retired folder, none at the target
+    retired = target.parent / f".round-0-old-{host}-{dead.pid}-xyz"
+    retired.mkdir()
+    publish_checkpoint(SHIPPED_BASE, str(retired / "round-0"), settings)
+    previous = _digests(retired / "round-0")
+
+    assert _digests(local_checkpoint(str(target), settings)) == previous  # the previous checkpoint is current
+
+    backbone = load_backbone(SHIPPED_BASE)
+    save_checkpoint(backbone, str(tmp_path / "elsewhere"), settings)  # any save sweeps $ASG_HOME
+    assert [f.exists() for f in left[:1] + live] == [False, True, True]
+    save_checkpoint(backbone, str(target), settings)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["round-0"]  # staging and retired folders gone
+
+
 def test_the_cli_reports_a_full_disk_in_one_line(monkeypatch, capsys):
     import errno
 
