@@ -1,14 +1,14 @@
-"""Benchmark: how long re-running `asg round` takes after a kill -9, against the same round uninterrupted.
+"""Benchmark: how long re-running `asg round` takes after a kill -9 inside each stage, against the round uninterrupted.
 
-    .venv/bin/python benchmarks/resume_after_kill.py [--images 300] [--kill-in finetune]
+    .venv/bin/python benchmarks/resume_after_kill.py [--images 300] [--kill-in all|finetune|solve|...]
 
-Side by side in one run, each `asg round` a fresh process with its own ASG_HOME:
-1. **full**: the round, uninterrupted;
-2. **killed**: the same round, SIGKILLed once the stage before `--kill-in` has finished (so inside that stage);
-3. **resumed**: the same command again in the killed run's home: the finished stages come back `Cached`.
-Prints the three wall times, the resumed/full ratio (the issue's target: at most 60% for a kill in fine-tune),
-which stages were cached, and whether every table equals the uninterrupted run's; writes
-benchmarks/results/resume_after_kill.json.
+Side by side in one run, each `asg round` (the default preset) a fresh process with its own ASG_HOME:
+1. **full**: the round, uninterrupted; its log gives each stage's start (the end of the stage before) and end;
+2. for each stage (`--kill-in all`, the default) in a fresh home: **killed**, the same round SIGKILLed halfway
+   through that stage (by the uninterrupted run's timing), then **resumed**, the same command again in that home:
+   the finished stages come back `Cached`.
+Prints a table of stage, resumed/full ratio (the issue's target: at most 60% for a kill in fine-tune), cached
+stages and whether every table equals the uninterrupted run's; writes benchmarks/results/resume_after_kill.json.
 """
 
 from __future__ import annotations
@@ -32,18 +32,20 @@ sys.path.insert(0, str(ROOT))
 from storage.settings import Settings  # noqa: E402
 from storage.tables import connect, read  # noqa: E402
 
-ORDER = ["ingest-images", "propose-questions", "solve-and-vote", "cross-check-questions", "generate-images",
-         "score-generations", "filter-examples", "finetune-roles", "evaluate-checkpoint", "diagnose-round"]
-STAGE_TASK = {"ingest": "ingest-images", "propose": "propose-questions", "solve": "solve-and-vote",
-              "cross-check": "cross-check-questions", "generate": "generate-images", "score": "score-generations",
-              "filter": "filter-examples", "finetune": "finetune-roles", "evaluate": "evaluate-checkpoint",
-              "diagnose": "diagnose-round"}
+STAGE_TASK = {"ingest": "ingest-images", "compose": "compose-scenes", "propose": "propose-questions",
+              "solve": "solve-and-vote", "cross-check": "cross-check-questions", "generate": "generate-images",
+              "score": "score-generations", "tile-verify": "verify-generations-by-tiles", "filter": "filter-examples",
+              "finetune": "finetune-roles", "evaluate": "evaluate-checkpoint", "diagnose": "diagnose-round",
+              "report": "write-round-report"}
 TABLES = {"images": "image_id", "questions": "question_id", "answers": "answer_id", "votes": "question_id",
           "specs": "spec_id", "generations": "generation_id", "scores": "generation_id",
           "filter_decisions": "item_id", "training_examples": "example_id", "cross_checks": "question_id"}
 
 
-def run(home: Path, args: list[str], kill_after: str | None = None) -> tuple[float, int, str]:
+def run(home: Path, args: list[str], kill_after: str | None = None,
+        delay_s: float = 0.0) -> tuple[float, int, str, dict[str, float]]:
+    """One `asg round`; with `kill_after`, SIGKILL `delay_s` after that task finished. Returns the wall time, the exit
+    code, the output and when (seconds from the start) each task finished."""
     env = {**os.environ, "ASG_HOME": str(home), "PREFECT_HOME": str(home / "prefect"), "TQDM_DISABLE": "1",
            "PREFECT_TASKS_REFRESH_CACHE": "false"}
     for key in ("PREFECT_API_URL", "ASG_LANCEDB_URI", "ASG_OBJECTS_URI", "MLFLOW_TRACKING_URI"):
@@ -52,25 +54,39 @@ def run(home: Path, args: list[str], kill_after: str | None = None) -> tuple[flo
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     lines: list[str] = []
+    finished: dict[str, float] = {}
+
+    def kill() -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def read_output() -> None:
         for line in proc.stdout:
             lines.append(line)
-            if kill_after and f"Task run '{kill_after}-" in line and "Finished in state" in line:
-                time.sleep(1.0)
-                os.killpg(proc.pid, signal.SIGKILL)
+            name = task_finished(line)
+            if name:
+                finished.setdefault(name, time.monotonic() - started)
+                if name == kill_after:
+                    threading.Timer(delay_s, kill).start()
 
     reader = threading.Thread(target=read_output, daemon=True)
     reader.start()
     proc.wait()
     reader.join(timeout=10)
-    return time.monotonic() - started, proc.returncode, "".join(lines)
+    return time.monotonic() - started, proc.returncode, "".join(lines), finished
 
 
-def finished(output: str, state: str) -> list[str]:
-    names = {line.split("Task run '", 1)[1].rsplit("-", 1)[0] for line in output.splitlines()
-             if "Task run '" in line and f"Finished in state {state}" in line}
-    return [n for n in ORDER if n in names]
+def task_finished(line: str) -> str | None:
+    if "Task run '" in line and "Finished in state" in line:
+        return line.split("Task run '", 1)[1].split("'", 1)[0].rsplit("-", 1)[0]
+    return None
+
+
+def finished(output: str, state: str, order: list[str]) -> list[str]:
+    names = {task_finished(line) for line in output.splitlines() if f"Finished in state {state}" in line}
+    return [n for n in order if n in names]
 
 
 def tables(home: Path) -> dict[str, pd.DataFrame]:
@@ -83,30 +99,43 @@ def tables(home: Path) -> dict[str, pd.DataFrame]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--kill-in", choices=list(STAGE_TASK), default="finetune")
+    parser.add_argument("--kill-in", choices=["all", *STAGE_TASK], default="all")
     args = parser.parse_args()
-    before = ORDER[ORDER.index(STAGE_TASK[args.kill_in]) - 1]
     command = ["round", "--round-idx", "0", "--checkpoint", str(ROOT / "models/checkpoints/shapes-base"),
                "--source", f"world://unlabeled?n={args.images}&seed=5", "--images", str(args.images)]
     root = Path(tempfile.mkdtemp(prefix="asg-resume-bench-"))
-    full_s, code, _ = run(root / "full", command)
-    assert code == 0, "the uninterrupted round failed"
-    killed_s, code, _ = run(root / "killed", command, kill_after=before)
-    assert code == -signal.SIGKILL, f"the round was not killed (exit {code})"
-    resumed_s, code, output = run(root / "killed", command)
-    assert code == 0, output[-3000:]
-    reference, resumed = tables(root / "full"), tables(root / "killed")
-    identical = {t: reference[t].equals(resumed[t]) for t in TABLES}
-    result = {"images": args.images, "kill_in": args.kill_in, "full_s": round(full_s, 1),
-              "killed_after_s": round(killed_s, 1), "resumed_s": round(resumed_s, 1),
-              "resumed_over_full": round(resumed_s / full_s, 3), "cached": finished(output, "Cached"),
-              "recomputed": finished(output, "Completed"), "tables_identical": identical}
-    print(f"full round {full_s:.0f} s; killed {killed_s:.0f} s in (in {args.kill_in}); re-run {resumed_s:.0f} s = "
-          f"{resumed_s / full_s:.0%} of the full round (target <= 60%)")
-    print(f"cached: {', '.join(result['cached'])}\nrecomputed: {', '.join(result['recomputed'])}")
-    print(f"tables identical to the uninterrupted run: {all(identical.values())} "
-          f"({sum(identical.values())}/{len(identical)})")
-    out = ROOT / "benchmarks" / "results" / f"resume_after_kill_{args.kill_in}.json"
+    full_s, code, output, times = run(root / "full", command)
+    assert code == 0, f"the uninterrupted round failed:\n{output[-3000:]}"
+    reference = tables(root / "full")
+    order = sorted(times, key=times.get)  # every task, in the order it finished
+    stages = [t for t in order if t in STAGE_TASK.values()]
+    wanted = stages if args.kill_in == "all" else [STAGE_TASK[args.kill_in]]
+    rows = []
+    for stage in wanted:
+        i = order.index(stage) - 1
+        while order[i].endswith("-shard"):  # the stage's own shard tasks are inside it
+            i -= 1
+        before = order[i]  # the task whose end is this stage's start
+        start = times[before]
+        home = root / stage
+        killed_s, code, _, _ = run(home, command, kill_after=before, delay_s=0.5 * (times[stage] - start))
+        assert code == -signal.SIGKILL, f"{stage}: the round was not killed (exit {code})"
+        resumed_s, code, output, _ = run(home, command)
+        assert code == 0, output[-3000:]
+        resumed = tables(home)
+        identical = {t: reference[t].equals(resumed[t]) for t in TABLES}
+        rows.append({"stage": stage, "killed_after_s": round(killed_s, 1), "resumed_s": round(resumed_s, 1),
+                     "resumed_over_full": round(resumed_s / full_s, 3), "cached": finished(output, "Cached", order),
+                     "recomputed": finished(output, "Completed", order), "tables_identical": all(identical.values())})
+        print(f"{stage:<28} killed {killed_s:5.0f} s in; re-run {resumed_s:5.0f} s = {resumed_s / full_s:4.0%} of "
+              f"the full round; tables identical: {all(identical.values())}", flush=True)
+    result = {"images": args.images, "full_s": round(full_s, 1), "stages": rows}
+    print(f"\nfull round: {full_s:.0f} s ({args.images} images, default preset)")
+    print("| killed in | re-run / full round | tables identical | stages cached |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['stage']} | {r['resumed_over_full']:.0%} | {r['tables_identical']} | {len(r['cached'])} |")
+    name = "resume_after_kill.json" if args.kill_in == "all" else f"resume_after_kill_{args.kill_in}.json"
+    out = ROOT / "benchmarks" / "results" / name
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
 
