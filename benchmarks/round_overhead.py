@@ -54,7 +54,7 @@ def bare_round(config, images, ids, example_counts: dict[str, int]) -> dict[str,
     seconds["load"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    raw = backbone.propose_questions(images, config.n_candidates, config.temperature,
+    raw = backbone.propose_questions(images, config.propose.n_candidates, config.propose.temperature,
                                      seed=[item_seed(0, i) for i in ids])
     parsed = [[parse_question_proposal(t) for t in texts] for texts in raw]
     backbone.solve([SolveRequest(im, p.question, "canonical", 0.0) for im, ps in zip(images, parsed) for p in ps], 0)
@@ -63,24 +63,24 @@ def bare_round(config, images, ids, example_counts: dict[str, int]) -> dict[str,
     seconds["propose"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    ladder = sampler_ladder(config.n_samples)
+    ladder = sampler_ladder(config.solve.n_samples)
     requests = [SolveRequest(im, p.question, framing_for(i), t, q) for im, p in chosen
                 for i, (t, q) in enumerate(ladder)]
     results = backbone.solve(requests, seed=[item_seed(1, str(i)) for i in range(len(requests))])
     solver_examples = []
     for j, (im, p) in enumerate(chosen):
-        v = vote([map_to_validators(r.text, p.validators) for r in results[j * config.n_samples:(j + 1) * config.n_samples]])
+        v = vote([map_to_validators(r.text, p.validators) for r in results[j * config.solve.n_samples:(j + 1) * config.solve.n_samples]])
         solver_examples.append(TrainingExample("vqa", image=im, prompt=p.question, target=v.majority, weight=0.5))
     seconds["solve"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    specs, generations = _generate_chunk(backbone, 0, ids, images, config.n_per_prompt, config.temperature, 0, 2)
+    specs, generations = _generate_chunk(backbone, 0, ids, images, config.generate.n_per_prompt, config.generate.temperature, 0, 2)
     seconds["generate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     by_spec = {s["spec_id"]: s for s in specs}
     drawn = [decode_png(g["png"]) for g in generations]
-    answers = sampler_ladder(config.n_check_answers)
+    answers = sampler_ladder(config.score.n_answers)
     checks = [SolveRequest(im, q, framing_for(i), t, p) for im, g in zip(drawn, generations)
               for q, _ in json.loads(by_spec[g["spec_id"]]["checks_json"]) for i, (t, p) in enumerate(answers)]
     backbone.solve(checks, seed=[item_seed(2, str(i)) for i in range(len(checks))])
@@ -97,11 +97,11 @@ def bare_round(config, images, ids, example_counts: dict[str, int]) -> dict[str,
         "generator": [TrainingExample("t2i", prompt=g["prompt"], target_image=im, weight=0.5)
                       for im, g in zip(drawn, generations)],
     }
-    for role, steps in config.finetune_steps.items():
+    for role, steps in config.finetune.steps.items():
         pool = examples[role]
         matched = [pool[i % len(pool)] for i in range(example_counts.get(role, len(pool)))]
-        policy_update(backbone, role, matched, config.batch_size,
-                      PolicyConfig(steps=steps, lr=config.policy_lr, **PAPER_OBJECTIVES[role]))
+        policy_update(backbone, role, matched, config.finetune.batch_size,
+                      PolicyConfig(steps=steps, lr=config.finetune.policy_lr, **PAPER_OBJECTIVES[role]))
     seconds["finetune"] = time.perf_counter() - clock
     return seconds
 
@@ -147,7 +147,7 @@ def main() -> None:
         clock = time.perf_counter()
         out = round_flow(0, str(BASE), config, experiment="asg-bench")
         flow_runs.append((time.perf_counter() - clock, out))
-        counts = {role: int(out[f"finetune.{role}_examples"]) for role in config.finetune_steps}
+        counts = {role: int(out[f"finetune.{role}_examples"]) for role in config.finetune.steps}
         clock = time.perf_counter()
         bare_phases = bare_round(config, images, ids, counts)
         bare_runs.append((time.perf_counter() - clock, bare_phases))

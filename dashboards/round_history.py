@@ -10,6 +10,10 @@ import pandas as pd
 from storage.settings import redacted
 
 EXPERIMENTS = ("asg-nightly", "asg-evolution")
+# The dashboard process's MLflow client defaults (set before mlflow is imported): a server that is down answers
+# at once, so the page can say so instead of waiting through retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 
 class TrackingUnavailable(Exception):
@@ -18,8 +22,6 @@ class TrackingUnavailable(Exception):
 
 def round_runs(tracking_uri: str, experiments: tuple[str, ...] = EXPERIMENTS) -> pd.DataFrame:
     """One row per round run: round_idx, experiment, run id/name, status, metrics.*, promotion.*, links."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     import mlflow
 
     try:

@@ -38,7 +38,7 @@ def demo_flow(config: RoundConfig = RoundConfig(), base_checkpoint: str = str(SH
     settings = Settings.from_env()
     if not (Path(base_checkpoint) / "config.json").is_file():
         print(f"no base checkpoint at {base_checkpoint}: pretraining one first (about 10 minutes on 2 cores)")
-        pretrain_flow(base_checkpoint, seed_scenes=config.seed_scenes, seed=config.seed)
+        pretrain_flow(base_checkpoint, seed_scenes=config.finetune.seed_scenes, seed=config.seed)
     before = evaluate_checkpoint(base_checkpoint, -1, config.eval_config()).metrics
     Tracker(settings.mlflow_uri, "asg-evolution")  # the experiment exists before the round's run
     result = round_flow(0, base_checkpoint, config)

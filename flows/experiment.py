@@ -8,10 +8,7 @@ plots and logs every round to MLflow (experiment "asg-experiment").
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from typing import Iterator
 
 from prefect import flow
 
@@ -32,22 +29,6 @@ ABLATIONS = {
     "paper/understanding-only": {"mode": "understanding"},
     "paper/generation-only": {"mode": "generation"},
 }
-
-
-@contextlib.contextmanager
-def _arm(settings: Settings, name: str) -> Iterator[None]:
-    """Run one arm against its own tables and checkpoints (tasks read settings from the environment)."""
-    overrides = settings.namespace_environment(name.replace("/", "-"))
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # Arms besides the matched control: every preset; "gold-ceiling" is the ceiling, not a method.
@@ -89,30 +70,30 @@ def experiment_flow(base_checkpoint: str, rounds: int = 3, seeds: tuple[int, ...
     for done, (arm, seed, overrides) in enumerate(arms):
         results.append({"arm": arm, "seed": seed, "round": 0, "metrics": base})
         config = _size(quick, seed, rounds, split, images, steps_scale)
-        with _arm(settings, f"{arm}-seed{seed}"):
-            arm_settings = Settings.from_env()
-            checkpoint = base_checkpoint
-            for r in range(rounds):
-                if overrides is None:
-                    output = checkpoint_uri(arm_settings, f"control-{r}")
-                    control_finetune(r, checkpoint, output, config.finetune_steps, config.lr, config.batch_size,
-                                     config.seed_scenes, seed, config.seed_set_seed)
-                    metrics = evaluate_checkpoint(output, r, eval_config).metrics
-                    key = inputs_key({"arm": arm, "seed": seed, "round": r, "checkpoint": checkpoint,
-                                      "config": config})
-                    with tracker.run(f"{arm}-seed{seed}-round-{r}", tags={"arm": arm, "seed": str(seed)},
-                                     resume_key=key, fresh=refreshing_cache()):
-                        tracker.log_metrics(metrics, step=r, prefix="evaluate.")
-                    diagnostics = {}
-                else:
-                    out = round_flow(r, checkpoint, config.model_copy(update=overrides), "asg-experiment",
-                                     run_prefix=f"{arm}-seed{seed}-")
-                    output = out["checkpoint"]
-                    metrics = {k.removeprefix("evaluate."): v for k, v in out.items() if k.startswith("evaluate.")}
-                    diagnostics = {k.removeprefix("diagnose."): v for k, v in out.items() if k.startswith("diagnose.")}
-                results.append({"arm": arm, "seed": seed, "round": r + 1, "metrics": metrics,
-                                "diagnostics": diagnostics})
-                checkpoint = output
+        namespace = f"{arm}-seed{seed}".replace("/", "-")  # the arm's own tables and checkpoints in the store
+        checkpoint = base_checkpoint
+        for r in range(rounds):
+            if overrides is None:
+                output = checkpoint_uri(settings.within(namespace), f"control-{r}")
+                control_finetune(r, checkpoint, output, config.finetune.steps, config.finetune.lr,
+                                 config.finetune.batch_size, config.finetune.seed_scenes, seed,
+                                 config.finetune.seed_set_seed, namespace=namespace)
+                metrics = evaluate_checkpoint(output, r, eval_config, namespace=namespace).metrics
+                key = inputs_key({"arm": arm, "seed": seed, "round": r, "checkpoint": checkpoint,
+                                  "config": config})
+                with tracker.run(f"{arm}-seed{seed}-round-{r}", tags={"arm": arm, "seed": str(seed)},
+                                 resume_key=key, fresh=refreshing_cache()):
+                    tracker.log_metrics(metrics, step=r, prefix="evaluate.")
+                diagnostics = {}
+            else:
+                out = round_flow(r, checkpoint, config.model_copy(update=overrides), "asg-experiment",
+                                 run_prefix=f"{arm}-seed{seed}-", namespace=namespace)
+                output = out["checkpoint"]
+                metrics = {k.removeprefix("evaluate."): v for k, v in out.items() if k.startswith("evaluate.")}
+                diagnostics = {k.removeprefix("diagnose."): v for k, v in out.items() if k.startswith("diagnose.")}
+            results.append({"arm": arm, "seed": seed, "round": r + 1, "metrics": metrics,
+                            "diagnostics": diagnostics})
+            checkpoint = output
         # Rewritten after every arm, so an interrupted experiment still leaves the arms it finished.
         minutes = (time.monotonic() - started) / 60
         progress = "" if done + 1 == len(arms) else f"; partial: {done + 1} of {len(arms)} arms"

@@ -34,9 +34,10 @@ SHIPPED_BASE_URI = str(Path(__file__).resolve().parent.parent / "models" / "chec
 # Parameter presets of the nightly deployment (see infra/prefect.yaml).
 NIGHTLY_PRESETS: dict[str, dict[str, Any]] = {
     # a smoke-sized night on a CPU: minutes, tiny evaluation
-    "cpu-tiny": {"source": "world://unlabeled?n=500&seed=7", "n_images": 48, "n_samples": 3, "n_per_prompt": 2,
-                 "n_check_answers": 2, "batch_size": 8, "evaluation": "tiny", "preset": "compose",
-                 "finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}},
+    "cpu-tiny": {"source": "world://unlabeled?n=500&seed=7", "n_images": 48, "preset": "compose",
+                 "solve": {"n_samples": 3}, "generate": {"n_per_prompt": 2}, "score": {"n_answers": 2},
+                 "finetune": {"batch_size": 8, "steps": {"solver": 6, "proposer": 3, "generator": 6}},
+                 "evaluate": {"kind": "tiny"}},
     # the default sizes (1,000 images, compose at 480/240/480 steps, full evaluation): about 9 minutes on 2 CPU cores
     "single-gpu": {"source": "world://unlabeled?n=100000&seed=7", "n_images": 1000, "preset": "compose"},
 }
@@ -45,7 +46,7 @@ NIGHTLY_PRESETS: dict[str, dict[str, Any]] = {
 def preset_config(name: str, **overrides: Any) -> RoundConfig:
     if name not in NIGHTLY_PRESETS:
         raise ValueError(f"unknown nightly preset {name!r}; presets are {', '.join(NIGHTLY_PRESETS)}")
-    return RoundConfig(**{**NIGHTLY_PRESETS[name], **overrides})
+    return RoundConfig(**NIGHTLY_PRESETS[name]).updated(**overrides)
 
 
 @flow(name="asg-nightly", log_prints=True, task_runner=task_runner())

@@ -17,9 +17,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a store namespace: one path segment
 
 
 def has_credentials(url: str) -> bool:
@@ -79,10 +82,23 @@ class Settings:
             lease_ttl_s=float(os.environ.get("ASG_LEASE_TTL_S") or 120.0),
         )
 
-    def namespace_environment(self, name: str) -> dict[str, str]:
-        """Environment overrides that give one experiment arm its own LanceDB and object store."""
-        return {"ASG_LANCEDB_URI": f"{self.lancedb_uri.rstrip('/')}/{name}",
-                "ASG_OBJECTS_URI": f"{self.objects_uri.rstrip('/')}/{name}"}
+    def within(self, namespace: str) -> "Settings":
+        """These settings with the tables and objects of `namespace` (its own LanceDB and object store under
+        the store's URIs; how `asg experiment` keeps its arms apart). The empty namespace is the store itself.
+
+        >>> s = Settings(Path("/h"), "/h/lancedb", "s3://b/objects", "")
+        >>> s.within("control-seed0").lancedb_uri, s.within("control-seed0").objects_uri
+        ('/h/lancedb/control-seed0', 's3://b/objects/control-seed0')
+        >>> s.within("") is s
+        True
+        """
+        if not namespace:
+            return self
+        if not NAMESPACE.fullmatch(namespace):
+            raise ValueError(f"store namespace {namespace!r} must be letters, digits, '.', '_' or '-' "
+                             "(at most 100, starting with a letter or digit)")
+        return replace(self, lancedb_uri=f"{self.lancedb_uri.rstrip('/')}/{namespace}",
+                       objects_uri=f"{self.objects_uri.rstrip('/')}/{namespace}")
 
     def fsspec_options(self) -> dict:
         """Options for fsspec/s3fs (empty for local paths)."""

@@ -32,11 +32,16 @@ def shard_path(settings: Settings, round_idx: int, stage: str, table: str, shard
     return f"{shard_root(settings, round_idx)}/{stage}/{table}/of-{n_shards}/shard-{shard_idx:05d}.parquet"
 
 
+def rows_table(rows: list[dict]) -> pa.Table:
+    """The Arrow table of a shard's rows (an empty table without columns for none): what a staging file holds."""
+    return pa.Table.from_pylist(rows) if rows else pa.table({})
+
+
 def write_shard(settings: Settings, round_idx: int, stage: str, table: str, shard_idx: int, n_shards: int,
                 rows: list[dict]) -> str:
     """Replace one shard's rows (an empty shard writes an empty file, so the merge knows it ran)."""
     uri = shard_path(settings, round_idx, stage, table, shard_idx, n_shards)
-    data = pa.Table.from_pylist(rows) if rows else pa.table({})
+    data = rows_table(rows)
     fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
     fs.makedirs(os.path.dirname(path), exist_ok=True)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)

@@ -28,6 +28,7 @@ from storage.image_files import encode_png
 from storage.settings import Settings
 from storage.tables import connect, upsert
 from tasks.logic.answers import normalize_answer
+from tasks.logic.stage_configs import ComposeConfig
 from tasks.logic.tile_composition import (
     MIN_BACKGROUND_SHARE,
     agreed_name,
@@ -122,8 +123,9 @@ def composition_rows(round_idx: int, image_id: str, image: np.ndarray, backgroun
 
 @stage_task("compose", "compose-scenes")
 def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: int, seed: int = 0,
-                   per_image: int = 2, questions_per_scene: int = 8, relation_questions: int = 0) -> StageResult:
-    settings = Settings.from_env()
+                   config: ComposeConfig = ComposeConfig(), questions_per_scene: int = 8,
+                   namespace: str = "") -> StageResult:
+    settings = Settings.from_env().within(namespace)
     db = connect(settings)
     ids, images, background, share = round_background(db, source, n_images, round_idx, seed)
     bg_key = tile_key(background)
@@ -137,8 +139,8 @@ def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: i
     names = {k: v["name"] for k, v in named.items()}
     tile_rows = tile_name_rows(round_idx, named)
     rows = [r for image_id, image in zip(ids, images)
-            for r in composition_rows(round_idx, image_id, image, bg_key, names, background, per_image,
-                                      questions_per_scene, seed, relation_questions)]
+            for r in composition_rows(round_idx, image_id, image, bg_key, names, background, config.per_image,
+                                      questions_per_scene, seed, config.relation_questions)]
     requests = [SolveRequest(r["_image"], q, "canonical", 0.0, 1.0) for r in rows for q in r["_questions"]]
     greedy = iter(backbone.solve(requests, seed=seed) if requests else [])
     n_questions = len(requests)

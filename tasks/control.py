@@ -15,8 +15,8 @@ from tasks.logic.stage_seeds import stage_seed
 
 @stage_task("control", "control-finetune")
 def control_finetune(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
-                     batch_size: int, seed_scenes: int, seed: int = 0, seed_set_seed: int = 0) -> StageResult:
-    settings = Settings.from_env()
+                     batch_size: int, seed_scenes: int, seed: int = 0, seed_set_seed: int = 0, namespace: str = "") -> StageResult:
+    settings = Settings.from_env().within(namespace)
     backbone = load_backbone(local_checkpoint(checkpoint_uri, settings))
     backbone.attach_roles()
     metrics: dict[str, float] = {}

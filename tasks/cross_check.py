@@ -8,8 +8,8 @@ Only the backbone protocol is used (solve, caption, generate_images), so any bac
 Writes `cross_checks` (one row per question). The `agreement` preset keeps a pseudo-label only where
 the views its question kind needs agree with it; the diagnose stage audits every view.
 
-Sharded by image: `cross_check_shard` stages one shard's rows (per-item seeds keyed by image and
-question ids), `cross_check_questions` merges and upserts them.
+Sharded by image (tasks/sharded_stage.py runs `CROSS_CHECK`): `cross_check_rows` makes one shard's rows
+(per-item seeds keyed by image and question ids), `merge_cross_checks` upserts every shard's rows.
 """
 
 from __future__ import annotations
@@ -18,21 +18,18 @@ from tqdm.auto import tqdm
 
 from models.protocol import SolveRequest
 from storage.settings import Settings
-from storage.shard_files import merged_rows, write_shard
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import map_to_validators
 from tasks.logic.label_sources import mirror_question
 from tasks.logic.shards import chunks, item_seed, shard_of
-from tasks.round_inputs import backbone_for, images_by_id, shard_result
-from tasks.stage import stage_task
-from tasks.stage_result import ShardResult, StageResult
+from tasks.round_inputs import backbone_for, images_by_id
+from tasks.sharded_stage import StagedRows, sharded_stage
+from tasks.stage_result import StageResult
 from tasks.logic.stage_seeds import stage_seed
 
 
-@stage_task("cross-check-shard", "cross-check-shard")
-def cross_check_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shards: int = 1,
-                      temperature: float = 1.0, seed: int = 0, chunk_images: int = 256) -> ShardResult:
-    settings = Settings.from_env()
+def cross_check_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
+                     temperature: float = 1.0, seed: int = 0, chunk_images: int = 256) -> dict[str, list[dict]]:
     db = connect(settings)
     questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
                      columns=["question_id", "image_id", "question", "validator_a", "validator_b"])
@@ -71,15 +68,12 @@ def cross_check_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n
                          "caption_view_answer": map_to_validators(drawn_answer, validators)})
         bar.update(len(ids))
     bar.close()
-    write_shard(settings, round_idx, "cross_check", "cross_checks", shard_idx, n_shards, rows)
-    return shard_result("cross_check", round_idx, shard_idx, n_shards, len(rows))
+    return {"cross_checks": rows}
 
 
-@stage_task("cross-check", "cross-check-questions")
-def cross_check_questions(round_idx: int, n_shards: int = 1, shards: list[ShardResult] | None = None) -> StageResult:
-    settings = Settings.from_env()
+def merge_cross_checks(settings: Settings, staged: StagedRows, round_idx: int) -> StageResult:
     db = connect(settings)
-    rows = merged_rows(settings, round_idx, "cross_check", "cross_checks", n_shards, "question_id")
+    rows = staged.records("cross_checks", "question_id")
     version = upsert(db, "cross_checks", rows, replace_where=f"round_idx = {round_idx}")
     votes = read(db, "votes", where=f"round_idx = {round_idx}").to_dict("records")
     majority = {v["question_id"]: v["majority"] for v in votes}
@@ -89,3 +83,7 @@ def cross_check_questions(round_idx: int, n_shards: int = 1, shards: list[ShardR
                "caption_agrees_share": sum(r["caption_view_answer"] == majority.get(r["question_id"])
                                            for r in rows) / n}
     return StageResult("cross_check", round_idx, {"cross_checks": version}, len(rows), metrics)
+
+
+CROSS_CHECK = sharded_stage("cross-check", "cross-check-questions", cross_check_rows, merge_cross_checks,
+                            counted="cross_checks", folder="cross_check")

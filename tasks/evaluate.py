@@ -23,8 +23,9 @@ from text.normal_form import normalize_text
 
 
 @stage_task("evaluate", "evaluate-checkpoint")
-def evaluate_checkpoint(checkpoint_uri: str, round_idx: int, eval_config: EvalConfig) -> StageResult:
-    settings = Settings.from_env()
+def evaluate_checkpoint(checkpoint_uri: str, round_idx: int, eval_config: EvalConfig,
+                        namespace: str = "") -> StageResult:
+    settings = Settings.from_env().within(namespace)
     metrics = evaluate(backbone_for(checkpoint_uri, settings), eval_config)
     split = "" if eval_config.split == "eval" else f"{eval_config.split}-"
     suite = f"shapes-world-{split}seed{eval_config.seed}-vqa{eval_config.vqa_scenes}-gen{eval_config.geneval_per_category}"

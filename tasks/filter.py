@@ -14,7 +14,6 @@ Two presets:
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pandas as pd
 
@@ -24,7 +23,7 @@ from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalize
 from models.vocabulary import FRAMINGS
 from tasks.logic.filtering import (
     COMPOSE_JUDGED_KINDS,
-    FilterPolicy,
+    FilterConfig,
     check_label_decision,
     generation_decision,
     proposer_group_rewards,
@@ -64,7 +63,7 @@ def previous_states(db, round_idx: int) -> dict[str, float]:
 def _paper_understanding(round_idx, items, candidates, answers, states, decisions, examples):
     solver_rows = []
     for item in items:
-        kept, reason = question_decision(item, FilterPolicy(min_majority_fraction=0.0))
+        kept, reason = question_decision(item, FilterConfig(min_majority_fraction=0.0))
         decisions.append(_decision(round_idx, item["question_id"], "question", kept, reason))
         if kept:
             solver_rows.extend(answers.get(item["question_id"], []))
@@ -251,13 +250,12 @@ def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decis
 
 
 @stage_task("filter", "filter-examples")
-def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", min_majority_fraction: float = 0.4,
-                    accept_reward: float = 0.7, check_label_reward: float = 0.7,
-                    max_check_contradiction: float = 1.0) -> StageResult:
+def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", policy: FilterConfig = FilterConfig(),
+                    namespace: str = "") -> StageResult:
+    """The round's training examples and a decision with its reason for every item, by the preset's recipe and the
+    filter section of the round's config (`policy`)."""
     recipe = recipe_of(preset)
-    policy = FilterPolicy(min_majority_fraction=min_majority_fraction, accept_reward=accept_reward,
-                          check_label_reward=check_label_reward, max_check_contradiction=max_check_contradiction)
-    db = connect(Settings.from_env())
+    db = connect(Settings.from_env().within(namespace))
     where = f"round_idx = {round_idx}"
     decisions: list[dict] = []
     examples: list[dict] = []
@@ -313,7 +311,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
             # Only the verified preset turns accepted images' checks into Solver labels (GenEval-grammar scenes are
             # simpler than real ones: measured to hurt counting).
             if not recipe.checks_teach_solver:
-                policy = replace(policy, check_label_reward=float("inf"))
+                policy = policy.model_copy(update={"check_label_reward": float("inf")})
             if recipe.generator_labels == "tile-verified":
                 verdicts = read(db, "tile_verdicts", where=where, columns=["generation_id", "verdict"])
                 _tile_verified_generation(round_idx, scores, specs, dict(zip(verdicts["generation_id"],

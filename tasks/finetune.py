@@ -25,7 +25,8 @@ from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.filter import previous_states
 from tasks.logic.advantages import BETA_INIT, adaptive_beta
-from tasks.logic.presets import recipe_of
+from tasks.logic.presets import recipe_of, role_steps
+from tasks.logic.stage_configs import FinetuneConfig
 from tasks.round_inputs import images_by_id, private_backbone
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
@@ -100,7 +101,7 @@ def _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, seed) -> tupl
 
 def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
                 batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper", seed: int = 0,
-                seed_set_seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+                seed_set_seed: int = 0, namespace: str = "") -> tuple[dict[str, float], dict[str, float]]:
     """Update every role's adapter and save the new checkpoint: (metrics, final betas).
 
     Runs in the stage's process, or on every rank of a `torchrun` launch (tasks/finetune_ranks.py):
@@ -111,16 +112,16 @@ def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dic
     gc.freeze()
     try:
         return _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction,
-                            seed_scenes, preset, seed, seed_set_seed)
+                            seed_scenes, preset, seed, seed_set_seed, namespace)
     finally:
         gc.unfreeze()
 
 
 def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction, seed_scenes, preset,
-                 seed, seed_set_seed):
+                 seed, seed_set_seed, namespace):
     from models.data_parallel import world
 
-    settings = Settings.from_env()
+    settings = Settings.from_env().within(namespace)
     db = connect(settings)
     # A private copy, not the per-process cache: the input checkpoint must stay as it was.
     backbone = private_backbone(checkpoint_uri, settings)
@@ -148,14 +149,18 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
 
 
 @stage_task("finetune", "finetune-roles")
-def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
-                   batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper",
-                   seed: int = 0, seed_set_seed: int = 0, processes: int = 1) -> StageResult:
-    """`processes` > 1 trains data-parallel in that many `torchrun` ranks (gloo on CPU, NCCL on GPUs)."""
-    settings = Settings.from_env()
-    args = dict(round_idx=round_idx, checkpoint_uri=checkpoint_uri, output_uri=output_uri, steps=steps, lr=lr,
-                batch_size=batch_size, replay_fraction=replay_fraction, seed_scenes=seed_scenes, preset=preset,
-                seed=seed, seed_set_seed=seed_set_seed)
+def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, preset: str = "paper",
+                   config: FinetuneConfig = FinetuneConfig(), seed: int = 0, namespace: str = "") -> StageResult:
+    """Every role's update for the preset's recipe: the preset's default steps unless `config.steps` names them,
+    the policy learning rate for RL updates, the imitation one otherwise. `config.processes` > 1 trains
+    data-parallel in that many `torchrun` ranks (gloo on CPU, NCCL on GPUs)."""
+    settings = Settings.from_env().within(namespace)
+    steps = role_steps(preset, config.steps)
+    processes = config.processes
+    args = dict(round_idx=round_idx, checkpoint_uri=checkpoint_uri, output_uri=output_uri, steps=steps,
+                lr=config.policy_lr if recipe_of(preset).update == "policy" else config.lr,
+                batch_size=config.batch_size, replay_fraction=config.replay_fraction, seed_scenes=config.seed_scenes,
+                preset=preset, seed=seed, seed_set_seed=config.seed_set_seed, namespace=namespace)
     if processes > 1:
         from tasks.finetune_ranks import launch
 

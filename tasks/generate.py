@@ -10,8 +10,8 @@ aimed at categories the Generator gets wrong and the Solver can verify (colour a
 each with the checks its words imply and `targeted_per_prompt` samples, so that correct images exist among
 them; the score stage's Solver checks pick them (rejection sampling). They have no source image.
 
-Sharded by source image: `generate_shard` writes, gates and draws the specs of one shard's images
-(per-image and per-spec seeds) and stages its rows; `generate_images` merges and upserts them.
+Sharded by source image (tasks/sharded_stage.py runs `GENERATE`): `generate_rows` writes, gates and draws the
+specs of one shard's images (per-image and per-spec seeds); `merge_generations` upserts every shard's rows.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import random
 from models.protocol import SolveRequest
 from storage.image_files import encode_png
 from storage.settings import Settings
-from storage.shard_files import merged_rows, write_shard
 from storage.tables import connect, upsert
 from tasks.logic.alignment import MAX_RETRIES, alignment, best_attempt, spec_accepted
 from tasks.logic.answers import normalize_answer
 from tasks.logic.proposals import parse_spec
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
 from tasks.logic.shards import chunks, in_shard, item_seed
-from tasks.round_inputs import backbone_for, images_by_id, round_image_ids, shard_result
-from tasks.stage import stage_task
-from tasks.stage_result import ShardResult, StageResult
+from tasks.logic.stage_configs import GenerateConfig
+from tasks.round_inputs import backbone_for, images_by_id, round_image_ids
+from tasks.sharded_stage import StagedRows, sharded_stage
+from tasks.stage_result import StageResult
 from tasks.logic.stage_seeds import stage_seed
 from world import language
 
@@ -91,12 +91,13 @@ def _attempt(backbone, image_ids, images, temperature: float, seed: int) -> list
     return out
 
 
-@stage_task("generate-shard", "generate-images-shard")
-def generate_shard(round_idx: int, checkpoint_uri: str, source: str, n_images: int, shard_idx: int = 0,
-                   n_shards: int = 1, n_per_prompt: int = 3, temperature: float = 1.0, seed: int = 0,
-                   max_retries: int = MAX_RETRIES, chunk_images: int = 1024, targeted_specs: int = 0,
-                   targeted_per_prompt: int = 8) -> ShardResult:
-    settings = Settings.from_env()
+def generate_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
+                  source: str, n_images: int, config: GenerateConfig = GenerateConfig(), seed: int = 0,
+                  targeted_specs: int = 0, max_retries: int = MAX_RETRIES,
+                  chunk_images: int = 1024) -> dict[str, list[dict]]:
+    """The specs of one shard's images (written, gated, retried) and their images, plus the shard's share of
+    `targeted_specs` specs aimed at the weak categories, drawn best-of-`config.targeted_per_prompt`."""
+    n_per_prompt, temperature, targeted_per_prompt = config.n_per_prompt, config.temperature, config.targeted_per_prompt
     db = connect(settings)
     mine = in_shard(round_image_ids(db, source, n_images, round_idx, seed), shard_idx, n_shards)
     every_targeted = targeted_spec_rows(round_idx, targeted_specs, seed)
@@ -112,9 +113,7 @@ def generate_shard(round_idx: int, checkpoint_uri: str, source: str, n_images: i
     for chunk in chunks(targeted, chunk_images):
         spec_rows += list(chunk)
         generation_rows += _drawn(backbone, round_idx, list(chunk), targeted_per_prompt, temperature, seed)
-    write_shard(settings, round_idx, "generate", "specs", shard_idx, n_shards, spec_rows)
-    write_shard(settings, round_idx, "generate", "generations", shard_idx, n_shards, generation_rows)
-    return shard_result("generate", round_idx, shard_idx, n_shards, len(generation_rows))
+    return {"specs": spec_rows, "generations": generation_rows}
 
 
 def _generate_chunk(backbone, round_idx, image_ids, images, n_per_prompt, temperature, seed, max_retries):
@@ -141,13 +140,11 @@ def _generate_chunk(backbone, round_idx, image_ids, images, n_per_prompt, temper
     return spec_rows, _drawn(backbone, round_idx, accepted, n_per_prompt, temperature, seed)
 
 
-@stage_task("generate", "generate-images")
-def generate_images(round_idx: int, n_shards: int = 1, shards: list[ShardResult] | None = None) -> StageResult:
-    """Merge the shards into `specs` and `generations`."""
-    settings = Settings.from_env()
+def merge_generations(settings: Settings, staged: StagedRows, round_idx: int) -> StageResult:
+    """Every shard's rows into `specs` and `generations`."""
     db = connect(settings)
-    spec_rows = merged_rows(settings, round_idx, "generate", "specs", n_shards, "spec_id")
-    generation_rows = merged_rows(settings, round_idx, "generate", "generations", n_shards, "generation_id")
+    spec_rows = staged.records("specs", "spec_id")
+    generation_rows = staged.records("generations", "generation_id")
     where = f"round_idx = {round_idx}"
     versions = {"specs": upsert(db, "specs", spec_rows, replace_where=where),
                 "generations": upsert(db, "generations", generation_rows, replace_where=where)}
@@ -161,3 +158,6 @@ def generate_images(round_idx: int, n_shards: int = 1, shards: list[ShardResult]
                "generations": len(generation_rows), "distinct_prompts": len({r["prompt"] for r in accepted}),
                "targeted_specs": len(spec_rows) - len(proposed)}
     return StageResult("generate", round_idx, versions, len(generation_rows), metrics)
+
+
+GENERATE = sharded_stage("generate", "generate-images", generate_rows, merge_generations, counted="generations")

@@ -12,9 +12,9 @@ the original's path) or why it did not ("rejected", "skipped", with the reason):
 
     files_seen == ingested + duplicates (of stored content, or within this ingest) + rejected + skipped
 
-Sharded by source path: `ingest_shard` reads or renders the files of one shard and stages its rows;
-`ingest_images` merges them (one row per distinct image, the first path in sorted order) and
-upserts `images`, `ingest_errors` and `image_sources`.
+Sharded by source path (tasks/sharded_stage.py runs `INGEST`): `ingest_rows` reads or renders the files of
+one shard; `merge_ingested` keeps one row per distinct image over every shard (the first path in sorted order)
+and upserts `images`, `ingest_errors` and `image_sources`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from tqdm.auto import tqdm
 
 from storage.image_files import ImageRejected, encode_png, read_image, scan_source
 from storage.settings import Settings
-from storage.shard_files import read_shards, write_shard
+from storage.shard_files import rows_table
 from storage.tables import connect, read, sql_quote, upsert
 from tasks.logic.file_accounting import classify_files, ingest_counts
 from tasks.logic.shards import shard_of
-from tasks.round_inputs import shard_result
-from tasks.stage import stage_task
-from tasks.stage_result import ShardResult, StageResult
+from tasks.sharded_stage import StagedRows, sharded_stage
+from tasks.stage_result import StageResult
 
 
 def parse_world_source(source: str) -> tuple[str, int, int]:
@@ -70,10 +69,9 @@ def _file_records(paths: list[str], size: int, settings: Settings, max_pixels: i
             yield path, None, 0, 0, exc
 
 
-@stage_task("ingest-shard", "ingest-images-shard")
-def ingest_shard(source: str, image_size: int, shard_idx: int = 0, n_shards: int = 1,
-                 max_pixels: int = 50_000_000) -> ShardResult:
-    settings = Settings.from_env()
+def ingest_rows(settings: Settings, shard_idx: int, n_shards: int, source: str, image_size: int,
+                max_pixels: int = 50_000_000) -> dict[str, list[dict]]:
+    """The `images`, `ingest_errors` and `skipped` rows of one shard's paths."""
     skipped = []
     if source.startswith("world://"):
         records = _world_records(source, shard_idx, n_shards)
@@ -92,35 +90,28 @@ def ingest_shard(source: str, image_size: int, shard_idx: int = 0, n_shards: int
         png = encode_png(image)
         good.append({"image_id": hashlib.sha256(png).hexdigest()[:32], "source": source, "source_uri": uri,
                      "width": width, "height": height, "png": png})
-    write_shard(settings, -1, f"ingest-{_source_key(source)}", "images", shard_idx, n_shards, good)
-    write_shard(settings, -1, f"ingest-{_source_key(source)}", "ingest_errors", shard_idx, n_shards, bad)
-    write_shard(settings, -1, f"ingest-{_source_key(source)}", "skipped", shard_idx, n_shards, skipped)
-    return shard_result("ingest", -1, shard_idx, n_shards, len(good) + len(bad) + len(skipped))
+    return {"images": good, "ingest_errors": bad, "skipped": skipped}
 
 
-@stage_task("ingest", "ingest-images")
-def ingest_images(source: str, n_shards: int = 1, shards: list[ShardResult] | None = None,
-                  batch_size: int = 2000) -> StageResult:
-    """Merge the shards: identical images from two paths are one image (the first path in sorted order), and an
+def merge_ingested(settings: Settings, staged: StagedRows, source: str, batch_size: int = 2000) -> StageResult:
+    """Every shard's rows: identical images from two paths are one image (the first path in sorted order), and an
     image stored by an earlier ingest is not written again; every path is accounted for in `image_sources`."""
-    settings = Settings.from_env()
     db = connect(settings)
-    stage = f"ingest-{_source_key(source)}"
     image_of: dict[str, str] = {}  # source_uri -> image_id
-    for frame in read_shards(settings, -1, stage, "images", n_shards, columns=["image_id", "source_uri"]):
+    for frame in staged.frames("images", columns=["image_id", "source_uri"]):
         image_of.update(zip(frame.get("source_uri", []), frame.get("image_id", [])))
     outcomes = classify_files(image_of, _stored_originals(db, sorted(set(image_of.values())), batch_size))
     new = {(o.image_id, o.path) for o in outcomes if o.kind == "ingested"}
     versions: dict[str, int] = {}
-    for frame in read_shards(settings, -1, stage, "images", n_shards):
+    for frame in staged.frames("images"):
         if not len(frame):
             continue
         keep = [(i, u) in new for i, u in zip(frame["image_id"], frame["source_uri"])]
         frame = frame[keep].sort_values("source_uri")
         for start in range(0, len(frame), batch_size):
             versions["images"] = upsert(db, "images", frame.iloc[start:start + batch_size].reset_index(drop=True))
-    bad = _staged(settings, stage, "ingest_errors", n_shards, ["error_id", "source", "path", "reason", "message"])
-    skipped = _staged(settings, stage, "skipped", n_shards, ["path", "reason"])
+    bad = _staged(staged, "ingest_errors", ["error_id", "source", "path", "reason", "message"])
+    skipped = _staged(staged, "skipped", ["path", "reason"])
     versions["ingest_errors"] = upsert(db, "ingest_errors", bad.reset_index(drop=True),
                                        replace_where=f"source = {sql_quote(source)}")
     sources = _source_rows(source, outcomes, bad, skipped)
@@ -141,9 +132,9 @@ def _stored_originals(db, image_ids: list[str], batch_size: int) -> dict[str, st
     return stored
 
 
-def _staged(settings: Settings, stage: str, table: str, n_shards: int, columns: list[str]) -> pd.DataFrame:
-    """All shards' staged rows of a table, sorted by path (an empty frame with `columns` when there are none)."""
-    frames = [f for f in read_shards(settings, -1, stage, table, n_shards) if len(f)]
+def _staged(staged: StagedRows, table: str, columns: list[str]) -> pd.DataFrame:
+    """All shards' rows of a table, sorted by path (an empty frame with `columns` when there are none)."""
+    frames = [f for f in staged.frames(table) if len(f)]
     return pd.concat(frames, ignore_index=True).sort_values("path") if frames else pd.DataFrame(columns=columns)
 
 
@@ -162,7 +153,19 @@ def _source_key(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def ingest_source(source: str, image_size: int, max_pixels: int = 50_000_000) -> StageResult:
-    """Ingest a source in this process, outside a flow (`asg ingest`): one shard, then the merge."""
-    ingest_shard.fn(source, image_size, 0, 1, max_pixels)
-    return ingest_images.fn(source, 1)
+def ingest_source(source: str, image_size: int, max_pixels: int = 50_000_000, namespace: str = "") -> StageResult:
+    """Ingest a source in this process, outside a flow (`asg ingest`): one shard, then the merge, no staging file."""
+    settings = Settings.from_env().within(namespace)
+    tables = ingest_rows(settings, 0, 1, source, image_size, max_pixels)
+    memory = {table: rows_table(rows) for table, rows in tables.items()}
+    return merge_ingested(settings, StagedRows(settings, -1, ingest_folder(source), 1, memory), source)
+
+
+def ingest_folder(source: str) -> str:
+    """The staging folder of a source's shards."""
+    return f"ingest-{_source_key(source)}"
+
+
+INGEST = sharded_stage("ingest", "ingest-images", ingest_rows, merge_ingested,
+                       counted=("images", "ingest_errors", "skipped"),
+                       staging=lambda args: (-1, ingest_folder(args["source"])))

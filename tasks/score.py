@@ -5,8 +5,8 @@ cycle consistency (caption it, compare with the prompt in the base model's own e
 space, plus image-prompt similarity) and leave-one-out diversity within its spec's group;
 R_g combines them. Writes `scores`.
 
-Sharded by spec (a spec's L images stay together for the diversity term): `score_shard` scores
-one shard's images and stages its rows; `score_generations` merges and upserts them.
+Sharded by spec (a spec's L images stay together for the diversity term; tasks/sharded_stage.py runs
+`SCORE`): `score_rows` scores one shard's images; `merge_scores` upserts every shard's rows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 
 from models.protocol import SolveRequest
 from storage.settings import Settings
-from storage.shard_files import merged_rows, write_shard
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import normalize_answer
 from tasks.logic.generation_scores import (
@@ -27,19 +26,17 @@ from tasks.logic.generation_scores import (
 )
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
 from tasks.logic.shards import chunks, in_shard, item_seed
-from tasks.round_inputs import backbone_for, images_by_id, shard_result
-from tasks.stage import stage_task
-from tasks.stage_result import ShardResult, StageResult
+from tasks.logic.stage_configs import ScoreConfig
+from tasks.round_inputs import backbone_for, images_by_id
+from tasks.sharded_stage import StagedRows, sharded_stage
+from tasks.stage_result import StageResult
 from tasks.logic.stage_seeds import stage_seed
 
 
-@stage_task("score-shard", "score-generations-shard")
-def score_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shards: int = 1, n_answers: int = 3,
-                seed: int = 0, use_fidelity: bool = True, use_cycle: bool = True,
-                chunk_specs: int = 1024) -> ShardResult:
-    """use_fidelity / use_cycle False are the "QA fidelity off" / "cycle consistency off" ablations:
-    the term is still measured and stored but left out of R_g."""
-    settings = Settings.from_env()
+def score_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
+               config: ScoreConfig = ScoreConfig(), seed: int = 0, chunk_specs: int = 1024) -> dict[str, list[dict]]:
+    """The `scores` rows of one shard's images. use_fidelity / use_cycle False are the "QA fidelity off" /
+    "cycle consistency off" ablations: the term is still measured and stored but left out of R_g."""
     db = connect(settings)
     gens = read(db, "generations", where=f"round_idx = {round_idx}",
                 columns=["generation_id", "spec_id", "sample_idx", "prompt"])
@@ -50,9 +47,9 @@ def score_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shard
     rows = []
     for chunk in chunks(mine, chunk_specs):
         part = gens[gens["spec_id"].isin(set(chunk))].sort_values("generation_id").reset_index(drop=True)
-        rows += _score_chunk(backbone, db, round_idx, part, specs, n_answers, seed, use_fidelity, use_cycle)
-    write_shard(settings, round_idx, "score", "scores", shard_idx, n_shards, rows)
-    return shard_result("score", round_idx, shard_idx, n_shards, len(rows))
+        rows += _score_chunk(backbone, db, round_idx, part, specs, config.n_answers, seed, config.use_fidelity,
+                             config.use_cycle)
+    return {"scores": rows}
 
 
 def _score_chunk(backbone, db, round_idx, gens, specs, n_answers, seed, use_fidelity, use_cycle) -> list[dict]:
@@ -96,14 +93,15 @@ def _score_chunk(backbone, db, round_idx, gens, specs, n_answers, seed, use_fide
     return rows
 
 
-@stage_task("score", "score-generations")
-def score_generations(round_idx: int, n_shards: int = 1, shards: list[ShardResult] | None = None) -> StageResult:
-    """Merge the shards into `scores`."""
-    settings = Settings.from_env()
+def merge_scores(settings: Settings, staged: StagedRows, round_idx: int) -> StageResult:
+    """Every shard's rows into `scores`."""
     db = connect(settings)
-    rows = merged_rows(settings, round_idx, "score", "scores", n_shards, "generation_id")
+    rows = staged.records("scores", "generation_id")
     version = upsert(db, "scores", rows, replace_where=f"round_idx = {round_idx}")
     n = max(1, len(rows))
     metrics = {"scored": len(rows), **{f"mean_{k}": sum(r[k] for r in rows) / n
                                        for k in ("fidelity", "cycle", "diversity", "contradiction", "reward")}}
     return StageResult("score", round_idx, {"scores": version}, len(rows), metrics)
+
+
+SCORE = sharded_stage("score", "score-generations", score_rows, merge_scores, counted="scores")

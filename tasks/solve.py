@@ -7,9 +7,9 @@ is the majority, its share, the Solver reward r_i and shaped reward r~_i) and `v
 majority fraction m, answer entropy H_SC, margin M, informativeness s, adaptive easy threshold,
 bucket and the Proposer's reward R_P).
 
-Sharded by question: `solve_shard` answers and votes on one shard's questions (per-sample seeds
-keyed by answer id, so the split does not change a draw) and stages its rows; `solve_and_vote`
-merges them, assigns buckets with the round-wide adaptive threshold and upserts both tables.
+Sharded by question (tasks/sharded_stage.py runs `SOLVE`): `solve_rows` answers and votes on one shard's
+questions (per-sample seeds keyed by answer id, so the split does not change a draw); `merge_votes` assigns
+buckets with the round-wide adaptive threshold over every shard's votes and upserts both tables.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 
 from models.protocol import SolveRequest
 from storage.settings import Settings
-from storage.shard_files import merged_rows, write_shard
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import map_to_validators, normalize_answer
 from tasks.logic.buckets import THETA_WINDOW, assign_buckets
@@ -30,11 +29,12 @@ from tasks.logic.rewards import (
 )
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
 from tasks.logic.shards import chunks, item_seed, shard_of
+from tasks.logic.stage_configs import SolveConfig
 from tasks.logic.ste import raw_ste
 from tasks.logic.voting import vote
-from tasks.round_inputs import backbone_for, images_by_id, shard_result
-from tasks.stage import stage_task
-from tasks.stage_result import ShardResult, StageResult
+from tasks.round_inputs import backbone_for, images_by_id
+from tasks.sharded_stage import StagedRows, sharded_stage
+from tasks.stage_result import StageResult
 from tasks.logic.stage_seeds import stage_seed
 
 
@@ -44,14 +44,14 @@ def entropy_history(db, round_idx: int) -> list[float]:
     return frame.sort_values(["round_idx", "question_id"])["answer_entropy"].tolist()[-THETA_WINDOW:]
 
 
-@stage_task("solve-shard", "solve-and-vote-shard")
-def solve_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shards: int = 1, n_samples: int = 7,
-                seed: int = 0, use_framings: bool = True, chunk_questions: int = 1024) -> ShardResult:
-    """N answers and the vote of each selected question in shard `shard_idx`.
+def solve_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
+               config: SolveConfig = SolveConfig(), seed: int = 0,
+               chunk_questions: int = 1024) -> dict[str, list[dict]]:
+    """N answers and the vote of each selected question in shard `shard_idx`: {"answers": …, "votes": …}.
 
     use_framings False is the "prompt framings off" ablation: every sample uses the canonical
     framing (the temperature/top-p ladder stays)."""
-    settings = Settings.from_env()
+    n_samples, use_framings = config.n_samples, config.use_framings
     db = connect(settings)
     questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
                      columns=["question_id", "image_id", "question", "validator_a", "validator_b", "ste_difficulty"])
@@ -91,24 +91,21 @@ def solve_shard(round_idx: int, checkpoint_uri: str, shard_idx: int = 0, n_shard
                               "sample_ste_mean": sum(raw_ste(r.token_entropies) for r in samples) / n_samples})
         bar.update(len(chunk))
     bar.close()
-    write_shard(settings, round_idx, "solve", "answers", shard_idx, n_shards, answer_rows)
-    write_shard(settings, round_idx, "solve", "votes", shard_idx, n_shards, vote_rows)
-    return shard_result("solve", round_idx, shard_idx, n_shards, len(answer_rows))
+    return {"answers": answer_rows, "votes": vote_rows}
 
 
-@stage_task("solve", "solve-and-vote")
-def solve_and_vote(round_idx: int, n_shards: int = 1, shards: list[ShardResult] | None = None) -> StageResult:
-    """Merge the shards: buckets with the round-wide adaptive threshold, the Proposer's reward, upserts."""
-    settings = Settings.from_env()
+def merge_votes(settings: Settings, staged: StagedRows, round_idx: int) -> StageResult:
+    """Every shard's answers and votes: buckets with the round-wide adaptive threshold, the Proposer's reward,
+    upserts."""
     db = connect(settings)
-    vote_rows = merged_rows(settings, round_idx, "solve", "votes", n_shards, "question_id")
+    vote_rows = staged.records("votes", "question_id")
     buckets = assign_buckets([(r["answer_entropy"], r["majority_fraction"], r["margin"]) for r in vote_rows],
                              entropy_history(db, round_idx))
     for row, (name, theta) in zip(vote_rows, buckets):
         d_ste = row.pop("ste_difficulty")
         row.update(bucket=name, theta_easy=theta, proposer_reward=proposer_reward(
             d_ste, row["answer_entropy"], row["informativeness"], easy=name == "easy"))
-    answer_rows = merged_rows(settings, round_idx, "solve", "answers", n_shards, "answer_id")
+    answer_rows = staged.records("answers", "answer_id")
     for row in answer_rows:
         row["token_entropies"] = [float(h) for h in row["token_entropies"]]
     where = f"round_idx = {round_idx}"
@@ -123,3 +120,6 @@ def solve_and_vote(round_idx: int, n_shards: int = 1, shards: list[ShardResult] 
                **{f"bucket_{b}": sum(r["bucket"] == b for r in vote_rows) / n
                   for b in ("easy", "medium", "hard", "unsolvable")}}
     return StageResult("solve", round_idx, versions, len(answer_rows), metrics)
+
+
+SOLVE = sharded_stage("solve", "solve-and-vote", solve_rows, merge_votes, counted="answers")

@@ -117,7 +117,7 @@ def test_compose_imitates_no_image_accepted_on_relation_checks_the_solver_cannot
     import pandas as pd
 
     from tasks.filter import _verified_generation
-    from tasks.logic.filtering import COMPOSE_JUDGED_KINDS, FilterPolicy
+    from tasks.logic.filtering import COMPOSE_JUDGED_KINDS, FilterConfig
 
     specs = {"p": {"prompt": "a circle left of a square", "image_id": "",
                    "checks_json": json.dumps(language.checks_for_prompt("a circle left of a square"))},
@@ -126,7 +126,7 @@ def test_compose_imitates_no_image_accepted_on_relation_checks_the_solver_cannot
     scores = pd.DataFrame([{"generation_id": f"{k}:g0", "spec_id": k, "reward": 0.9, "q_spec": 0.6,
                             "contradiction": 0.0} for k in specs])
     decisions, examples = [], []
-    no_check_labels = FilterPolicy(check_label_reward=float("inf"))  # as the compose preset runs it
+    no_check_labels = FilterConfig(check_label_reward=float("inf"))  # as the compose preset runs it
     _verified_generation(0, scores, specs, no_check_labels, decisions, examples, COMPOSE_JUDGED_KINDS)
     assert {d["item_id"]: d["reason"] for d in decisions} == {"p:g0": "check-not-judged", "c:g0": "accepted"}
     assert [e["source_id"] for e in examples] == ["c:g0"]  # no Proposer example either: the spec is targeted
@@ -168,7 +168,7 @@ def test_compose_imitates_the_best_tile_matched_image_of_each_spec():
     import pandas as pd
 
     from tasks.filter import _tile_verified_generation
-    from tasks.logic.filtering import FilterPolicy
+    from tasks.logic.filtering import FilterConfig
 
     specs = {k: {"prompt": p, "image_id": img, "raw_text": p, "checks_json": json.dumps(checks)}
              for k, p, img, checks in (
@@ -181,7 +181,7 @@ def test_compose_imitates_the_best_tile_matched_image_of_each_spec():
                                         ("free:g0", 0.5))])
     verdicts = {"pos:g0": "match", "pos:g1": "match", "pos:g2": "mismatch", "own:g0": "unnamed-tile"}
     decisions, examples = [], []
-    _tile_verified_generation(0, scores, specs, verdicts, FilterPolicy(check_label_reward=float("inf")),
+    _tile_verified_generation(0, scores, specs, verdicts, FilterConfig(check_label_reward=float("inf")),
                               decisions, examples)
     assert {d["item_id"]: (d["kept"], d["reason"]) for d in decisions} == {
         "pos:g0": (True, "tile-match"), "pos:g1": (False, "not-best-match"), "pos:g2": (False, "tile-mismatch"),

@@ -8,7 +8,7 @@ from PIL import Image
 from storage.image_files import SourceNotFound, decode_png
 from storage.settings import Settings
 from storage.tables import connect, read, sql_quote
-from tasks.ingest import ingest_images, ingest_shard, ingest_source, parse_world_source
+from tasks.ingest import INGEST, ingest_source, parse_world_source
 from tasks.logic.file_accounting import ingest_counts, summary_line
 from tasks.round_inputs import round_image_ids
 
@@ -120,8 +120,9 @@ def test_duplicates_of_another_sources_images_point_at_the_stored_original(asg_h
 
 def test_sharded_ingest_accounts_for_the_same_files(asg_home, tmp_path):
     folder = _folder(tmp_path)
-    shards = [ingest_shard.fn(str(folder), 32, s, 3) for s in range(3)]
-    result = ingest_images.fn(str(folder), 3, shards)
+    args = {"source": str(folder), "image_size": 32}
+    shards = [INGEST.tasks["shard"].fn("ingest", s, 3, args) for s in range(3)]  # staged in Parquet
+    result = INGEST.tasks["merge"].fn("ingest", 3, args, {"source": str(folder)})
     assert sum(s.rows for s in shards) == 13
     assert _counts(result) == {"files_seen": 13, "ingested": 3, "duplicates": 3, "duplicates_of_stored": 0,
                                "duplicates_in_ingest": 3, "rejected": 3, "skipped": 4}

@@ -66,3 +66,32 @@ def test_the_import_reader_sees_the_protocol_and_logic_imports_the_bottom_layer_
                       "def f():\n    from tasks.logic import voting\n")
     assert _imports(module) == {"models.protocol", "tasks", "tasks.logic"}
     assert _imports(module) & FORBIDDEN["world"] == {"models.protocol", "tasks", "tasks.logic"}
+
+
+def _environment_writes(path: Path) -> list[int]:
+    """Lines inside functions that change os.environ (assignment, del, update/pop/setdefault/clear)."""
+    lines = []
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else []
+            for t in targets:
+                if isinstance(t, ast.Subscript) and ast.unparse(t.value) == "os.environ":
+                    lines.append(node.lineno)
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and ast.unparse(node.func.value) == "os.environ"
+                    and node.func.attr in ("update", "pop", "setdefault", "clear", "__setitem__")):
+                lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_only_the_command_line_entry_point_rewrites_the_environment():
+    """Flows and tasks get what they work on as parameters (an experiment arm's store namespace too), never by
+    rewriting the process environment for the code they call. The CLI sets it once, before any flow starts; a
+    torchrun rank sets its own device."""
+    allowed = {"flows/cli.py", "tasks/finetune_ranks.py"}
+    problems = [f"{p.relative_to(ROOT)}:{line}" for package in ("flows", "tasks", "storage", "models", "dashboards")
+                for p in (ROOT / package).rglob("*.py") if str(p.relative_to(ROOT)) not in allowed
+                for line in _environment_writes(p)]
+    assert not problems, "os.environ changed in a function at " + ", ".join(problems)

@@ -7,7 +7,7 @@ import pytest
 
 from tasks.logic.answers import normalize_answer
 from tasks.logic.buckets import assign_buckets, bucket, easy_threshold
-from tasks.logic.filtering import (FilterPolicy, check_label_decision, generation_decision, proposer_weight,
+from tasks.logic.filtering import (FilterConfig, check_label_decision, generation_decision, proposer_weight,
                                    question_decision)
 from tasks.logic.generation_scores import (check_fidelity, contradicts, cycle_consistency, generation_reward,
                                            group_zscores, leave_one_out_diversity, set_diversity)
@@ -148,7 +148,7 @@ def test_selection_and_filtering():
     assert sorted(round_sample(ids, 20, 0, 0)) == sorted(ids)
     item = {"well_formed": True, "bucket": "hard", "majority_fraction": 0.3, "ste_difficulty": 0.8}
     assert question_decision(item) == (False, "low-agreement")
-    assert question_decision(item, FilterPolicy(min_majority_fraction=0.25)) == (True, "hard")
+    assert question_decision(item, FilterConfig(min_majority_fraction=0.25)) == (True, "hard")
     assert proposer_weight(item) == 0.8 and proposer_weight({**item, "bucket": "unsolvable"}) == 0.0
     assert generation_decision(0.9, True, 0.8) == (True, "accepted")
     assert generation_decision(0.9, False, 0.8) == (False, "not-best-of-group")
@@ -156,7 +156,7 @@ def test_selection_and_filtering():
     assert generation_decision(0.9, True, 0.2) == (False, "weak-spec")
     # Check labels: by default only from images the Solver accepted; looser policies add the rest.
     assert check_label_decision(0.7, 0.0, 0.5) and not check_label_decision(0.69, 0.0, 0.5)
-    loose = FilterPolicy(check_label_reward=0.0, max_check_contradiction=1 / 3)
+    loose = FilterConfig(check_label_reward=0.0, max_check_contradiction=1 / 3)
     assert check_label_decision(0.1, 1 / 3, 0.5, loose) and not check_label_decision(0.1, 0.34, 0.5, loose)
     assert not check_label_decision(0.9, 0.0, 0.3, loose)  # weak spec
 

@@ -252,7 +252,7 @@ def test_prefect_yaml_deploys_to_a_process_pool_with_the_presets(api, tmp_path):
     with get_client(sync_client=True) as client:
         tiny = client.read_deployment_by_name("asg-nightly/nightly-cpu-tiny")
         assert tiny.work_pool_name == "asg-process"
-        assert tiny.parameters["config"]["n_images"] == 48
+        assert tiny.parameters["config"]["n_images"] == 48 and tiny.parameters["config"]["solve"] == {"n_samples": 3}
         (schedule,) = tiny.schedules
         assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == ("0 2 * * *", "UTC", True)
         assert client.read_deployment_by_name("asg-evaluate/evaluate").entrypoint == "flows/evaluate.py:evaluate_flow"

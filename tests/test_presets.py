@@ -35,8 +35,8 @@ def test_a_round_takes_its_presets_default_steps_unless_they_are_set():
 
 def test_the_experiment_gives_every_arm_and_the_control_the_same_steps():
     # The default experiment size is the compose preset's own default; a paper arm in it takes those steps too.
-    assert _size(False, 0, 3).finetune_steps == recipe_of("compose").finetune_steps
-    assert _size(False, 0, 3, steps_scale=1).finetune_steps == dict(BASE_STEPS)
+    assert _size(False, 0, 3).finetune.steps == recipe_of("compose").finetune_steps
+    assert _size(False, 0, 3, steps_scale=1).finetune.steps == dict(BASE_STEPS)
     assert _size(False, 1, 3).model_copy(update={"preset": "paper"}).role_steps() == recipe_of(
         "compose").finetune_steps
 

@@ -15,27 +15,12 @@ Generator: the best image of each spec when its reward reaches `accept_reward`.
 
 from __future__ import annotations
 
+from tasks.logic.buckets import SOLVER_BUCKETS
+from tasks.logic.stage_configs import FilterConfig
 from tasks.logic.tile_verdicts import MATCH, MISMATCH, UNNAMED, UNPARSED
 
-from dataclasses import dataclass
 
-from tasks.logic.buckets import SOLVER_BUCKETS
-
-
-@dataclass(frozen=True)
-class FilterPolicy:
-    min_majority_fraction: float = 0.4  # below this a medium/hard label is too noisy to imitate
-    accept_reward: float = 0.7  # R_g at which a generated image counts as accepted
-    min_q_spec: float = 0.35  # METHOD.md: the generator is updated only if Q_spec >= 0.35
-    # The checks of a generated image (question, the spec's expected answer) teach the Solver when the
-    # image's R_g reaches this and the Solver's answers contradict the spec on at most this share.
-    # Below `accept_reward` the Solver learns from images it did not already verify, i.e. the
-    # Generator's intent corrects the Solver (generation -> understanding transfer).
-    check_label_reward: float = 0.7
-    max_check_contradiction: float = 1.0
-
-
-def question_decision(item: dict, policy: FilterPolicy = FilterPolicy()) -> tuple[bool, str]:
+def question_decision(item: dict, policy: FilterConfig = FilterConfig()) -> tuple[bool, str]:
     """(kept for the Solver, reason) for a selected question with its vote."""
     if not item["well_formed"]:
         return False, "malformed"
@@ -54,7 +39,7 @@ def proposer_weight(item: dict) -> float:
 
 
 def generation_decision(reward: float, is_best_of_spec: bool, q_spec: float,
-                        policy: FilterPolicy = FilterPolicy()) -> tuple[bool, str]:
+                        policy: FilterConfig = FilterConfig()) -> tuple[bool, str]:
     if q_spec < policy.min_q_spec:
         return False, "weak-spec"
     if reward < policy.accept_reward:
@@ -64,7 +49,7 @@ def generation_decision(reward: float, is_best_of_spec: bool, q_spec: float,
     return True, "accepted"
 
 
-def tile_generation_decisions(rows: list[dict], policy: FilterPolicy = FilterPolicy()) -> dict[str, tuple[bool, str]]:
+def tile_generation_decisions(rows: list[dict], policy: FilterConfig = FilterConfig()) -> dict[str, tuple[bool, str]]:
     """generation_id -> (imitate it?, why) from the images' tile verdicts (the compose preset). Of each spec, the
     match with the highest Solver reward is kept (ties: the smaller id); rows whose prompt is outside the prompt
     grammar are left out, for the Solver's checks to judge. Each row: generation_id, spec_id, reward, q_spec,
@@ -99,12 +84,12 @@ def tile_generation_decisions(rows: list[dict], policy: FilterPolicy = FilterPol
 
 
 def check_label_decision(reward: float, contradiction: float, q_spec: float,
-                         policy: FilterPolicy = FilterPolicy()) -> bool:
+                         policy: FilterConfig = FilterConfig()) -> bool:
     """Do this generated image's checks become Solver examples?
 
-    >>> check_label_decision(0.4, 0.0, 0.5, FilterPolicy(check_label_reward=0.0, max_check_contradiction=0.2))
+    >>> check_label_decision(0.4, 0.0, 0.5, FilterConfig(check_label_reward=0.0, max_check_contradiction=0.2))
     True
-    >>> check_label_decision(0.4, 0.5, 0.5, FilterPolicy(check_label_reward=0.0, max_check_contradiction=0.2))
+    >>> check_label_decision(0.4, 0.5, 0.5, FilterConfig(check_label_reward=0.0, max_check_contradiction=0.2))
     False
     """
     return q_spec >= policy.min_q_spec and reward >= policy.check_label_reward and \

@@ -40,7 +40,7 @@ class Recipe:
     generator_labels: Literal["policy", "verified", "tile-verified", "gold"]  # which generated images train
     checks_teach_solver: bool  # accepted images' checks become Solver labels (GenEval-grammar scenes are simpler
     # than real ones: measured to hurt counting, so only the verified preset keeps them)
-    finetune_steps: Mapping[str, int]  # default update steps per role (RoundConfig.finetune_steps overrides)
+    finetune_steps: Mapping[str, int]  # default update steps per role (a round config's `finetune.steps` overrides)
 
 
 # paper, verified and agreement were measured at 1x steps; compose gains on the Generator only from about 4x
