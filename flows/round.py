@@ -44,33 +44,43 @@ __all__ = ["RoundConfig", "execute_round", "rollout_stages", "round_flow"]
 def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig, namespace: str = "") -> list[StageResult]:
     """Ingest, propose, solve, cross-check, generate and score, each over `config.shards` shards on the flow's
     task runner (tasks/sharded_stage.py), plus the compose and tile-verify stages of the presets that use them;
-    every table and object in the store's `namespace`."""
+    every table and object in the store's `namespace`. Each stage reads the tables the stages before it wrote at
+    the versions they handed on (`handed`), not whatever is newest."""
     recipe = recipe_of(config.preset)
-    ns = {"namespace": namespace}
+    stages: list[StageResult] = []
     model = {"round_idx": round_idx, "checkpoint_uri": checkpoint}
     images = {"source": config.source, "n_images": config.n_images}
 
-    def sharded(stage, shard_args: dict, merge_args: dict | None = None) -> StageResult:
-        return run_stage(stage, config.shards, namespace, shard_args, merge_args or {"round_idx": round_idx})
+    def sharded(stage, shard_args: dict, merge_args: dict | None = None) -> None:
+        inputs = {"tables": handed(stages)}
+        stages.append(run_stage(stage, config.shards, namespace, {**shard_args, **inputs},
+                                {**(merge_args or {"round_idx": round_idx}), **inputs}))
 
-    stages = [sharded(INGEST, {"source": config.source, "image_size": config.ingest.image_size},
-                      {"source": config.source})]
+    ns = {"namespace": namespace}
+    stages.append(run_stage(INGEST, config.shards, namespace,
+                            {"source": config.source, "image_size": config.ingest.image_size}, {"source": config.source}))
     if config.mode != "generation" and recipe.composes_scenes:
         stages.append(compose_scenes(round_idx, checkpoint, config.source, config.n_images, config.seed,
-                                     config.compose, **ns))
+                                     config.compose, tables=handed(stages), **ns))
     if config.mode != "generation":
-        stages.append(sharded(PROPOSE, {**model, **images, "config": config.propose, "seed": config.seed},
-                              {"round_idx": round_idx, "config": config.propose}))
-        stages.append(sharded(SOLVE, {**model, "config": config.solve, "seed": config.seed}))
-        stages.append(sharded(CROSS_CHECK, {**model, "temperature": config.generate.temperature, "seed": config.seed}))
+        sharded(PROPOSE, {**model, **images, "config": config.propose, "seed": config.seed},
+                {"round_idx": round_idx, "config": config.propose})
+        sharded(SOLVE, {**model, "config": config.solve, "seed": config.seed})
+        sharded(CROSS_CHECK, {**model, "temperature": config.generate.temperature, "seed": config.seed})
     if config.mode != "understanding":
         targeted = round(config.generate.targeted_share * config.n_images) if recipe.targets_weak_categories else 0
-        stages.append(sharded(GENERATE, {**model, **images, "config": config.generate, "seed": config.seed,
-                                         "targeted_specs": targeted}))
-        stages.append(sharded(SCORE, {**model, "config": config.score, "seed": config.seed}))
+        sharded(GENERATE, {**model, **images, "config": config.generate, "seed": config.seed,
+                           "targeted_specs": targeted})
+        sharded(SCORE, {**model, "config": config.score, "seed": config.seed})
         if recipe.verifies_tiles:
-            stages.append(verify_generations(round_idx, checkpoint, config.source, config.n_images, config.seed, **ns))
+            stages.append(verify_generations(round_idx, checkpoint, config.source, config.n_images, config.seed,
+                                             tables=handed(stages), **ns))
     return stages
+
+
+def handed(stages: list[StageResult]) -> dict[str, int]:
+    """table -> the version the latest of `stages` to write it left: what the next stage reads."""
+    return {table: version for stage in stages for table, version in stage.tables.items()}
 
 
 def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker: Tracker,
@@ -84,18 +94,19 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
                         **dotted_params(config)})
     check_backbone(checkpoint)  # fails before anything is written when a capability is missing
     stages = rollout_stages(round_idx, checkpoint, config, namespace)
-    stages.append(filter_examples(round_idx, config.preset, config.mode, config.filter, **ns))
-    stages.append(finetune_roles(round_idx, checkpoint, output, config.preset, config.finetune, config.seed, **ns))
+    stages.append(filter_examples(round_idx, config.preset, config.mode, config.filter, tables=handed(stages), **ns))
+    stages.append(finetune_roles(round_idx, checkpoint, output, config.preset, config.finetune, config.seed,
+                                 tables=handed(stages), **ns))
     if config.evaluate.kind != "none":
         stages.append(evaluate_checkpoint(output, round_idx, config.eval_config(), **ns))
-    stages.append(diagnose_round(round_idx, config.filter.accept_reward, **ns))
+    stages.append(diagnose_round(round_idx, config.filter.accept_reward, tables=handed(stages), **ns))
     for stage in stages:
         tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
         tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})
     remove_round_shards(settings, round_idx)  # its rows are in LanceDB now
     tracker.set_tags(record_round_lineage(round_idx, output, str(prefect_flow_run.id or ""), settings))
     report_dir = settings.home / "reports" / namespace / f"round-{round_idx}"
-    qa_sample = write_round_report(round_idx, str(report_dir), **ns)
+    qa_sample = write_round_report(round_idx, str(report_dir), tables=handed(stages), **ns)
     tracker.log_artifacts(str(report_dir), "report")
     tracker.log_table(pd.DataFrame(qa_sample), "qa_sample.json")
     tracker.log_artifacts(str(local_checkpoint(output, settings)), "checkpoint")

@@ -7,6 +7,10 @@ converges to the same rows and never duplicates.
     db = connect(Settings.from_env())
     version = upsert(db, "votes", rows, replace_where="round_idx = 0")
     frame = read(db, "votes", where="round_idx = 0")
+    frame = read(connect(settings, at={"votes": version}), "votes")  # exactly the rows of that version
+
+A stage reads the tables the stages before it wrote at the versions they handed on (`connect(..., at=...)`), so
+what it reads is what it was given, not whatever was written last.
 """
 
 from __future__ import annotations
@@ -21,9 +25,29 @@ from storage.schemas import KEYS, SCHEMAS
 from storage.settings import Settings
 
 
-def connect(settings: Settings):
-    return lancedb.connect(settings.lancedb_uri, storage_options=settings.lancedb_options(),
-                           read_consistency_interval=timedelta(0))
+def connect(settings: Settings, at: dict[str, int] | None = None):
+    """The store's LanceDB. With `at` (table -> version: what a stage was handed by the stages before it), reads of
+    those tables see them at exactly those versions, whatever was written since; writes always go to the head."""
+    db = lancedb.connect(settings.lancedb_uri, storage_options=settings.lancedb_options(),
+                         read_consistency_interval=timedelta(0))
+    return PinnedTables(db, at) if at else db
+
+
+class PinnedTables:
+    """A LanceDB connection whose reads of some tables are pinned at given versions (see `connect`)."""
+
+    def __init__(self, db, versions: dict[str, int]):
+        self.head = db
+        self.versions = {name: int(v) for name, v in versions.items()}
+
+    def list_tables(self):
+        return self.head.list_tables()
+
+    def open_table(self, name: str):
+        table = self.head.open_table(name)
+        if name in self.versions:
+            table.checkout(self.versions[name])
+        return table
 
 
 def table_names(db) -> list[str]:
@@ -31,9 +55,10 @@ def table_names(db) -> list[str]:
 
 
 def open_table(db, name: str):
-    """The table, created empty with its schema on first use."""
+    """The table at its head, for writing (created empty with its schema on first use)."""
     if name not in SCHEMAS:
         raise ValueError(f"unknown table {name!r}; tables are {', '.join(SCHEMAS)}")
+    db = db.head if isinstance(db, PinnedTables) else db
     if name in table_names(db):
         return db.open_table(name)
     return db.create_table(name, schema=SCHEMAS[name], exist_ok=True)
@@ -73,7 +98,7 @@ def read(db, name: str, where: str | None = None, columns: list[str] | None = No
     table version or tag (e.g. "round-3"), reads the table as it was then."""
     if name not in table_names(db):
         return pd.DataFrame(columns=columns or SCHEMAS[name].names)
-    table = db.open_table(name)
+    table = db.open_table(name)  # pinned at the version a stage was handed, for a `connect(..., at=...)` store
     if version is not None:
         table.checkout(version)
     query = table.search()

@@ -124,9 +124,9 @@ def composition_rows(round_idx: int, image_id: str, image: np.ndarray, backgroun
 @stage_task("compose", "compose-scenes")
 def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: int, seed: int = 0,
                    config: ComposeConfig = ComposeConfig(), questions_per_scene: int = 8,
-                   namespace: str = "") -> StageResult:
+                   tables: dict[str, int] | None = None, namespace: str = "") -> StageResult:
     settings = Settings.from_env().within(namespace)
-    db = connect(settings)
+    db = connect(settings, at=tables)
     ids, images, background, share = round_background(db, source, n_images, round_idx, seed)
     bg_key = tile_key(background)
     distinct: dict[str, np.ndarray] = {}

@@ -29,8 +29,9 @@ from tasks.logic.stage_seeds import stage_seed
 
 
 def cross_check_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
-                     temperature: float = 1.0, seed: int = 0, chunk_images: int = 256) -> dict[str, list[dict]]:
-    db = connect(settings)
+                     temperature: float = 1.0, seed: int = 0, chunk_images: int = 256,
+                     tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
+    db = connect(settings, at=tables)
     questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
                      columns=["question_id", "image_id", "question", "validator_a", "validator_b"])
     records = [q for q in questions.to_dict("records") if shard_of(q["image_id"], n_shards) == shard_idx]
@@ -71,8 +72,9 @@ def cross_check_rows(settings: Settings, shard_idx: int, n_shards: int, round_id
     return {"cross_checks": rows}
 
 
-def merge_cross_checks(settings: Settings, staged: StagedRows, round_idx: int) -> StageResult:
-    db = connect(settings)
+def merge_cross_checks(settings: Settings, staged: StagedRows, round_idx: int,
+                       tables: dict[str, int] | None = None) -> StageResult:
+    db = connect(settings, at=tables)
     rows = staged.records("cross_checks", "question_id")
     version = upsert(db, "cross_checks", rows, replace_where=f"round_idx = {round_idx}")
     votes = read(db, "votes", where=f"round_idx = {round_idx}").to_dict("records")

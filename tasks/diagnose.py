@@ -232,8 +232,9 @@ def label_audit(db, round_idx: int, accept_reward: float, compositions, composed
 
 
 @stage_task("diagnose", "diagnose-round")
-def diagnose_round(round_idx: int, accept_reward: float = 0.7, namespace: str = "") -> StageResult:
-    db = connect(Settings.from_env().within(namespace))
+def diagnose_round(round_idx: int, accept_reward: float = 0.7, tables: dict[str, int] | None = None,
+                   namespace: str = "") -> StageResult:
+    db = connect(Settings.from_env().within(namespace), at=tables)
     compositions = read(db, "compositions", where=f"round_idx = {round_idx}",
                         columns=["composition_id", "image_id", "placement_json", "objects_json", "questions_json",
                                  "greedy_json"])

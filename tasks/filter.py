@@ -251,11 +251,11 @@ def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decis
 
 @stage_task("filter", "filter-examples")
 def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", policy: FilterConfig = FilterConfig(),
-                    namespace: str = "") -> StageResult:
+                    tables: dict[str, int] | None = None, namespace: str = "") -> StageResult:
     """The round's training examples and a decision with its reason for every item, by the preset's recipe and the
     filter section of the round's config (`policy`)."""
     recipe = recipe_of(preset)
-    db = connect(Settings.from_env().within(namespace))
+    db = connect(Settings.from_env().within(namespace), at=tables)
     where = f"round_idx = {round_idx}"
     decisions: list[dict] = []
     examples: list[dict] = []

@@ -7,6 +7,10 @@ ratio clipped against the base plus beta * max(0, logp_pi - logp_ref), Generator
 against the rollout policy with a KL to the base. Preset "verified": weighted imitation mixed with
 replay of the labeled seed set (`replay_fraction`). Betas carry over between rounds in `role_states`.
 The default step counts keep the paper's 3 understanding : 2 generation update steps.
+
+An imitation update saves its progress every 5% of its steps (storage/train_progress.py, keyed by everything that
+decides it): a re-run after a crash continues each role from its last saved step, bit for bit, and skips the
+roles that had finished. The policy updates of the paper preset start over.
 """
 
 from __future__ import annotations
@@ -14,21 +18,25 @@ from __future__ import annotations
 import gc
 import random
 
+import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from models.policy_training import PolicyConfig, policy_update
 from models.protocol import TrainingExample
-from models.training import TrainConfig, train
+from models.training import TrainConfig, TrainProgress, train
 from models.vocabulary import FRAMINGS
 from storage.checkpoints import save_checkpoint
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
+from storage.train_progress import load_progress, remove_progress, save_progress
 from tasks.filter import previous_states
 from tasks.logic.advantages import BETA_INIT, adaptive_beta
 from tasks.logic.presets import recipe_of, role_steps
 from tasks.logic.stage_configs import FinetuneConfig
 from tasks.round_inputs import images_by_id, private_backbone
 from tasks.stage import stage_task
+from tasks.stage_cache import inputs_key
 from tasks.stage_result import StageResult
 from tasks.logic.stage_seeds import stage_seed
 from world.seed_set import seed_examples
@@ -70,12 +78,15 @@ def _mixed(own, replay, replay_fraction, batch_size, seed):
         yield [rng.choice(replay if replay and rng.random() < replay_fraction else own) for _ in range(batch_size)]
 
 
-def imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay, seed) -> dict[str, float]:
-    """Weighted imitation of `own` examples mixed with `replay` (shared by the verified preset and the control)."""
-    bar = tqdm(total=n_steps, desc=f"finetune {role}", unit="step")
+def imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay, seed,
+                 resume: TrainProgress | None = None, on_progress=None) -> dict[str, float]:
+    """Weighted imitation of `own` examples mixed with `replay` (shared by the imitation presets and the control);
+    with `on_progress`, its state every 5% of the steps, and from `resume`, the continuation of a saved run."""
+    bar = tqdm(total=n_steps, initial=resume.step if resume else 0, desc=f"finetune {role}", unit="step")
     losses = train(backbone, role, _mixed(own, replay, replay_fraction, batch_size, seed),
                    TrainConfig(steps=n_steps, lr=lr, warmup_steps=min(20, n_steps // 5), seed=seed),
-                   lambda *_: bar.update(1))
+                   lambda *_: bar.update(1), resume=resume, save_every=max(1, n_steps // 20) if on_progress else 0,
+                   on_progress=on_progress)
     bar.close()
     return {f"{role}_loss_first": losses[0], f"{role}_loss_last": sum(losses[-10:]) / len(losses[-10:])}
 
@@ -101,7 +112,8 @@ def _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, seed) -> tupl
 
 def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
                 batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper", seed: int = 0,
-                seed_set_seed: int = 0, namespace: str = "") -> tuple[dict[str, float], dict[str, float]]:
+                seed_set_seed: int = 0, namespace: str = "",
+                tables: dict[str, int] | None = None) -> tuple[dict[str, float], dict[str, float]]:
     """Update every role's adapter and save the new checkpoint: (metrics, final betas).
 
     Runs in the stage's process, or on every rank of a `torchrun` launch (tasks/finetune_ranks.py):
@@ -112,17 +124,21 @@ def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dic
     gc.freeze()
     try:
         return _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction,
-                            seed_scenes, preset, seed, seed_set_seed, namespace)
+                            seed_scenes, preset, seed, seed_set_seed, namespace, tables)
     finally:
         gc.unfreeze()
 
 
 def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction, seed_scenes, preset,
-                 seed, seed_set_seed, namespace):
+                 seed, seed_set_seed, namespace, tables):
     from models.data_parallel import world
 
     settings = Settings.from_env().within(namespace)
-    db = connect(settings)
+    db = connect(settings, at=tables)  # the examples the filter stage handed on
+    # Saved progress belongs to exactly these inputs (and this code): anything else starts from step 0.
+    key = inputs_key({}, dict(round_idx=round_idx, checkpoint_uri=checkpoint_uri, output_uri=output_uri, steps=steps,
+                              lr=lr, batch_size=batch_size, replay_fraction=replay_fraction, seed_scenes=seed_scenes,
+                              preset=preset, seed=seed, seed_set_seed=seed_set_seed, tables=tables))
     # A private copy, not the per-process cache: the input checkpoint must stay as it was.
     backbone = private_backbone(checkpoint_uri, settings)
     states = previous_states(db, round_idx)
@@ -140,17 +156,45 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
         else:
             # Replay is the labeled seed set of pretraining (`seed_set_seed`), never other labeled scenes:
             # an experiment's `seed` varies the rollouts, not the labels.
+            resume = _saved_progress(settings, round_idx, key, role)
+            if resume is not None:
+                print(f"finetune {role}: continuing from step {resume.step} of {n_steps} (saved progress)")
+
+            def save(progress: TrainProgress, role=role) -> None:
+                if world()[0] == 0:
+                    save_progress(settings, round_idx, key, role, _arrays(progress), step=progress.step,
+                                  losses=progress.losses)
+
             role_metrics = imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction,
-                                        replay_examples(seed_scenes, seed_set_seed, role), role_seed)
+                                        replay_examples(seed_scenes, seed_set_seed, role), role_seed, resume, save)
         metrics.update(role_metrics)
     if world()[0] == 0:
         save_checkpoint(backbone, output_uri, settings)
+        remove_progress(settings, round_idx, key)
     return metrics, betas
+
+
+def _arrays(progress: TrainProgress) -> dict[str, np.ndarray]:
+    """A progress's tensors as numpy arrays (bfloat16 as float32, which holds it exactly)."""
+    out = {}
+    for name, tensor in progress.tensors.items():
+        tensor = tensor.detach().cpu()
+        out[name] = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+    return out
+
+
+def _saved_progress(settings: Settings, round_idx: int, key: str, role: str) -> TrainProgress | None:
+    found = load_progress(settings, round_idx, key, role)
+    if found is None:
+        return None
+    step, losses, arrays = found
+    return TrainProgress(step, losses, {name: torch.from_numpy(array) for name, array in arrays.items()})
 
 
 @stage_task("finetune", "finetune-roles")
 def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, preset: str = "paper",
-                   config: FinetuneConfig = FinetuneConfig(), seed: int = 0, namespace: str = "") -> StageResult:
+                   config: FinetuneConfig = FinetuneConfig(), seed: int = 0, tables: dict[str, int] | None = None,
+                   namespace: str = "") -> StageResult:
     """Every role's update for the preset's recipe: the preset's default steps unless `config.steps` names them,
     the policy learning rate for RL updates, the imitation one otherwise. `config.processes` > 1 trains
     data-parallel in that many `torchrun` ranks (gloo on CPU, NCCL on GPUs)."""
@@ -160,7 +204,7 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, preset:
     args = dict(round_idx=round_idx, checkpoint_uri=checkpoint_uri, output_uri=output_uri, steps=steps,
                 lr=config.policy_lr if recipe_of(preset).update == "policy" else config.lr,
                 batch_size=config.batch_size, replay_fraction=config.replay_fraction, seed_scenes=config.seed_scenes,
-                preset=preset, seed=seed, seed_set_seed=config.seed_set_seed, namespace=namespace)
+                preset=preset, seed=seed, seed_set_seed=config.seed_set_seed, namespace=namespace, tables=tables)
     if processes > 1:
         from tasks.finetune_ranks import launch
 

@@ -94,11 +94,11 @@ def _attempt(backbone, image_ids, images, temperature: float, seed: int) -> list
 def generate_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
                   source: str, n_images: int, config: GenerateConfig = GenerateConfig(), seed: int = 0,
                   targeted_specs: int = 0, max_retries: int = MAX_RETRIES,
-                  chunk_images: int = 1024) -> dict[str, list[dict]]:
+                  chunk_images: int = 1024, tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
     """The specs of one shard's images (written, gated, retried) and their images, plus the shard's share of
     `targeted_specs` specs aimed at the weak categories, drawn best-of-`config.targeted_per_prompt`."""
     n_per_prompt, temperature, targeted_per_prompt = config.n_per_prompt, config.temperature, config.targeted_per_prompt
-    db = connect(settings)
+    db = connect(settings, at=tables)
     mine = in_shard(round_image_ids(db, source, n_images, round_idx, seed), shard_idx, n_shards)
     every_targeted = targeted_spec_rows(round_idx, targeted_specs, seed)
     own = set(in_shard([r["spec_id"] for r in every_targeted], shard_idx, n_shards))
@@ -140,9 +140,10 @@ def _generate_chunk(backbone, round_idx, image_ids, images, n_per_prompt, temper
     return spec_rows, _drawn(backbone, round_idx, accepted, n_per_prompt, temperature, seed)
 
 
-def merge_generations(settings: Settings, staged: StagedRows, round_idx: int) -> StageResult:
+def merge_generations(settings: Settings, staged: StagedRows, round_idx: int,
+                      tables: dict[str, int] | None = None) -> StageResult:
     """Every shard's rows into `specs` and `generations`."""
-    db = connect(settings)
+    db = connect(settings, at=tables)
     spec_rows = staged.records("specs", "spec_id")
     generation_rows = staged.records("generations", "generation_id")
     where = f"round_idx = {round_idx}"

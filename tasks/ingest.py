@@ -20,6 +20,7 @@ and upserts `images`, `ingest_errors` and `image_sources`.
 from __future__ import annotations
 
 import hashlib
+import time
 from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
@@ -32,6 +33,7 @@ from storage.tables import connect, read, sql_quote, upsert
 from tasks.logic.file_accounting import classify_files, ingest_counts
 from tasks.logic.shards import shard_of
 from tasks.sharded_stage import StagedRows, sharded_stage
+from tasks.stage import timed
 from tasks.stage_result import StageResult
 
 
@@ -156,9 +158,11 @@ def _source_key(source: str) -> str:
 def ingest_source(source: str, image_size: int, max_pixels: int = 50_000_000, namespace: str = "") -> StageResult:
     """Ingest a source in this process, outside a flow (`asg ingest`): one shard, then the merge, no staging file."""
     settings = Settings.from_env().within(namespace)
+    started = time.perf_counter()
     tables = ingest_rows(settings, 0, 1, source, image_size, max_pixels)
     memory = {table: rows_table(rows) for table, rows in tables.items()}
-    return merge_ingested(settings, StagedRows(settings, -1, ingest_folder(source), 1, memory), source)
+    result = merge_ingested(settings, StagedRows(settings, -1, ingest_folder(source), 1, memory), source)
+    return timed(result, time.perf_counter() - started)
 
 
 def ingest_folder(source: str) -> str:

@@ -35,9 +35,9 @@ def ste_history(db, round_idx: int) -> list[float]:
 
 def propose_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
                  source: str, n_images: int, config: ProposeConfig = ProposeConfig(), seed: int = 0,
-                 chunk_images: int = 1024) -> dict[str, list[dict]]:
+                 chunk_images: int = 1024, tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
     """K candidates and their greedy spot-check for the round's images in shard `shard_idx`."""
-    db = connect(settings)
+    db = connect(settings, at=tables)
     order = {image_id: i for i, image_id in enumerate(round_image_ids(db, source, n_images, round_idx, seed))}
     mine = in_shard(list(order), shard_idx, n_shards)
     call_seed = stage_seed("propose", seed, round_idx)
@@ -58,19 +58,20 @@ def propose_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: i
                              "reject_reason": parsed.reject_reason, "image_order": order[image_id]})
                 requests.append(SolveRequest(image, parsed.question, "canonical", temperature=0.0))
         for row, result in zip(part, backbone.solve(requests, seed=seed)):
-            row.update(greedy_answer=result.text, ste_raw=raw_ste(result.token_entropies, aggregate=config.ste_aggregate))
+            row.update(greedy_answer=result.text,
+                       ste_raw=raw_ste(result.token_entropies, aggregate=config.ste_aggregate))
         rows += part
     return {"questions": rows}
 
 
 def select_questions(settings: Settings, staged: StagedRows, round_idx: int,
-                     config: ProposeConfig = ProposeConfig()) -> StageResult:
+                     config: ProposeConfig = ProposeConfig(), tables: dict[str, int] | None = None) -> StageResult:
     """Every shard's candidates: d_STE in the round's image order, one selected candidate per image.
 
     use_ste False is the "STE off" ablation: every candidate gets d_STE 0.5 and the first
     well-formed one is selected.
     """
-    db = connect(settings)
+    db = connect(settings, at=tables)
     frame = staged.frame("questions")
     if len(frame):
         frame = frame.sort_values(["image_order", "candidate_idx"]).drop(columns=["image_order"])
@@ -81,7 +82,8 @@ def select_questions(settings: Settings, staged: StagedRows, round_idx: int,
         row.update(ste_difficulty=d, selected=False)
     for start in range(0, len(rows), config.n_candidates):
         group = rows[start:start + config.n_candidates]
-        scored = [(r["ste_raw"] if config.use_ste else -k, r["well_formed"], r["ste_difficulty"]) for k, r in enumerate(group)]
+        scored = [(r["ste_raw"] if config.use_ste else -k, r["well_formed"], r["ste_difficulty"])
+                  for k, r in enumerate(group)]
         best = pick_candidate(scored)
         if best is not None:
             group[best]["selected"] = True

@@ -25,10 +25,11 @@ def image_grid(images: list[np.ndarray], columns: int, scale: int = 4, pad: int 
 
 
 @stage_task("report", "write-round-report")
-def write_round_report(round_idx: int, out_dir: str, n_specs: int = 8, namespace: str = "") -> list[dict]:
+def write_round_report(round_idx: int, out_dir: str, n_specs: int = 8, tables: dict[str, int] | None = None,
+                       namespace: str = "") -> list[dict]:
     """Writes generations.png (rows of L images per spec, best reward first) and qa_sample.csv;
     returns the QA sample's rows (at most 50) for the flow to log as a table."""
-    db = connect(Settings.from_env().within(namespace))
+    db = connect(Settings.from_env().within(namespace), at=tables)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gens = read(db, "generations", where=f"round_idx = {round_idx}", columns=["generation_id", "spec_id", "png"])

@@ -34,10 +34,11 @@ from tasks.logic.stage_seeds import stage_seed
 
 
 def score_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
-               config: ScoreConfig = ScoreConfig(), seed: int = 0, chunk_specs: int = 1024) -> dict[str, list[dict]]:
+               config: ScoreConfig = ScoreConfig(), seed: int = 0, chunk_specs: int = 1024,
+               tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
     """The `scores` rows of one shard's images. use_fidelity / use_cycle False are the "QA fidelity off" /
     "cycle consistency off" ablations: the term is still measured and stored but left out of R_g."""
-    db = connect(settings)
+    db = connect(settings, at=tables)
     gens = read(db, "generations", where=f"round_idx = {round_idx}",
                 columns=["generation_id", "spec_id", "sample_idx", "prompt"])
     specs = read(db, "specs", where=f"round_idx = {round_idx} AND valid = true",
@@ -93,9 +94,10 @@ def _score_chunk(backbone, db, round_idx, gens, specs, n_answers, seed, use_fide
     return rows
 
 
-def merge_scores(settings: Settings, staged: StagedRows, round_idx: int) -> StageResult:
+def merge_scores(settings: Settings, staged: StagedRows, round_idx: int,
+                 tables: dict[str, int] | None = None) -> StageResult:
     """Every shard's rows into `scores`."""
-    db = connect(settings)
+    db = connect(settings, at=tables)
     rows = staged.records("scores", "generation_id")
     version = upsert(db, "scores", rows, replace_where=f"round_idx = {round_idx}")
     n = max(1, len(rows))

@@ -46,13 +46,13 @@ def entropy_history(db, round_idx: int) -> list[float]:
 
 def solve_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
                config: SolveConfig = SolveConfig(), seed: int = 0,
-               chunk_questions: int = 1024) -> dict[str, list[dict]]:
+               chunk_questions: int = 1024, tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
     """N answers and the vote of each selected question in shard `shard_idx`: {"answers": …, "votes": …}.
 
     use_framings False is the "prompt framings off" ablation: every sample uses the canonical
     framing (the temperature/top-p ladder stays)."""
     n_samples, use_framings = config.n_samples, config.use_framings
-    db = connect(settings)
+    db = connect(settings, at=tables)
     questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
                      columns=["question_id", "image_id", "question", "validator_a", "validator_b", "ste_difficulty"])
     questions = questions.sort_values("question_id").reset_index(drop=True)
@@ -94,10 +94,11 @@ def solve_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int
     return {"answers": answer_rows, "votes": vote_rows}
 
 
-def merge_votes(settings: Settings, staged: StagedRows, round_idx: int) -> StageResult:
+def merge_votes(settings: Settings, staged: StagedRows, round_idx: int,
+                tables: dict[str, int] | None = None) -> StageResult:
     """Every shard's answers and votes: buckets with the round-wide adaptive threshold, the Proposer's reward,
     upserts."""
-    db = connect(settings)
+    db = connect(settings, at=tables)
     vote_rows = staged.records("votes", "question_id")
     buckets = assign_buckets([(r["answer_entropy"], r["majority_fraction"], r["margin"]) for r in vote_rows],
                              entropy_history(db, round_idx))

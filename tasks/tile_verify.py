@@ -31,9 +31,9 @@ from world.scenes import GRID
 
 @stage_task("tile-verify", "verify-generations-by-tiles")
 def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_images: int, seed: int = 0,
-                       namespace: str = "") -> StageResult:
+                       tables: dict[str, int] | None = None, namespace: str = "") -> StageResult:
     settings = Settings.from_env().within(namespace)
-    db = connect(settings)
+    db = connect(settings, at=tables)
     where = f"round_idx = {round_idx}"
     gens = read(db, "generations", where=where, columns=["generation_id", "spec_id", "prompt"])
     gens = gens.sort_values("generation_id").reset_index(drop=True)

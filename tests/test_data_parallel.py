@@ -83,3 +83,34 @@ def test_a_failed_rank_fails_cleanly_and_publishes_nothing(tiny_round, asg_home,
         launch({**args, "output_uri": str(out)}, 2, settings, timeout_s=300)
     assert not out.exists()
     assert not [p for p in asg_home.iterdir() if p.name.startswith(".never")]
+
+
+def test_a_fine_tune_that_dies_midway_continues_from_its_saved_progress(tiny_round, asg_home, monkeypatch, capsys):
+    """The stage dies right after saving its progress at step 10 of 20; the re-run continues from step 10 and ends
+    with exactly the adapter of a run that never died, then drops the saved progress."""
+    import tasks.finetune as finetune
+
+    settings, args = tiny_round
+    args = {**args, "steps": {"solver": 20}}
+    whole, _ = train_roles(**args, output_uri=str(asg_home / "whole"))
+    real_save = finetune.save_progress
+
+    def save_then_die(*a, step, **kw):
+        real_save(*a, step=step, **kw)
+        if step == 10:
+            raise KeyboardInterrupt("killed after saving step 10")
+
+    monkeypatch.setattr(finetune, "save_progress", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_roles(**args, output_uri=str(asg_home / "resumed"))
+    assert not (asg_home / "resumed").exists()
+    saved = list((Path(settings.objects_uri) / "progress" / "round-0").glob("finetune-*/solver.safetensors"))
+    assert len(saved) == 1
+    monkeypatch.setattr(finetune, "save_progress", real_save)
+    capsys.readouterr()
+    resumed, _ = train_roles(**args, output_uri=str(asg_home / "resumed"))
+    assert "finetune solver: continuing from step 10 of 20" in capsys.readouterr().out
+    a, b = _lora(asg_home / "whole"), _lora(asg_home / "resumed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed == whole  # the losses of all 20 steps, the first 10 from the saved progress
+    assert not list((Path(settings.objects_uri) / "progress" / "round-0").glob("finetune-*"))  # dropped

@@ -266,3 +266,42 @@ def test_cached_reference_scores_equal_per_batch_scores():
     assert loss_a == pytest.approx(loss_b, abs=1e-5)
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(params_a, params_b))
     assert any(float(p.abs().sum()) > 0 for p in params_a)
+
+
+def test_an_interrupted_update_continues_bit_for_bit_from_its_saved_progress():
+    """Kill an update after 4 of 10 steps (a fresh process: the base loaded again), continue from the progress saved
+    at step 4 through numpy arrays (what storage/train_progress.py writes): the weights, losses and AdamW moments
+    equal those of the update that was never interrupted, dropout included."""
+    import copy
+    import random
+
+    from models.training import TrainProgress
+
+    images = _images(6)
+    examples = [TrainingExample("vqa", image=im, prompt="how many objects are there ?", target=t)
+                for im, t in zip(images, ["one", "two", "three", "four", "one", "two"])]
+
+    def batches():
+        rng = random.Random(3)
+        while True:
+            yield [rng.choice(examples) for _ in range(4)]
+
+    start = ShapesBackbone.create(ShapesConfig.tiny(), seed=0)
+    start.attach_roles()
+    config = TrainConfig(steps=10, lr=1e-2, warmup_steps=2, seed=5)
+    whole, saved = copy.deepcopy(start), []
+    losses = train(whole, "solver", batches(), config, save_every=4, on_progress=saved.append)
+    assert [p.step for p in saved] == [4, 8, 10]
+    assert saved[-1].losses == losses and len(losses) == 10
+    # The run that died after step 4: only what was written survives, as arrays.
+    at4 = TrainProgress(4, saved[0].losses, {k: torch.from_numpy(v.numpy().copy()) for k, v in saved[0].tensors.items()})
+    resumed = copy.deepcopy(start)
+    again = train(resumed, "solver", batches(), config, resume=at4)
+    assert again == losses
+    for (name, a), b in zip(whole.network.named_parameters(), resumed.network.parameters()):
+        assert torch.equal(a, b), name
+    assert sum(1 for n, _ in whole.network.named_parameters() if "lora" in n and "solver" in n) > 0
+    # Progress saved for another model is refused with both counts.
+    other = ShapesBackbone.create(ShapesConfig.tiny(), seed=0)  # no roles: the whole base trains
+    with pytest.raises(ValueError, match=r"has \d+ trainable tensors, this role has \d+"):
+        train(other, None, batches(), config, resume=at4)

@@ -1,5 +1,7 @@
 """LanceDB table verbs on a real temporary database: idempotent upserts, stale-row removal."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -68,3 +70,24 @@ def test_ste_window_and_entropy_history_persist_across_rounds(db):
     assert ste_history(db, round_idx=0) == []
     upsert(db, "votes", _votes(300, round_idx=0))
     assert len(entropy_history(db, round_idx=1)) == 256 and entropy_history(db, round_idx=0) == []
+
+
+def test_train_progress_round_trips_and_a_save_replaces_the_last_whole(asg_home):
+    import numpy as np
+
+    from storage.train_progress import load_progress, progress_folder, remove_progress, save_progress
+
+    settings = Settings.from_env()
+    assert load_progress(settings, 2, "k" * 40, "solver") is None
+    arrays = {"param.0": np.arange(6, dtype=np.float32).reshape(2, 3), "rng": np.arange(5, dtype=np.uint8),
+              "adam.0.step": np.asarray(7.0, dtype=np.float32)}
+    save_progress(settings, 2, "k" * 40, "solver", arrays, step=7, losses=[1.5, 0.25])
+    save_progress(settings, 2, "k" * 40, "solver", {**arrays, "param.0": arrays["param.0"] * 2}, step=9,
+                  losses=[1.5, 0.25, 0.125])
+    step, losses, got = load_progress(settings, 2, "k" * 40, "solver")
+    assert (step, losses) == (9, [1.5, 0.25, 0.125])
+    assert np.array_equal(got["param.0"], arrays["param.0"] * 2) and got["adam.0.step"].shape == ()
+    folder = Path(progress_folder(settings, 2, "k" * 40))
+    assert sorted(p.name for p in folder.iterdir()) == ["solver.safetensors"]  # no partial file left beside it
+    remove_progress(settings, 2, "k" * 40)
+    assert not folder.exists() and load_progress(settings, 2, "k" * 40, "solver") is None
