@@ -38,8 +38,6 @@ from tasks.stage_result import StageResult
 from tasks.tile_verify import verify_generations
 from tasks.logic.presets import recipe_of
 
-__all__ = ["RoundConfig", "execute_round", "rollout_stages", "round_flow"]
-
 
 def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig, namespace: str = "") -> list[StageResult]:
     """Ingest, propose, solve, cross-check, generate and score, each over `config.shards` shards on the flow's

@@ -87,8 +87,23 @@ def _differences(expected: dict, got: dict) -> list[str]:
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_tiny_default_round_writes_exactly_the_stored_rows(asg_home):
-    round_flow(0, str(SHIPPED_BASE), CONFIG)
-    got = _rows(connect(Settings.from_env()), asg_home)
+    """Run in a store namespace (as `asg experiment` runs each arm): its rows and checkpoint stay there, and the
+    process environment is not rewritten to get them there."""
+    def ours() -> dict[str, str]:  # (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI itself)
+        return {k: v for k, v in os.environ.items() if k.startswith(("ASG_", "PREFECT_"))}
+
+    environment = ours()
+    result = round_flow(0, str(SHIPPED_BASE), CONFIG, namespace="arm-a")
+    assert ours() == environment
+    store = Settings.from_env()
+    arm = store.within("arm-a")
+    assert result["checkpoint"] == f"{arm.objects_uri}/checkpoints/round-0"
+    assert (asg_home / "objects" / "arm-a" / "checkpoints" / "round-0" / "config.json").is_file()
+    assert not (asg_home / "objects" / "checkpoints").exists()
+    assert not {"images", "training_examples"} & set(connect(store).table_names())  # the store's own: none
+    with pytest.raises(ValueError, match="store namespace '../x'"):
+        store.within("../x")
+    got = _rows(connect(arm), asg_home)
     assert sum(len(rows) for rows in got.values()) > 500
     if os.environ.get("ASG_RECORD_EXPECTED_ROWS"):
         EXPECTED.write_bytes(gzip.compress(json.dumps(got, sort_keys=True).encode(), mtime=0))

@@ -180,20 +180,3 @@ def test_gold_ceiling_trains_on_true_labels_of_the_same_items(asg_home):
     diagnostics = json.loads(read(db, "evaluations", where="suite = 'diagnostics'")["metrics_json"][0])
     assert diagnostics["solver_target_accuracy"] == 1.0
 
-
-@pytest.mark.usefixtures("prefect_server")
-def test_a_round_in_a_namespace_keeps_its_rows_and_checkpoint_there_without_touching_the_environment(asg_home):
-    import os
-
-    environment = dict(os.environ)
-    result = round_flow(0, str(SHIPPED_BASE), _config(evaluation="none"), namespace="arm-a")
-    assert dict(os.environ) == environment
-    store = Settings.from_env()
-    arm = store.within("arm-a")
-    assert result["checkpoint"] == f"{arm.objects_uri}/checkpoints/round-0"
-    assert (asg_home / "objects" / "arm-a" / "checkpoints" / "round-0" / "config.json").is_file()
-    assert len(read(connect(arm), "images")) == 12 and len(read(connect(arm), "training_examples")) > 0
-    assert not (asg_home / "objects" / "checkpoints").exists()
-    assert not {"images", "training_examples"} & set(connect(store).table_names())  # the store's own tables: none
-    with pytest.raises(ValueError, match="store namespace '../x'"):
-        store.within("../x")
