@@ -16,6 +16,7 @@ import pandas as pd
 from dashboards.question_filters import QuestionFilter, question_where, quote
 from storage.schemas import SCHEMA_VERSION, SCHEMAS
 from storage.settings import Settings, redacted
+from storage.tables import existing
 
 QUESTION_COLUMNS = ["question_id", "round_idx", "image_id", "question", "family", "majority", "majority_fraction",
                     "answer_entropy", "ste_raw", "ste_difficulty", "bucket", "proposer_reward", "mean_solver_reward",
@@ -35,7 +36,8 @@ class DashboardStore:
             # read_consistency_interval=0: see rows that a running round wrote after we connected
             self.db = lancedb.connect(settings.lancedb_uri, storage_options=settings.lancedb_options(),
                                       read_consistency_interval=timedelta(0))
-            self.tables = set(self.db.list_tables().tables)
+            # a table whose creation a kill interrupted is listed but holds nothing: left out
+            self.tables = {name for name in self.db.list_tables().tables if existing(self.db, name) is not None}
         except Exception as exc:  # unreachable S3, bad path
             raise StoreProblem(f"cannot open LanceDB at {redacted(settings.lancedb_uri)}: {exc}") from exc
 

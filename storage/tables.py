@@ -51,17 +51,30 @@ class PinnedTables:
 
 
 def table_names(db) -> list[str]:
+    """The tables the store lists (a table whose creation a kill interrupted is listed too: see `existing`)."""
     return list(db.list_tables().tables)
 
 
+def existing(db, name: str):
+    """The table, or None when it does not exist. A process killed inside `create_table` leaves a folder that
+    LanceDB lists but cannot open (no first version yet): that table never held a row, so it counts as absent."""
+    if name not in table_names(db):
+        return None
+    try:
+        return db.open_table(name)
+    except ValueError as exc:
+        if "was not found" in str(exc):
+            return None
+        raise
+
+
 def open_table(db, name: str):
-    """The table at its head, for writing (created empty with its schema on first use)."""
+    """The table at its head, for writing (created empty with its schema on first use, or when its creation was
+    interrupted before its first version)."""
     if name not in SCHEMAS:
         raise ValueError(f"unknown table {name!r}; tables are {', '.join(SCHEMAS)}")
     db = db.head if isinstance(db, PinnedTables) else db
-    if name in table_names(db):
-        return db.open_table(name)
-    return db.create_table(name, schema=SCHEMAS[name], exist_ok=True)
+    return existing(db, name) or db.create_table(name, schema=SCHEMAS[name], exist_ok=True)
 
 
 def upsert(db, name: str, rows: list[dict] | pd.DataFrame, replace_where: str | None = None) -> int:
@@ -96,9 +109,9 @@ def read(db, name: str, where: str | None = None, columns: list[str] | None = No
          version: int | str | None = None) -> pd.DataFrame:
     """Rows of a table (empty frame with the schema's columns when the table does not exist); `version`, a
     table version or tag (e.g. "round-3"), reads the table as it was then."""
-    if name not in table_names(db):
+    table = existing(db, name)  # pinned at the version a stage was handed, for a `connect(..., at=...)` store
+    if table is None:
         return pd.DataFrame(columns=columns or SCHEMAS[name].names)
-    table = db.open_table(name)  # pinned at the version a stage was handed, for a `connect(..., at=...)` store
     if version is not None:
         table.checkout(version)
     query = table.search()
@@ -110,9 +123,8 @@ def read(db, name: str, where: str | None = None, columns: list[str] | None = No
 
 
 def count(db, name: str, where: str | None = None) -> int:
-    if name not in table_names(db):
-        return 0
-    return db.open_table(name).count_rows(where)
+    table = existing(db, name)
+    return 0 if table is None else table.count_rows(where)
 
 
 def sql_quote(value: str) -> str:
@@ -135,14 +147,16 @@ def tag_tables(db, tag: str, versions: dict[str, int]) -> None:
 
 def current_versions(db) -> dict[str, int]:
     """table -> its latest version, for every table of the store."""
-    return {name: int(db.open_table(name).version) for name in table_names(db)}
+    tables = {name: existing(db, name) for name in table_names(db)}
+    return {name: int(table.version) for name, table in tables.items() if table is not None}
 
 
 def tagged_versions(db, tag: str) -> dict[str, int]:
     """table -> the version `tag` points at, for every table that has the tag."""
     out = {}
     for name in table_names(db):
-        tags = db.open_table(name).tags.list()
+        table = existing(db, name)
+        tags = table.tags.list() if table is not None else {}
         if tag in tags:
             out[name] = int(tags[tag]["version"])
     return out

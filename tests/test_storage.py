@@ -1,12 +1,13 @@
 """LanceDB table verbs on a real temporary database: idempotent upserts, stale-row removal."""
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from storage.settings import Settings
-from storage.tables import connect, count, read, upsert
+from storage.tables import connect, count, current_versions, read, upsert
 
 
 def _votes(n: int, round_idx: int = 0, majority: str = "red") -> list[dict]:
@@ -52,6 +53,20 @@ def test_bad_rows_are_refused_and_nothing_is_written(db):
 def test_reading_a_missing_table_gives_an_empty_frame_with_columns(db):
     frame = read(db, "answers", columns=["answer_id", "text"])
     assert frame.empty and list(frame.columns) == ["answer_id", "text"]
+
+
+def test_a_table_whose_creation_a_kill_interrupted_counts_as_absent_and_is_created_on_the_next_write(db):
+    """SIGKILL inside LanceDB's create_table leaves `<name>.lance/` with only `_transactions`: listed, not openable
+    (seen in the chaos test's kill inside ingest). Reproduced here by removing a fresh table's first version."""
+    upsert(db, "votes", _votes(2))
+    folder = Path(Settings.from_env().lancedb_uri) / "votes.lance"
+    shutil.rmtree(folder / "_versions")
+    assert "votes" in db.list_tables().tables
+    with pytest.raises(ValueError, match="was not found"):
+        db.open_table("votes")
+    assert read(db, "votes").empty and count(db, "votes") == 0 and "votes" not in current_versions(db)
+    upsert(db, "votes", _votes(3))
+    assert count(db, "votes") == 3 and sorted(read(db, "votes")["question_id"]) == [f"r0:q{i:03d}" for i in range(3)]
 
 
 def test_ste_window_and_entropy_history_persist_across_rounds(db):
