@@ -57,9 +57,8 @@ def table_names(db) -> list[str]:
 
 def existing(db, name: str):
     """The table, or None when it does not exist. A process killed inside `create_table` leaves a folder that
-    LanceDB lists but cannot open (no first version yet): that table never held a row, so it counts as absent."""
-    if name not in table_names(db):
-        return None
+    LanceDB lists but cannot open (no first version yet): that table never held a row, so it counts as absent.
+    LanceDB answers both with the same "was not found" error, so one open attempt decides (no listing)."""
     try:
         return db.open_table(name)
     except ValueError as exc:
@@ -74,7 +73,8 @@ def open_table(db, name: str):
     if name not in SCHEMAS:
         raise ValueError(f"unknown table {name!r}; tables are {', '.join(SCHEMAS)}")
     db = db.head if isinstance(db, PinnedTables) else db
-    return existing(db, name) or db.create_table(name, schema=SCHEMAS[name], exist_ok=True)
+    table = existing(db, name)  # not `or`: a LanceDB table's truth value counts its rows, and an empty one is false
+    return table if table is not None else db.create_table(name, schema=SCHEMAS[name], exist_ok=True)
 
 
 def upsert(db, name: str, rows: list[dict] | pd.DataFrame, replace_where: str | None = None) -> int:
