@@ -34,7 +34,7 @@ from tasks.score import SCORE
 from tasks.sharded_stage import run_stage
 from tasks.solve import SOLVE
 from tasks.stage_cache import inputs_key, refreshing_cache
-from tasks.stage_result import StageResult
+from tasks.stage_result import StageResult, handed
 from tasks.tile_verify import verify_generations
 from tasks.logic.presets import recipe_of
 
@@ -74,11 +74,6 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig, namespa
             stages.append(verify_generations(round_idx, checkpoint, config.source, config.n_images, config.seed,
                                              tables=handed(stages), **ns))
     return stages
-
-
-def handed(stages: list[StageResult]) -> dict[str, int]:
-    """table -> the version the latest of `stages` to write it left: what the next stage reads."""
-    return {table: version for stage in stages for table, version in stage.tables.items()}
 
 
 def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker: Tracker,

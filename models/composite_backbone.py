@@ -349,15 +349,16 @@ class CompositeBackbone(PretrainedAdapter):
                   for a in arrays]
         return [images[i * n_per_prompt:(i + 1) * n_per_prompt] for i in range(len(prompts))]
 
-    def _denoising_loss(self, prompt: str, image: np.ndarray) -> torch.Tensor:
-        """Flow matching (velocity) or diffusion (noise) loss of one example, over fixed (t, noise) draws."""
+    def _denoising_loss(self, prompt: str, image: np.ndarray, draw: int = 0) -> torch.Tensor:
+        """Flow matching (velocity) or diffusion (noise) loss of one example, over (t, noise) draws fixed by the
+        prompt and `draw` (TrainingExample.draw: 0 in policy updates, a new one per visit in imitation)."""
         vision = self.network.vae.config.sample_size
         pixels = torch.from_numpy(np.asarray(Image.fromarray(image).resize((vision, vision), Image.BICUBIC)).copy())
         pixels = (pixels.permute(2, 0, 1)[None].float() / 127.5 - 1.0).to(self.device, self.dtype)
         with torch.no_grad():
             x0 = self.network.vae.encode(pixels).latent_dist.mean
         draws = self.config.loss_draws
-        generator = torch.Generator().manual_seed(zlib.crc32(normalize_text(prompt).encode()))
+        generator = torch.Generator().manual_seed(zlib.crc32(normalize_text(prompt).encode()) + 1_000_003 * draw)
         noise = torch.randn((draws, *x0.shape[1:]), generator=generator).to(self.device, x0.dtype)
         x0 = x0.expand(draws, -1, -1, -1)
         cond, pooled = self._condition([prompt] * draws)
@@ -400,7 +401,7 @@ class CompositeBackbone(PretrainedAdapter):
 
     def _example_nll(self, example: TrainingExample) -> torch.Tensor:
         if example.kind == "t2i":
-            return self._denoising_loss(example.prompt, example.target_image)
+            return self._denoising_loss(example.prompt, example.target_image, example.draw)
         if example.kind == "vqa":
             text = question_text(example.prompt, example.framing)
         elif example.kind in ROLE_PROMPTS:

@@ -58,6 +58,12 @@ class TrainingExample:
     kind: "vqa" (image, question -> answer; `framing` picks the Solver framing),
     "caption" (image -> caption), "ask" (image -> question with its two validator answers),
     "spec" (image -> text-to-image prompt with checks) or "t2i" (prompt -> `target_image`).
+
+    `draw` numbers the (t, noise) draws a stochastic loss (a denoiser's) scores the example on: a policy
+    update keeps 0, so the policy and its cached reference see the same draws; imitation numbers every visit
+    of an example, so a denoiser cannot memorise a prompt's few fixed draws instead of learning from its
+    image (measured on the flow base, 480 steps on its own seed set: GenEval-2D 0.767 -> 0.659 with fixed
+    draws, 0.754 with a draw per visit).
     """
 
     kind: str
@@ -67,6 +73,7 @@ class TrainingExample:
     target_image: np.ndarray | None = None
     framing: str = "canonical"
     weight: float = 1.0
+    draw: int = 0
 
 
 @runtime_checkable

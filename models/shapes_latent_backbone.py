@@ -281,17 +281,18 @@ class ShapesLatentBackbone(ShapesBackbone):
         """Per-example denoising loss over `loss_draws` (t, noise) draws.
 
         Pretraining takes fresh draws every step (draws fixed per prompt would let the denoiser
-        recognise each training prompt by its noise and ignore the prompt). A role update keeps
-        the draws fixed by the prompt, so the policy and its reference are scored on the same
-        draws and a cached reference stays valid."""
+        recognise each training prompt by its noise and ignore the prompt). A role update draws by
+        the prompt and the example's `draw`: fixed for a policy update (the policy and its cached
+        reference are scored on the same draws), new on every visit for imitation."""
         draws = self.config.loss_draws
         pretraining = self.network.training and not self.roles_attached
         step = self._next_pretrain_step() if pretraining else 0
+        visits = [step] * len(examples) if pretraining else [e.draw for e in examples]
         x0 = self._from_codes([e.target_image for e in examples]).repeat_interleave(draws, 0)
         noise, sigma, steps = [], [], []
         scheduler = self._train_scheduler()
-        for e in examples:
-            g = torch.Generator().manual_seed(zlib.crc32(e.prompt.encode()) + 1_000_003 * step)
+        for e, visit in zip(examples, visits):
+            g = torch.Generator().manual_seed(zlib.crc32(e.prompt.encode()) + 1_000_003 * visit)
             noise.append(torch.randn((draws, LATENT_DIM, GRID, GRID), generator=g))
             sigma.append(torch.rand(draws, generator=g).clamp(0.02, 0.98))
             steps.append(torch.randint(0, scheduler.config.num_train_timesteps, (draws,), generator=g))

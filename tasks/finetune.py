@@ -16,7 +16,9 @@ roles that had finished. The policy updates of the paper preset start over.
 from __future__ import annotations
 
 import gc
+import itertools
 import random
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -72,10 +74,13 @@ def replay_examples(seed_scenes: int, seed: int, role: str) -> list[TrainingExam
 
 
 def _mixed(own, replay, replay_fraction, batch_size, seed):
-    """Endless batches drawing each example from replay with probability `replay_fraction`."""
+    """Endless batches drawing each example from replay with probability `replay_fraction`; every visit has its
+    own `draw`, so a denoiser's loss sees new noise each time (models/protocol.py TrainingExample)."""
     rng = random.Random(seed)
+    visits = itertools.count(1)
     while True:
-        yield [rng.choice(replay if replay and rng.random() < replay_fraction else own) for _ in range(batch_size)]
+        yield [replace(rng.choice(replay if replay and rng.random() < replay_fraction else own), draw=next(visits))
+               for _ in range(batch_size)]
 
 
 def imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay, seed,

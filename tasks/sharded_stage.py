@@ -12,7 +12,10 @@ A stage is two Prefect-free functions in its own module, declared with `sharded_
   thread by the in-process runner, submitted to Dask or Ray otherwise), each staging its rows in Parquet
   (storage/shard_files.py), then the merge task, which waits for them (`wait_for`) and reads the staged rows.
 Every task is a `stage_task` (persisted, resumable results and the test-only fault point), and the merged
-result carries how the shards ran (count, processes, backbone loads, seconds).
+result carries how the shards ran (count, processes, backbone loads, seconds). A shard task that fails is retried
+(`SHARD_RETRIES` times, `SHARD_RETRY_DELAY_S` apart) before the stage fails: a shard only reads its inputs and
+overwrites its own staging file, so a retry is safe, and one flaky worker or object-store call does not cost the
+round.
 
     from tasks.solve import SOLVE
     result = run_stage(SOLVE, 4, "", shard_args={"round_idx": 0, "checkpoint_uri": ckpt}, merge_args={"round_idx": 0})
@@ -32,6 +35,9 @@ from storage.shard_files import read_shards, rows_table, write_shard
 from tasks.round_inputs import backbone_loads
 from tasks.stage import stage_task
 from tasks.stage_result import ShardResult, StageResult
+
+
+SHARD_RETRIES, SHARD_RETRY_DELAY_S = 2, 2
 
 
 class StagedRows:
@@ -81,7 +87,7 @@ def sharded_stage(stage: str, task_name: str, shard: Callable, merge: Callable, 
     spec = ShardedStage(stage, task_name, shard, merge, counted,
                         staging or (lambda args: (args["round_idx"], folder)))
 
-    @stage_task(f"{stage}-shard", f"{task_name}-shard")
+    @stage_task(f"{stage}-shard", f"{task_name}-shard", retries=SHARD_RETRIES, retry_delay_seconds=SHARD_RETRY_DELAY_S)
     def shard_task(stage: str, shard_idx: int, n_shards: int, shard_args: dict, namespace: str = "") -> ShardResult:
         settings = Settings.from_env().within(namespace)
         tables = spec.shard(settings, shard_idx, n_shards, **shard_args)

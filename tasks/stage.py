@@ -10,7 +10,8 @@ It also carries a test-only fault point: a flow run whose parameters contain
 `inject_fault={"stage": "<stage>", "while_exists": "<path>"}` fails in that stage for as long as
 the file exists (see tests/test_operations.py). With `"kill_worker": true` the process running the
 stage dies instead (after removing the file, so the rescheduled attempt passes): how
-tests/test_sharding.py kills a Dask worker in the middle of a shard.
+tests/test_sharding.py kills a Dask worker in the middle of a shard. With `"once": true` the stage removes the
+file and raises: one transient failure, which a shard task's own retries absorb.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def fault_point(stage: str) -> None:
         if fault.get("kill_worker"):
             marker.unlink()
             os._exit(17)
+        if fault.get("once"):
+            marker.unlink()
         raise InjectedFault(f"injected fault in stage {stage!r} (it passes once {marker} is removed)")
 
 

@@ -15,6 +15,15 @@ class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def handed(stages: list[StageResult]) -> dict[str, int]:
+    """table -> the version the latest of `stages` to write it left: what the next stage reads.
+
+    >>> handed([StageResult("a", 0, {"x": 1, "y": 1}, 2), StageResult("b", 0, {"x": 3}, 1)])
+    {'x': 3, 'y': 1}
+    """
+    return {table: version for stage in stages for table, version in stage.tables.items()}
+
+
 @dataclass(frozen=True)
 class ShardResult:
     """What one shard of a sharded stage staged (storage/shard_files.py), and which process ran it."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +73,22 @@ def test_pretraining_draws_fresh_noise_each_step_and_a_role_update_keeps_its_dra
     b.attach_roles()
     b.network.train()
     assert torch.equal(b.example_nll("generator", t2i), b.example_nll("generator", t2i))
+    # imitation numbers its visits: another draw scores the same example on other noise, reproducibly
+    revisit = [dataclasses.replace(t2i[0], draw=7)]
+    assert not torch.allclose(b.example_nll("generator", revisit), b.example_nll("generator", t2i))
+    assert torch.equal(b.example_nll("generator", revisit), b.example_nll("generator", revisit))
+
+
+def test_imitation_batches_give_every_visit_its_own_draw_and_the_same_stream_again():
+    from tasks.finetune import _mixed
+
+    own = [TrainingExample("t2i", prompt=f"a red circle {i}") for i in range(3)]
+    replay = [TrainingExample("t2i", prompt="a blue square")]
+    first = list(itertools.islice(_mixed(own, replay, 0.5, 4, seed=3), 5))
+    draws = [e.draw for batch in first for e in batch]
+    assert draws == list(range(1, 21))  # 5 batches of 4: each visit a new draw, none the policy's fixed 0
+    again = list(itertools.islice(_mixed(own, replay, 0.5, 4, seed=3), 5))
+    assert [[(e.prompt, e.draw) for e in b] for b in again] == [[(e.prompt, e.draw) for e in b] for b in first]
 
 
 def test_init_from_takes_the_shipped_trunk_and_pretraining_moves_only_the_denoiser():

@@ -127,6 +127,19 @@ def test_worker_killed_mid_shard_is_rescheduled_without_duplicates(single_proces
 
 
 @pytest.mark.usefixtures("prefect_server")
+def test_a_shard_that_fails_once_is_retried_and_the_stage_ends_with_the_same_rows(single_process, tmp_path,
+                                                                                  monkeypatch):
+    _, reference = single_process
+    marker = tmp_path / "fail-once"
+    marker.write_text("the first solve shard to see this raises once")
+    result, tables = _run(tmp_path / "retried", monkeypatch, _config(shards=2), task_runner("inprocess"),
+                          inject_fault={"stage": "solve-shard", "while_exists": str(marker), "once": True})
+    assert not marker.exists()  # a shard did fail
+    _assert_same_rows(tables, reference)
+    assert [stage for stage, _, _ in result] == [stage for stage, _, _ in single_process[0]]
+
+
+@pytest.mark.usefixtures("prefect_server")
 def test_more_shards_than_images_and_reruns_write_the_same_rows(tmp_path, monkeypatch):
     config = _config(n_images=3, n_per_prompt=1)
     _, one = _run(tmp_path / "one", monkeypatch, config, task_runner("inprocess"))
