@@ -52,6 +52,9 @@ class CompositeConfig:
     max_new_tokens: int = 24
     ste_tokens: int = 5
     inference_steps: int = 20
+    # Prompts are padded (and truncated) to this many tokens, as diffusers' pipelines pad T5/CLIP: the DiT attends
+    # to the padding, so padding to the batch's longest prompt made an image depend on its batch-mates.
+    prompt_tokens: int = 77
     loss_draws: int = 2  # (t, noise) draws per example in the denoising loss
     lora_r: int = 8
     lora_alpha: int = 16
@@ -63,7 +66,7 @@ class CompositeConfig:
 
     @classmethod
     def tiny(cls) -> "CompositeConfig":
-        return cls(max_new_tokens=8, inference_steps=4, user_template="{image} {text} :")
+        return cls(max_new_tokens=8, inference_steps=4, prompt_tokens=16, user_template="{image} {text} :")
 
 
 class _Network(nn.Module):
@@ -311,7 +314,8 @@ class CompositeBackbone(PretrainedAdapter):
     # ----- generation ---------------------------------------------------------------------
     def _condition(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The base language model's hidden states of the prompts' normal forms, through the connectors."""
-        enc = self.tokenizer([normalize_text(p) for p in prompts], return_tensors="pt", padding=True).to(self.device)
+        enc = self.tokenizer([normalize_text(p) for p in prompts], return_tensors="pt", padding="max_length",
+                             max_length=self.config.prompt_tokens, truncation=True).to(self.device)
         with self._lm.disable_adapter() if self.roles_attached else contextlib.nullcontext():
             hidden = self._lm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
         mask = enc["attention_mask"][..., None].float()

@@ -81,6 +81,15 @@ class ShapesLatentConfig(ShapesConfig):
     denoiser_lora_r: int = 8
     cfg_drop: float = 0.15  # pretraining drops the prompt this often, so sampling can use guidance
     guidance_scale: float = 4.0  # classifier-free guidance when sampling (1 = none)
+    # Imitation updates drop the prompt as often as pretraining did, so the unconditional branch follows the
+    # conditional one. Without it guidance amplified the update: one compose round on the flow base raised
+    # counting 0.725 -> 0.875 unguided but dropped it 0.825 -> 0.588 at guidance 4 (validation, 2026-12-04).
+    update_cfg_drop: bool = True
+    # The condition is left-padded to at least this many tokens, and prompts of one width are denoised
+    # together: a prompt's image must not depend on its batch-mates. The denoiser attends to the padding, so a
+    # short prompt batched alone (4 tokens) drew one object too many ("three circles": 11 of 52 right against
+    # 42 with 9). 9 is the longest prompt of the world's grammar, the width nearly every pretraining batch had.
+    condition_tokens: int = 9
     freeze_understanding: bool = False  # pretraining from an existing trunk trains the denoiser only
 
     @classmethod
@@ -229,13 +238,29 @@ class ShapesLatentBackbone(ShapesBackbone):
                     self._denoiser_adapter(False)
 
     # ----- generation ---------------------------------------------------------------------
+    def _condition_width(self, prompt: str) -> int:
+        """The token width `prompt` is conditioned at: its own, at least `condition_tokens`."""
+        return max(self.config.condition_tokens, len(self._prefix("t2i", None, prompt)[0]) - 1)
+
+    def _width_groups(self, prompts: list[str]) -> list[list[int]]:
+        """Indices of `prompts` grouped by condition width (in order of first appearance): each group is
+        denoised on its own, so no prompt is padded for a longer batch-mate."""
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(self._condition_width(p), []).append(i)
+        return list(groups.values())
+
     def _condition(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The language model's hidden states of `<bos><gen> prompt` (the base: adapters off)."""
+        """The language model's hidden states of `<bos><gen> prompt` (the base: adapters off), left-padded to
+        at least `condition_tokens`."""
         prefixes = [self._prefix("t2i", None, p) for p in prompts]
-        batch = self._pad([(ids[:-1], cells[:-1], [False] * (len(ids) - 1)) for ids, cells in prefixes])
+        width = max(self.config.condition_tokens, *(len(ids) - 1 for ids, _ in prefixes))
+        filler = ([0] * width, [-1] * width, [False] * width)  # sets the width; dropped below
+        batch = self._pad([(ids[:-1], cells[:-1], [False] * (len(ids) - 1)) for ids, cells in prefixes] + [filler])
         with super().role(None) if self.roles_attached else contextlib.nullcontext():
-            hidden = self.network(batch.ids, batch.cells, batch.mask, batch.positions, hidden=True).hidden_states[-1]
-        mask = batch.mask.unsqueeze(-1).float()
+            hidden = self.network(batch.ids[:-1], batch.cells[:-1], batch.mask[:-1], batch.positions[:-1],
+                                  hidden=True).hidden_states[-1]
+        mask = batch.mask[:-1].unsqueeze(-1).float()
         hidden = hidden * mask
         return hidden, hidden.sum(1) / mask.sum(1).clamp(min=1)
 
@@ -261,21 +286,27 @@ class ShapesLatentBackbone(ShapesBackbone):
             noise = torch.stack([torch.randn((LATENT_DIM, GRID, GRID), generator=torch.Generator().manual_seed(r))
                                  for r in rows])
         latents = noise * max(temperature, 1e-3)
+        with self.role("generator") if self.roles_attached else contextlib.nullcontext():
+            for group in self._width_groups(flat):
+                latents[group] = self._sample([flat[i] for i in group], latents[group])
+        images = [codebook.decode(codes) for codes in self._to_codes(latents)]
+        return [images[i * n_per_prompt:(i + 1) * n_per_prompt] for i in range(len(prompts))]
+
+    def _sample(self, prompts: list[str], latents: torch.Tensor) -> torch.Tensor:
+        """Denoise `latents` for `prompts` (one condition width) with classifier-free guidance."""
         scheduler = self._sample_scheduler()
         scheduler.set_timesteps(self.config.inference_steps)
         guided = self.config.guidance_scale != 1.0
-        with self.role("generator") if self.roles_attached else contextlib.nullcontext():
-            cond, pooled = self._condition(flat + ([""] * len(flat) if guided else []))
-            for t in scheduler.timesteps:
-                x = torch.cat([latents, latents]) if guided else latents
-                out = self.network.denoiser(hidden_states=x, encoder_hidden_states=cond, pooled_projections=pooled,
-                                            timestep=t.expand(len(x)).float()).sample
-                if guided:  # classifier-free guidance
-                    conditional, unconditional = out.chunk(2)
-                    out = unconditional + self.config.guidance_scale * (conditional - unconditional)
-                latents = scheduler.step(out, t, latents).prev_sample
-        images = [codebook.decode(codes) for codes in self._to_codes(latents)]
-        return [images[i * n_per_prompt:(i + 1) * n_per_prompt] for i in range(len(prompts))]
+        cond, pooled = self._condition(prompts + ([""] * len(prompts) if guided else []))
+        for t in scheduler.timesteps:
+            x = torch.cat([latents, latents]) if guided else latents
+            out = self.network.denoiser(hidden_states=x, encoder_hidden_states=cond, pooled_projections=pooled,
+                                        timestep=t.expand(len(x)).float()).sample
+            if guided:  # classifier-free guidance
+                conditional, unconditional = out.chunk(2)
+                out = unconditional + self.config.guidance_scale * (conditional - unconditional)
+            latents = scheduler.step(out, t, latents).prev_sample
+        return latents
 
     def _denoising_losses(self, examples: list[TrainingExample]) -> torch.Tensor:
         """Per-example denoising loss over `loss_draws` (t, noise) draws.
@@ -298,26 +329,32 @@ class ShapesLatentBackbone(ShapesBackbone):
             steps.append(torch.randint(0, scheduler.config.num_train_timesteps, (draws,), generator=g))
         noise, sigma, steps = torch.cat(noise), torch.cat(sigma), torch.cat(steps)
         prompts = [e.prompt for e in examples]
-        if pretraining and self.config.cfg_drop > 0:
-            # Drop some prompts (seeded per prompt and step) so the denoiser also learns p(x).
-            prompts = [p if torch.rand(1, generator=torch.Generator().manual_seed(
-                zlib.crc32(p.encode()) + 7919 * step + i)).item() >= self.config.cfg_drop else ""
-                for i, p in enumerate(prompts)]
-        # The condition is the trunk's; it takes gradients only when pretraining trains the trunk too.
-        trains_trunk = pretraining and not self.config.freeze_understanding
-        with contextlib.nullcontext() if trains_trunk else torch.no_grad():
-            cond, pooled = self._condition(prompts)  # once per example, shared by its draws
-        cond, pooled = cond.repeat_interleave(draws, 0), pooled.repeat_interleave(draws, 0)
+        # Drop some prompts so the denoiser also learns p(x): in pretraining (seeded per prompt and step) and in
+        # imitation updates (per prompt and visit); a policy update (draw 0) keeps every prompt, so the policy
+        # and its cached reference see the same condition.
+        dropping = self.config.cfg_drop > 0 and (pretraining or self.config.update_cfg_drop)
+        if dropping:
+            prompts = [p if (not pretraining and visit == 0) or torch.rand(1, generator=torch.Generator().manual_seed(
+                zlib.crc32(p.encode()) + 7919 * visit + i)).item() >= self.config.cfg_drop else ""
+                for i, (p, visit) in enumerate(zip(prompts, visits))]
         if self.paradigm == "flow":
             s = sigma[:, None, None, None]
             noisy, target, timestep = (1 - s) * x0 + s * noise, noise - x0, sigma * 1000
         else:
             noisy, target, timestep = (scheduler.add_noise(x0, noise, steps), scheduler.get_velocity(x0, noise, steps),
                                        steps.float())
-        pred = self.network.denoiser(hidden_states=noisy, encoder_hidden_states=cond, pooled_projections=pooled,
-                                     timestep=timestep).sample
-        per_draw = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
-        return per_draw.reshape(len(examples), draws).mean(1)
+        # The condition is the trunk's; it takes gradients only when pretraining trains the trunk too.
+        trains_trunk = pretraining and not self.config.freeze_understanding
+        per_example = torch.zeros(len(examples))
+        for group in self._width_groups(prompts):
+            with contextlib.nullcontext() if trains_trunk else torch.no_grad():
+                cond, pooled = self._condition([prompts[i] for i in group])  # once per example, shared by its draws
+            rows = torch.tensor([i * draws + d for i in group for d in range(draws)])
+            pred = self.network.denoiser(hidden_states=noisy[rows], encoder_hidden_states=cond.repeat_interleave(
+                draws, 0), pooled_projections=pooled.repeat_interleave(draws, 0), timestep=timestep[rows]).sample
+            per_draw = ((pred.float() - target[rows]) ** 2).mean(dim=(1, 2, 3))
+            per_example = per_example.index_put((torch.tensor(group),), per_draw.reshape(len(group), draws).mean(1))
+        return per_example
 
     def _next_pretrain_step(self) -> int:
         """A counter that advances every pretraining call: each step draws new noise and drops."""

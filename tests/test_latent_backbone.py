@@ -79,6 +79,46 @@ def test_pretraining_draws_fresh_noise_each_step_and_a_role_update_keeps_its_dra
     assert torch.equal(b.example_nll("generator", revisit), b.example_nll("generator", revisit))
 
 
+LONG = "a red circle left of a blue square and a green triangle"  # wider than condition_tokens (9)
+
+
+@pytest.mark.parametrize("name", ["shapes-flow", "shapes-diffusion"])
+def test_a_prompts_image_and_loss_do_not_depend_on_its_batch_mates(name):
+    # The denoiser attends to the condition's padding: batched alone, a short prompt once drew another image
+    # than beside a long one ("three circles" on the flow base: 11 of 52 right alone, 42 in a mixed batch).
+    b = create_backbone(name, seed=0, size="tiny")
+    assert b._condition_width("three circles") == 9 and b._condition_width(LONG) > 9
+    alone = b.generate_images(["three circles"], 2, 1.0, seed=[11])[0]
+    mixed = b.generate_images([LONG, "a red circle", "three circles"], 2, 1.0, seed=[5, 6, 11])
+    assert all(np.array_equal(x, y) for x, y in zip(alone, mixed[2]))
+    b.attach_roles()
+    image = _images(1)[0]
+    short = TrainingExample("t2i", prompt="three circles", target_image=image, draw=3)
+    long = TrainingExample("t2i", prompt=LONG, target_image=image, draw=4)
+    with torch.no_grad():
+        together = b.example_nll("generator", [long, short])
+        assert torch.allclose(together[1], b.example_nll("generator", [short])[0])
+        assert torch.allclose(together[0], b.example_nll("generator", [long])[0])
+
+
+def test_imitation_visits_drop_some_prompts_and_policy_draws_keep_every_prompt():
+    # Guidance amplifies an update the unconditional branch does not follow: imitation drops prompts as often
+    # as pretraining (cfg_drop) so that it does; a policy update (draw 0) must score policy and reference alike.
+    dropping = create_backbone("shapes-flow", seed=0, size="tiny", cfg_drop=0.3)
+    keeping = create_backbone("shapes-flow", seed=0, size="tiny", cfg_drop=0.3, update_cfg_drop=False)
+    image = _images(1)[0]
+    visits = [TrainingExample("t2i", prompt="a red circle", target_image=image, draw=d) for d in range(40)]
+    for b in (dropping, keeping):
+        b.attach_roles()
+    with torch.no_grad():
+        dropped = dropping.example_nll("generator", visits)
+        kept = keeping.example_nll("generator", visits)
+    same = torch.isclose(dropped, kept)
+    assert same[0]  # the policy's draw
+    assert 4 <= int((~same[1:]).sum()) <= 22  # about 30% of the 39 visits dropped their prompt
+    assert torch.equal(dropped, dropping.example_nll("generator", visits).detach())  # reproducible
+
+
 def test_imitation_batches_give_every_visit_its_own_draw_and_the_same_stream_again():
     from tasks.finetune import _mixed
 

@@ -181,3 +181,14 @@ def test_the_gpu_script_runs_a_round_from_local_model_folders(janus, asg_home, t
     meta = json.loads((round_ckpt / "config.json").read_text())
     assert meta["source"] and not (round_ckpt / "base.safetensors").exists()
     assert load_backbone(round_ckpt).name == janus.name
+
+
+def test_the_composite_conditions_a_prompt_alike_alone_and_beside_a_longer_one():
+    # The DiT attends to the prompt's padding: padded to its batch's longest prompt, a prompt's image depended
+    # on its batch-mates (measured on the embedded flow base); fixed-width padding, as diffusers' pipelines do.
+    b = create_backbone("composite", seed=0, size="tiny")
+    with torch.no_grad():
+        alone, pooled_alone = b._condition(["three circles"])
+        mixed, pooled_mixed = b._condition(["a red circle left of a blue square and a green triangle", "three circles"])
+    assert alone.shape[1] == mixed.shape[1] == b.config.prompt_tokens
+    assert torch.allclose(alone[0], mixed[1], atol=1e-5) and torch.allclose(pooled_alone[0], pooled_mixed[1], atol=1e-5)
