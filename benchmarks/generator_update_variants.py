@@ -1,0 +1,81 @@
+"""Benchmark: the Generator's imitation update on one stored round's examples, from the same base, under config
+variants side by side, scored by GenEval-2D on the validation split (evaluation only).
+
+    ASG_HOME=/tmp/r-flow .venv/bin/asg round --round-idx 0 --checkpoint models/checkpoints/shapes-flow-base
+    .venv/bin/python benchmarks/generator_update_variants.py --home /tmp/r-flow \
+        --checkpoint models/checkpoints/shapes-flow-base --variants default update_cfg_drop=0
+
+A variant is `default` or comma-separated `field=value` overrides of the backbone's config (for example
+`update_cfg_drop=0`, `guidance_scale=2`); every variant trains the same examples with the same seed, replay,
+steps and learning rate as the round's fine-tune stage. Each line printed is one variant; all of them are
+written to benchmarks/results/generator_update_variants.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def overrides(variant: str, config) -> dict:
+    """`field=value,...` typed like the config's fields ("0"/"1" for booleans)."""
+    if variant == "default":
+        return {}
+    out = {}
+    for part in variant.split(","):
+        name, _, value = part.partition("=")
+        if not hasattr(config, name):
+            raise SystemExit(f"unknown config field {name!r} in variant {variant!r}")
+        kind = type(getattr(config, name))
+        out[name] = value in ("1", "true", "True") if kind is bool else kind(value)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home", required=True, help="ASG_HOME of a finished round (its training_examples)")
+    ap.add_argument("--checkpoint", required=True, help="the base the round started from")
+    ap.add_argument("--round-idx", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=480)
+    ap.add_argument("--variants", nargs="+", default=["default", "update_cfg_drop=0"])
+    args = ap.parse_args()
+    os.environ["ASG_HOME"] = args.home
+
+    from models.registry import load_backbone
+    from storage.settings import Settings
+    from storage.tables import connect
+    from tasks.finetune import imitate_role, replay_examples, stored_examples
+    from tasks.logic.held_out_evaluation import EvalConfig, evaluate_geneval
+    from tasks.logic.stage_configs import FinetuneConfig
+
+    own = stored_examples(connect(Settings.from_env()), args.round_idx, "generator")
+    if not own:
+        raise SystemExit(f"round {args.round_idx} in {args.home} has no generator examples")
+    ft = FinetuneConfig()
+    replay = replay_examples(ft.seed_scenes, ft.seed_set_seed, "generator")
+    rows = []
+    for variant in args.variants:
+        backbone = load_backbone(args.checkpoint)
+        backbone.config = dataclasses.replace(backbone.config, **overrides(variant, backbone.config))
+        backbone.attach_roles()
+        clock = time.perf_counter()
+        losses = imitate_role(backbone, "generator", own, args.steps, ft.lr, ft.batch_size, ft.replay_fraction,
+                              replay, seed=1234)
+        scores = evaluate_geneval(backbone, EvalConfig(split="validation"))
+        rows.append({"variant": variant, "examples": len(own), "steps": args.steps,
+                     "seconds": round(time.perf_counter() - clock, 1), **losses,
+                     **{k: round(v, 4) for k, v in scores.items()}})
+        print(json.dumps(rows[-1]), flush=True)
+    out = ROOT / "benchmarks" / "results" / "generator_update_variants.json"
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
