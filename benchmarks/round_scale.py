@@ -7,7 +7,7 @@
 Each measurement is a fresh process (`python benchmarks/round_scale.py --child …`) on a fresh ASG_HOME,
 so peak RSS is that round's alone: psutil samples the round process every 0.2 s (Dask workers are
 separate processes and are sampled and reported separately). A round here is `round_flow` with
-evaluation off and the default sizes (K=3, N=7, L=3, 120/60/120 fine-tune steps); with `--workers`
+evaluation off and the default config (the compose preset, its 480/240/480 fine-tune steps); with `--workers`
 only the five rollout stages run, as `shards` = workers. Writes benchmarks/results/round_scale.json.
 """
 

@@ -11,13 +11,17 @@ The default step counts keep the paper's 3 understanding : 2 generation update s
 An imitation update saves its progress every 5% of its steps (storage/train_progress.py, keyed by everything that
 decides it): a re-run after a crash continues each role from its last saved step, bit for bit, and skips the
 roles that had finished. The policy updates of the paper preset start over.
+
+An imitation update reads only the examples its steps visit (tasks/logic/visit_plan.py draws the visits first,
+then `visited_examples` loads those rows and images in chunks), so the stage's memory follows the steps, not the
+pool; the paper preset's policy updates score every example and load them all.
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
-import random
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -30,7 +34,7 @@ from models.training import TrainConfig, TrainProgress, train
 from models.vocabulary import FRAMINGS
 from storage.checkpoints import save_checkpoint
 from storage.settings import Settings
-from storage.tables import connect, read, upsert
+from storage.tables import connect, read, sql_quote, upsert
 from storage.train_progress import load_progress, remove_progress, save_progress
 from tasks.filter import previous_states
 from tasks.logic.advantages import BETA_INIT, adaptive_beta
@@ -41,6 +45,7 @@ from tasks.stage import stage_task
 from tasks.stage_cache import inputs_key
 from tasks.stage_result import StageResult
 from tasks.logic.stage_seeds import stage_seed
+from tasks.logic.visit_plan import iter_visit_batches, own_indices, visit_batches
 from world.seed_set import seed_examples
 
 ROLE_KINDS = {"solver": ("vqa", "caption"), "proposer": ("ask", "spec"), "generator": ("t2i",)}
@@ -51,22 +56,64 @@ PAPER_OBJECTIVES = {
 }
 
 
+IMAGE_TABLES = (("images", "image_id"), ("generations", "generation_id"), ("compositions", "composition_id"))
+EXAMPLE_COLUMNS = ["example_id", "kind", "image_table", "image_key", "prompt", "target", "framing", "weight"]
+
+
+def stored_example_ids(db, round_idx: int, role: str, version: int | str | None = None) -> list[str]:
+    """The role's example ids of the round in training order (by image table, then id), read as one column."""
+    frame = read(db, "training_examples", where=f"round_idx = {round_idx} AND role = '{role}'",
+                 columns=["example_id", "image_table"], version=version).sort_values("example_id")
+    return [i for table, _ in IMAGE_TABLES for i in frame.loc[frame["image_table"] == table, "example_id"]]
+
+
+def examples_by_id(db, ids: list[str], version: int | str | None = None, chunk: int = 2000) -> list[TrainingExample]:
+    """Those examples (in the order of `ids`) with their images decoded, read `chunk` rows at a time."""
+    rows: dict[str, dict] = {}
+    for start in range(0, len(ids), chunk):
+        where = f"example_id IN ({', '.join(sql_quote(i) for i in ids[start:start + chunk])})"
+        rows.update((r["example_id"], r) for r in read(db, "training_examples", where=where, columns=EXAMPLE_COLUMNS,
+                                                         version=version).to_dict("records"))
+    images: dict[str, np.ndarray] = {}
+    for table, key in IMAGE_TABLES:
+        keys = sorted({rows[i]["image_key"] for i in ids if rows[i]["image_table"] == table})
+        images.update(zip(((table, k) for k in keys), images_by_id(db, table, key, keys, version=version)))
+    out = []
+    for i in ids:
+        row = rows[i]
+        image = images[(row["image_table"], row["image_key"])]
+        if row["kind"] == "t2i":
+            out.append(TrainingExample("t2i", prompt=row["prompt"], target_image=image, weight=row["weight"]))
+        else:
+            out.append(TrainingExample(row["kind"], image=image, prompt=row["prompt"], target=row["target"],
+                                       framing=row["framing"], weight=row["weight"]))
+    return out
+
+
 def stored_examples(db, round_idx: int, role: str, version: int | str | None = None) -> list[TrainingExample]:
     """The role's examples of the round; `version` (a table tag such as "round-3") reads them as the tables were
     then (flows/lineage.py)."""
-    frame = read(db, "training_examples", where=f"round_idx = {round_idx} AND role = '{role}'", version=version)
-    frame = frame.sort_values("example_id")
-    out = []
-    for table, key in (("images", "image_id"), ("generations", "generation_id"), ("compositions", "composition_id")):
-        part = frame[frame["image_table"] == table]
-        images = images_by_id(db, table, key, part["image_key"].tolist(), version=version)
-        for row, image in zip(part.to_dict("records"), images):
-            if row["kind"] == "t2i":
-                out.append(TrainingExample("t2i", prompt=row["prompt"], target_image=image, weight=row["weight"]))
-            else:
-                out.append(TrainingExample(row["kind"], image=image, prompt=row["prompt"], target=row["target"],
-                                           framing=row["framing"], weight=row["weight"]))
-    return out
+    return examples_by_id(db, stored_example_ids(db, round_idx, role, version), version)
+
+
+class VisitedExamples(Sequence):
+    """A role's examples as the update sees them: `len` is all of them, but only the visited ones are loaded."""
+
+    def __init__(self, n: int, loaded: dict[int, TrainingExample]):
+        self.n, self.loaded = n, loaded
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> TrainingExample:
+        return self.loaded[index]
+
+
+def visited_examples(db, ids: list[str], replay_size: int, replay_fraction: float, batch_size: int, seed: int,
+                     n_steps: int) -> VisitedExamples:
+    """Only the examples the first `n_steps` batches of `_mixed` visit, loaded: memory follows the steps."""
+    wanted = sorted(own_indices(visit_batches(len(ids), replay_size, replay_fraction, batch_size, seed, n_steps)))
+    return VisitedExamples(len(ids), dict(zip(wanted, examples_by_id(db, [ids[i] for i in wanted]))))
 
 
 def replay_examples(seed_scenes: int, seed: int, role: str) -> list[TrainingExample]:
@@ -74,13 +121,13 @@ def replay_examples(seed_scenes: int, seed: int, role: str) -> list[TrainingExam
 
 
 def _mixed(own, replay, replay_fraction, batch_size, seed):
-    """Endless batches drawing each example from replay with probability `replay_fraction`; every visit has its
-    own `draw`, so a denoiser's loss sees new noise each time (models/protocol.py TrainingExample)."""
-    rng = random.Random(seed)
+    """Endless batches drawing each example from replay with probability `replay_fraction` (tasks/logic/visit_plan.py);
+    every visit has its own `draw`, so a denoiser's loss sees new noise each time (models/protocol.py
+    TrainingExample)."""
     visits = itertools.count(1)
-    while True:
-        yield [replace(rng.choice(replay if replay and rng.random() < replay_fraction else own), draw=next(visits))
-               for _ in range(batch_size)]
+    sources = {"own": own, "replay": replay}
+    for batch in iter_visit_batches(len(own), len(replay or ()), replay_fraction, batch_size, seed):
+        yield [replace(sources[source][index], draw=next(visits)) for source, index in batch]
 
 
 def imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay, seed,
@@ -150,15 +197,20 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
     metrics: dict[str, float] = {}
     betas: dict[str, float] = {}
     for role, n_steps in steps.items():
-        own = stored_examples(db, round_idx, role)
-        metrics[f"{role}_examples"] = len(own)
-        if n_steps <= 0 or not own:
+        ids = stored_example_ids(db, round_idx, role)
+        metrics[f"{role}_examples"] = len(ids)
+        if n_steps <= 0 or not ids:
             continue
         role_seed = stage_seed("finetune", seed, round_idx, role)
         if recipe_of(preset).update == "policy":
+            # The policy update scores every example under the rollout policy, so it loads them all.
             beta = states.get(f"beta:{role}", BETA_INIT)
-            role_metrics, betas[role] = _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, role_seed)
+            role_metrics, betas[role] = _reinforce(backbone, role, examples_by_id(db, ids), n_steps, lr, batch_size,
+                                                   beta, role_seed)
         else:
+            replay = replay_examples(seed_scenes, seed_set_seed, role)
+            own = visited_examples(db, ids, len(replay), replay_fraction, batch_size, role_seed, n_steps)
+            metrics[f"{role}_examples_visited"] = len(own.loaded)
             # Replay is the labeled seed set of pretraining (`seed_set_seed`), never other labeled scenes:
             # an experiment's `seed` varies the rollouts, not the labels.
             resume = _saved_progress(settings, round_idx, key, role)
@@ -170,8 +222,8 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
                     save_progress(settings, round_idx, key, role, _arrays(progress), step=progress.step,
                                   losses=progress.losses)
 
-            role_metrics = imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction,
-                                        replay_examples(seed_scenes, seed_set_seed, role), role_seed, resume, save)
+            role_metrics = imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay,
+                                        role_seed, resume, save)
         metrics.update(role_metrics)
     if world()[0] == 0:
         save_checkpoint(backbone, output_uri, settings)
