@@ -6,7 +6,8 @@
 
 Each measurement is a fresh process (`python benchmarks/round_scale.py --child …`) on a fresh ASG_HOME,
 so peak RSS is that round's alone: psutil samples the round process every 0.2 s (Dask workers are
-separate processes and are sampled and reported separately). A round here is `round_flow` with
+separate processes and are sampled and reported separately), and each stage's peak comes from the samples inside
+its task run's start and end as the round's Prefect API recorded them. A round here is `round_flow` with
 evaluation off and the default config (the compose preset, its 480/240/480 fine-tune steps); with `--workers`
 only the five rollout stages run, as `shards` = workers. Writes benchmarks/results/round_scale.json.
 """
@@ -45,8 +46,18 @@ def child(pool: int, workers: int, out: str) -> None:
     else:
         metrics = round_flow(0, str(BASE), config, experiment="asg-bench")
     seconds = time.perf_counter() - clock
-    Path(out).write_text(json.dumps({"seconds": seconds, "metrics": {k: v for k, v in metrics.items()
-                                                                      if isinstance(v, (int, float))}}))
+    Path(out).write_text(json.dumps({"seconds": seconds, "spans": task_spans(),
+                                     "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}))
+
+
+def task_spans() -> list[tuple[str, float, float]]:
+    """(task name, start, end) in Unix seconds of every task run the round's Prefect API recorded."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(limit=200)
+    return sorted(((r.name.rsplit("-", 1)[0], r.start_time.timestamp(), r.end_time.timestamp())
+                   for r in runs if r.start_time and r.end_time), key=lambda span: span[1])
 
 
 def measure(pool: int, workers: int) -> dict:
@@ -60,9 +71,12 @@ def measure(pool: int, workers: int) -> dict:
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(home / "log.txt", "w"))
     watched = psutil.Process(proc.pid)
     peak_round = peak_workers = 0
+    samples = []  # (Unix time, round process RSS): each stage's peak, from the task runs' spans
     while proc.poll() is None:
         try:
-            peak_round = max(peak_round, watched.memory_info().rss)
+            rss = watched.memory_info().rss
+            samples.append((time.time(), rss))
+            peak_round = max(peak_round, rss)
             # every child but Prefect's temporary API server (uvicorn) is a Dask worker or its nanny
             helpers = [c for c in watched.children(recursive=True)
                        if not any(w in " ".join(c.cmdline()) for w in ("uvicorn", "prefect.server", "prefect server"))]
@@ -76,10 +90,16 @@ def measure(pool: int, workers: int) -> dict:
     stages = {k.removesuffix(".seconds"): round(v, 1) for k, v in result["metrics"].items() if k.endswith(".seconds")}
     shards = {k.removesuffix(".shard_seconds_sum"): round(v, 1) for k, v in result["metrics"].items()
               if k.endswith(".shard_seconds_sum")}
+    stage_peaks = {}
+    for name, start, end in result.get("spans", []):
+        during = [rss for t, rss in samples if start <= t <= end]
+        if during:
+            stage_peaks[name] = max(stage_peaks.get(name, 0), round(max(during) / 2**20))
     db_bytes = sum(f.stat().st_size for f in (home / "asg_home" / "lancedb").rglob("*") if f.is_file())
     return {"pool": pool, "workers": workers, "seconds": round(result["seconds"], 1),
             "peak_rss_mb": round(peak_round / 2**20), "peak_worker_processes_rss_mb": round(peak_workers / 2**20),
-            "lancedb_mb": round(db_bytes / 2**20, 1), "stage_seconds": stages, "shard_seconds": shards}
+            "lancedb_mb": round(db_bytes / 2**20, 1), "stage_seconds": stages, "shard_seconds": shards,
+            "stage_peak_rss_mb": stage_peaks}
 
 
 def main() -> None:

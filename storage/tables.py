@@ -20,6 +20,7 @@ from datetime import timedelta
 import lancedb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.schemas import KEYS, SCHEMAS
 from storage.settings import Settings
@@ -77,22 +78,33 @@ def open_table(db, name: str):
     return table if table is not None else db.create_table(name, schema=SCHEMAS[name], exist_ok=True)
 
 
-def upsert(db, name: str, rows: list[dict] | pd.DataFrame, replace_where: str | None = None) -> int:
-    """Merge rows on the table key; with `replace_where`, also delete matching rows not in `rows`.
+def upsert(db, name: str, rows: list[dict] | pd.DataFrame | pa.Table, replace_where: str | None = None) -> int:
+    """Merge rows on the table key; with `replace_where`, also delete matching rows not in `rows`. `rows` may be
+    an Arrow table (what `storage.row_batches.RowBatches.table()` gives), which goes in without pandas.
 
     Returns the table version after the write.
     """
     table = open_table(db, name)
     schema = SCHEMAS[name]
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=schema.names)
-    missing = set(schema.names) - set(frame.columns)
-    if missing:
-        raise ValueError(f"rows for table {name!r} lack columns {sorted(missing)}")
     key = KEYS[name]
-    if frame[key].duplicated().any():
-        dupes = frame[key][frame[key].duplicated()].head(3).tolist()
-        raise ValueError(f"rows for table {name!r} repeat keys, e.g. {dupes}")
-    data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    if isinstance(rows, pa.Table):
+        missing = set(schema.names) - set(rows.column_names)
+        if missing:
+            raise ValueError(f"rows for table {name!r} lack columns {sorted(missing)}")
+        data = rows.select(schema.names).cast(schema)
+        if pc.count_distinct(data[key]).as_py() != data.num_rows:
+            counts = pc.value_counts(data[key])
+            dupes = [c["values"] for c in counts.to_pylist() if c["counts"] > 1][:3]
+            raise ValueError(f"rows for table {name!r} repeat keys, e.g. {dupes}")
+    else:
+        frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=schema.names)
+        missing = set(schema.names) - set(frame.columns)
+        if missing:
+            raise ValueError(f"rows for table {name!r} lack columns {sorted(missing)}")
+        if frame[key].duplicated().any():
+            dupes = frame[key][frame[key].duplicated()].head(3).tolist()
+            raise ValueError(f"rows for table {name!r} repeat keys, e.g. {dupes}")
+        data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     if len(data) == 0 and replace_where is None:
         return table.version
     if len(data) == 0:

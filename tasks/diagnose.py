@@ -18,9 +18,12 @@ from tasks.logic.answers import map_to_validators, normalize_answer
 from tasks.logic.diagnostics import auroc, family_entropy, share
 from tasks.logic.label_sources import agreement_decision, audit_rows, question_kind
 from tasks.logic.voting import vote
+from tasks.round_inputs import images_by_id
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world import language, parser
+
+CHUNK_ROWS = 4096  # training examples judged at a time
 
 
 def _question_metrics(db, round_idx: int) -> dict[str, float]:
@@ -196,28 +199,29 @@ def _oracle_or_none(scene, question: str) -> str | None:
 def _solver_target_metrics(db, round_idx: int, composed: dict) -> dict[str, float]:
     """How often the labels the Solver is actually trained on (positive weight) are true, whatever the preset."""
     frame = read(db, "training_examples", where=f"round_idx = {round_idx} AND role = 'solver' AND kind = 'vqa' "
-                                               f"AND weight > 0")
+                                               f"AND weight > 0",
+                 columns=["example_id", "image_table", "image_key", "prompt", "target"])
     if frame.empty:
         return {}
-    flags = []
-    own = frame[frame["image_table"] == "images"]
-    truths = true_answers(db, [{"question_id": r["example_id"], "image_id": r["image_key"], "question": r["prompt"]}
-                               for r in own.to_dict("records")])
-    flags += [truths.get(r["example_id"]) == normalize_answer(r["target"]) for r in own.to_dict("records")]
-    drawn = frame[frame["image_table"] == "generations"]
-    if not drawn.empty:
-        gens = read(db, "generations", where=f"round_idx = {round_idx}", columns=["generation_id", "png"])
-        pngs = dict(zip(gens["generation_id"], gens["png"]))
-        scenes: dict[str, object] = {}
-        for r in drawn.to_dict("records"):
-            if r["image_key"] not in scenes:
-                scenes[r["image_key"]] = parser.parsed_scene(decode_png(pngs[r["image_key"]]))
-            scene = scenes[r["image_key"]]
-            flags.append(scene is not None and _oracle_or_none(scene, r["prompt"]) == normalize_answer(r["target"]))
-    flags += [composed.get(r["image_key"]) is not None
-              and language.oracle_answer(composed[r["image_key"]], r["prompt"]) == normalize_answer(r["target"])
-              for r in frame[frame["image_table"] == "compositions"].to_dict("records")]
-    return {"solver_target_accuracy": share(flags), "solver_targets": float(len(flags))}
+    right = total = 0
+    for part in (frame.iloc[s:s + CHUNK_ROWS] for s in range(0, len(frame), CHUNK_ROWS)):
+        own = part[part["image_table"] == "images"].to_dict("records")
+        truths = true_answers(db, [{"question_id": r["example_id"], "image_id": r["image_key"], "question": r["prompt"]}
+                                   for r in own])
+        flags = [truths.get(r["example_id"]) == normalize_answer(r["target"]) for r in own]
+        drawn = part[part["image_table"] == "generations"].to_dict("records")
+        if drawn:
+            keys = sorted({r["image_key"] for r in drawn})
+            scenes = dict(zip(keys, (parser.parsed_scene(image)
+                                     for image in images_by_id(db, "generations", "generation_id", keys))))
+            flags += [scenes[r["image_key"]] is not None
+                      and _oracle_or_none(scenes[r["image_key"]], r["prompt"]) == normalize_answer(r["target"])
+                      for r in drawn]
+        flags += [composed.get(r["image_key"]) is not None
+                  and language.oracle_answer(composed[r["image_key"]], r["prompt"]) == normalize_answer(r["target"])
+                  for r in part[part["image_table"] == "compositions"].to_dict("records")]
+        right, total = right + sum(flags), total + len(flags)
+    return {"solver_target_accuracy": right / total if total else float("nan"), "solver_targets": float(total)}
 
 
 def label_audit(db, round_idx: int, accept_reward: float, compositions, composed: dict) -> list[dict]:

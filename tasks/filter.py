@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow.compute as pc
 
+from storage.row_batches import RowBatches
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalized
@@ -37,6 +39,22 @@ from tasks.logic.presets import recipe_of
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world.questions import question_family
+
+
+CHUNK_ROWS = 2048  # rows turned into dicts at a time: the stage's memory follows the chunk, not the pool
+
+
+def records(frame: pd.DataFrame, chunk: int = CHUNK_ROWS):
+    """The frame's rows as dicts, `chunk` at a time (all of them never exist as dicts at once)."""
+    for start in range(0, len(frame), chunk):
+        yield from frame.iloc[start:start + chunk].to_dict("records")
+
+
+def spec_chunks(scores: pd.DataFrame, chunk: int = CHUNK_ROWS):
+    """The score rows of `chunk` specs at a time (a spec's images stay together), each in the frame's order."""
+    spec_ids = sorted(set(scores["spec_id"]))
+    for start in range(0, len(spec_ids), chunk):
+        yield scores[scores["spec_id"].isin(set(spec_ids[start:start + chunk]))]
 
 
 def _example(round_idx, role, kind, source_id, image_table, image_key, prompt, target, weight, reward=0.0,
@@ -124,7 +142,7 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples, 
     a kind the Solver can judge (from the check's text): the compose preset leaves out relation checks, which
     the Solver answers at chance, so an accepted position image is no more often right than any sample."""
     best = set(scores.loc[scores.groupby("spec_id")["reward"].idxmax(), "generation_id"]) if len(scores) else set()
-    for row in scores.to_dict("records"):
+    for row in records(scores):
         kept, reason = generation_decision(row["reward"], row["generation_id"] in best, row["q_spec"], policy)
         spec = specs[row["spec_id"]]
         if kept and judged_kinds is not None and any(question_kind(q) not in judged_kinds
@@ -149,22 +167,25 @@ def _tile_verified_generation(round_idx, scores, specs, verdicts, policy, decisi
     """The compose preset: imitate the best image of each spec that its tiles show to match the prompt (read with
     the Solver's tile names, `tile_verdicts`). Images whose prompt is outside the prompt grammar (some of the
     Proposer's) fall back to the Solver's checks of the kinds it can judge."""
-    rows = [{**r, "verdict": verdicts.get(r["generation_id"], "not-in-grammar")} for r in scores.to_dict("records")]
-    decided = tile_generation_decisions(rows, policy)
-    for row in rows:
-        if row["generation_id"] not in decided:
-            continue
-        kept, reason = decided[row["generation_id"]]
-        gid = row["generation_id"]
-        decisions.append(_decision(round_idx, gid, "generation", kept, reason))
-        if kept:
-            spec = specs[row["spec_id"]]
-            examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
-                                     1.0, row["reward"]))
-            if spec["image_id"]:  # a targeted spec has no source image: the Proposer did not write it
-                examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images", spec["image_id"],
-                                         "", spec["raw_text"], row["reward"], row["reward"]))
-    rest = scores[~scores["generation_id"].isin(set(decided))].reset_index(drop=True)
+    undecided: set[str] = set()
+    for part in spec_chunks(scores):  # decisions are per spec, so a chunk of whole specs decides alone
+        rows = [{**r, "verdict": verdicts.get(r["generation_id"], "not-in-grammar")} for r in part.to_dict("records")]
+        decided = tile_generation_decisions(rows, policy)
+        for row in rows:
+            gid = row["generation_id"]
+            if gid not in decided:
+                undecided.add(gid)
+                continue
+            kept, reason = decided[gid]
+            decisions.append(_decision(round_idx, gid, "generation", kept, reason))
+            if kept:
+                spec = specs[row["spec_id"]]
+                examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
+                                         1.0, row["reward"]))
+                if spec["image_id"]:  # a targeted spec has no source image: the Proposer did not write it
+                    examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images",
+                                             spec["image_id"], "", spec["raw_text"], row["reward"], row["reward"]))
+    rest = scores[scores["generation_id"].isin(undecided)].reset_index(drop=True)
     _verified_generation(round_idx, rest, specs, policy, decisions, examples, COMPOSE_JUDGED_KINDS)
 
 
@@ -223,30 +244,32 @@ def _gold_generation(round_idx, scores, specs, correct, decisions, examples):
                                      specs[spec_id]["prompt"], "", 1.0, 1.0))
 
 
-def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decisions: list[dict]) -> list[dict]:
-    """One row per selected question with every signal and the filter's decision (the dashboard's table)."""
+def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decisions, chunk: int = CHUNK_ROWS):
+    """One row per selected question with every signal and the filter's decision (the dashboard's table), made
+    `chunk` questions at a time (only their answers become dicts)."""
     verdicts = {d["item_id"]: (d["kept"], d["reason"]) for d in decisions if d["item_kind"] == "question"}
-    by_question: dict[str, list[dict]] = {}
-    for a in answers.sort_values(["question_id", "sample_idx"]).to_dict("records"):
-        by_question.setdefault(a["question_id"], []).append(a)
-    rows = []
-    for item in items:
-        own = by_question.get(item["question_id"], [])
-        kept, reason = verdicts.get(item["question_id"], (False, "not-decided"))
-        rows.append({
-            "question_id": item["question_id"], "round_idx": round_idx, "image_id": item["image_id"],
-            "question": item["question"], "family": question_family(item["question"]) or "other",
-            "validator_a": item["validator_a"], "validator_b": item["validator_b"], "majority": item["majority"],
-            "majority_fraction": item["majority_fraction"], "answer_entropy": item["answer_entropy"],
-            "ste_raw": item["ste_raw"], "ste_difficulty": item["ste_difficulty"], "theta_easy": item["theta_easy"],
-            "bucket": item["bucket"], "informativeness": item["informativeness"],
-            "proposer_reward": item["proposer_reward"],
-            "mean_solver_reward": sum(a["reward"] for a in own) / len(own) if own else 0.0,
-            "kept": bool(kept), "reason": reason,
-            "answers_json": json.dumps([{"framing": a["framing"], "temperature": a["temperature"], "text": a["text"],
-                                         "mapped": a["mapped"], "reward": a["reward"]}
-                                        for a in own])})
-    return rows
+    answers = answers.sort_values(["question_id", "sample_idx"])
+    for start in range(0, len(items), chunk):
+        part = items[start:start + chunk]
+        by_question: dict[str, list[dict]] = {}
+        for a in answers[answers["question_id"].isin({i["question_id"] for i in part})].to_dict("records"):
+            by_question.setdefault(a["question_id"], []).append(a)
+        for item in part:
+            own = by_question.get(item["question_id"], [])
+            kept, reason = verdicts.get(item["question_id"], (False, "not-decided"))
+            yield {
+                "question_id": item["question_id"], "round_idx": round_idx, "image_id": item["image_id"],
+                "question": item["question"], "family": question_family(item["question"]) or "other",
+                "validator_a": item["validator_a"], "validator_b": item["validator_b"], "majority": item["majority"],
+                "majority_fraction": item["majority_fraction"], "answer_entropy": item["answer_entropy"],
+                "ste_raw": item["ste_raw"], "ste_difficulty": item["ste_difficulty"],
+                "theta_easy": item["theta_easy"], "bucket": item["bucket"], "informativeness": item["informativeness"],
+                "proposer_reward": item["proposer_reward"],
+                "mean_solver_reward": sum(a["reward"] for a in own) / len(own) if own else 0.0,
+                "kept": bool(kept), "reason": reason,
+                "answers_json": json.dumps([{"framing": a["framing"], "temperature": a["temperature"],
+                                             "text": a["text"], "mapped": a["mapped"], "reward": a["reward"]}
+                                            for a in own])}
 
 
 @stage_task("filter", "filter-examples")
@@ -257,10 +280,9 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
     recipe = recipe_of(preset)
     db = connect(Settings.from_env().within(namespace), at=tables)
     where = f"round_idx = {round_idx}"
-    decisions: list[dict] = []
-    examples: list[dict] = []
+    decisions, examples = RowBatches("filter_decisions"), RowBatches("training_examples")
     states: dict[str, float] = previous_states(db, round_idx)
-    qa_rows: list[dict] = []
+    qa_rows = RowBatches("qa_items")
     new_states: dict[str, float] = {}
     if mode in ("joint", "understanding"):
         questions = read(db, "questions", where=where)
@@ -289,7 +311,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
         elif recipe.solver_labels == "composed":
             compositions = read(db, "compositions", where=where, columns=["composition_id", "questions_json",
                                                                           "caption"])
-            _composed_understanding(round_idx, items, compositions.sort_values("composition_id").to_dict("records"),
+            _composed_understanding(round_idx, items, records(compositions.sort_values("composition_id")),
                                     decisions, examples)
         elif recipe.solver_labels == "gold":
             from tasks.gold_labels import true_answers
@@ -297,7 +319,9 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
             _gold_understanding(round_idx, items, true_answers(db, items), decisions, examples)
         else:
             _verified_understanding(round_idx, items, policy, decisions, examples)
-        qa_rows = qa_item_rows(round_idx, items, answers, decisions)
+        for row in qa_item_rows(round_idx, items, answers, decisions):
+            qa_rows.append(row)
+        del answers
     if mode in ("joint", "generation"):
         scores = read(db, "scores", where=where).sort_values("generation_id").reset_index(drop=True)
         specs = read(db, "specs", where=where).set_index("spec_id").to_dict("index")
@@ -323,21 +347,24 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
     carried = {k: v for k, v in {**states, **new_states}.items() if not k.startswith("beta:")}
     state_rows = [{"state_id": f"r{round_idx}:{k}", "round_idx": round_idx, "name": k, "value": v}
                   for k, v in sorted(carried.items())]
-    versions = {"filter_decisions": upsert(db, "filter_decisions", decisions, replace_where=where),
-                "training_examples": upsert(db, "training_examples", examples, replace_where=where),
-                "qa_items": upsert(db, "qa_items", qa_rows, replace_where=where),
+    decided, trained = decisions.table(), examples.table()
+    versions = {"filter_decisions": upsert(db, "filter_decisions", decided, replace_where=where),
+                "training_examples": upsert(db, "training_examples", trained, replace_where=where),
+                "qa_items": upsert(db, "qa_items", qa_rows.table(), replace_where=where),
                 "role_states": upsert(db, "role_states", state_rows,
                                       replace_where=f"{where} AND NOT (name LIKE 'beta:%')")}
-    metrics = {"questions_kept": sum(d["kept"] for d in decisions if d["item_kind"] == "question"),
-               "compositions_kept": sum(d["kept"] for d in decisions if d["item_kind"] == "composition"),
-               "generations_kept": sum(d["kept"] for d in decisions if d["item_kind"] == "generation"),
-               "candidates_rejected": sum(d["item_kind"] == "candidate" for d in decisions),
-               "examples": len(examples)}
+    kinds, kept = decided["item_kind"].to_pylist(), decided["kept"].to_pylist()
+    metrics = {"questions_kept": sum(k and i == "question" for i, k in zip(kinds, kept)),
+               "compositions_kept": sum(k and i == "composition" for i, k in zip(kinds, kept)),
+               "generations_kept": sum(k and i == "generation" for i, k in zip(kinds, kept)),
+               "candidates_rejected": sum(i == "candidate" for i in kinds),
+               "examples": trained.num_rows}
     for role in ("proposer", "solver", "generator"):
-        own = [e for e in examples if e["role"] == role]
-        metrics[f"examples_{role}"] = len(own)
-        if own:
-            metrics[f"{role}_mean_reward"] = sum(e["reward"] for e in own) / len(own)
-            metrics[f"{role}_mean_advantage"] = sum(e["advantage"] for e in own) / len(own)
-            metrics[f"{role}_advantage_abs_mean"] = sum(abs(e["advantage"]) for e in own) / len(own)
+        own = trained.filter(pc.equal(trained["role"], role))
+        metrics[f"examples_{role}"] = own.num_rows
+        if own.num_rows:
+            rewards, advantages = own["reward"].to_pylist(), own["advantage"].to_pylist()
+            metrics[f"{role}_mean_reward"] = sum(rewards) / len(rewards)
+            metrics[f"{role}_mean_advantage"] = sum(advantages) / len(advantages)
+            metrics[f"{role}_advantage_abs_mean"] = sum(abs(a) for a in advantages) / len(advantages)
     return StageResult("filter", round_idx, versions, len(examples), metrics)

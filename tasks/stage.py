@@ -12,6 +12,8 @@ the file exists (see tests/test_operations.py). With `"kill_worker": true` the p
 stage dies instead (after removing the file, so the rescheduled attempt passes): how
 tests/test_sharding.py kills a Dask worker in the middle of a shard. With `"once": true` the stage removes the
 file and raises: one transient failure, which a shard task's own retries absorb.
+
+After a stage returns, the memory it freed goes back to the operating system (tasks/freed_memory.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Callable
 
 from prefect import task
 
+from tasks.freed_memory import release_freed_memory
 from tasks.stage_cache import STAGE_CACHE
 from tasks.stage_result import ShardResult, StageResult
 
@@ -66,7 +69,10 @@ def stage_task(stage: str, name: str, **options) -> Callable:
         def run(*args, **kwargs):
             fault_point(stage)
             started = time.perf_counter()
-            result = fn(*args, **kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                release_freed_memory()  # the next stage starts from this one's baseline, not its peak
             return timed(result, time.perf_counter() - started)
 
         return task(name=name, persist_result=True, cache_policy=STAGE_CACHE, **options)(run)

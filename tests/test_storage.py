@@ -50,6 +50,29 @@ def test_bad_rows_are_refused_and_nothing_is_written(db):
     assert count(db, "votes") == 0
 
 
+def test_rows_held_as_arrow_batches_write_the_same_rows_as_dicts_and_are_checked_the_same_way(db):
+    from storage.row_batches import RowBatches
+
+    votes = [{**v, "informativeness": 0.5, "proposer_reward": 0.25} for v in _votes(10)]  # every column: strict
+    batches = RowBatches("votes", batch_rows=4)  # 10 rows: two full batches and two pending rows
+    for row in votes:
+        batches.append(row)
+    assert len(batches) == 10 and [r["question_id"] for r in batches] == [r["question_id"] for r in votes]
+    upsert(db, "votes", batches.table(), replace_where="round_idx = 0")
+    other = connect(Settings.from_env().within("dicts"))
+    upsert(other, "votes", votes, replace_where="round_idx = 0")
+    pd.testing.assert_frame_equal(read(db, "votes").sort_values("question_id").reset_index(drop=True),
+                                  read(other, "votes").sort_values("question_id").reset_index(drop=True))
+    repeated = RowBatches("votes")
+    for row in votes[:3] + votes[:1]:
+        repeated.append(row)
+    with pytest.raises(ValueError, match=r"repeat keys, e.g. \['r0:q000'\]"):
+        upsert(db, "votes", repeated.table())
+    with pytest.raises(ValueError, match="lack columns"):
+        RowBatches("votes", batch_rows=1).append({"question_id": "x"})
+    assert count(db, "votes") == 10
+
+
 def test_reading_a_missing_table_gives_an_empty_frame_with_columns(db):
     frame = read(db, "answers", columns=["answer_id", "text"])
     assert frame.empty and list(frame.columns) == ["answer_id", "text"]
