@@ -6,8 +6,9 @@ variants side by side, scored by GenEval-2D on the validation split (evaluation 
         --checkpoint models/checkpoints/shapes-flow-base --variants default update_cfg_drop=0
 
 A variant is `default` or comma-separated `field=value` overrides of the backbone's config (for example
-`update_cfg_drop=0`, `guidance_scale=2`); every variant trains the same examples with the same seed, replay,
-steps and learning rate as the round's fine-tune stage. Each line printed is one variant; all of them are
+`update_cfg_drop=0`, `guidance_scale=2`) or of the fine-tune section (`lr`, `replay_fraction`, `batch_size`), or
+`steps=N`; every variant trains the same examples with the same seed, and whatever it does not override as the
+round's fine-tune stage does. Each line printed is one variant; all of them are
 written to benchmarks/results/generator_update_variants.json.
 """
 
@@ -23,17 +24,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def overrides(variant: str, config) -> dict:
-    """`field=value,...` typed like the config's fields ("0"/"1" for booleans)."""
+def overrides(variant: str, *configs) -> list[dict]:
+    """`field=value,...` split by which of `configs` has the field, typed like it ("0"/"1" for booleans)."""
+    out: list[dict] = [{} for _ in configs]
     if variant == "default":
-        return {}
-    out = {}
+        return out
     for part in variant.split(","):
         name, _, value = part.partition("=")
-        if not hasattr(config, name):
-            raise SystemExit(f"unknown config field {name!r} in variant {variant!r}")
-        kind = type(getattr(config, name))
-        out[name] = value in ("1", "true", "True") if kind is bool else kind(value)
+        owner = next((k for k, c in enumerate(configs) if hasattr(c, name)), None)
+        if owner is None:
+            raise SystemExit(f"unknown field {name!r} in variant {variant!r}")
+        kind = type(getattr(configs[owner], name))
+        out[owner][name] = value in ("1", "true", "True") if kind is bool else kind(value)
     return out
 
 
@@ -62,13 +64,15 @@ def main() -> None:
     rows = []
     for variant in args.variants:
         backbone = load_backbone(args.checkpoint)
-        backbone.config = dataclasses.replace(backbone.config, **overrides(variant, backbone.config))
+        model, tune, run = overrides(variant, backbone.config, ft, argparse.Namespace(steps=args.steps))
+        backbone.config = dataclasses.replace(backbone.config, **model)
+        tune, steps = ft.model_copy(update=tune), run.get("steps", args.steps)
         backbone.attach_roles()
         clock = time.perf_counter()
-        losses = imitate_role(backbone, "generator", own, args.steps, ft.lr, ft.batch_size, ft.replay_fraction,
+        losses = imitate_role(backbone, "generator", own, steps, tune.lr, tune.batch_size, tune.replay_fraction,
                               replay, seed=1234)
         scores = evaluate_geneval(backbone, EvalConfig(split="validation"))
-        rows.append({"variant": variant, "examples": len(own), "steps": args.steps,
+        rows.append({"variant": variant, "examples": len(own), "steps": steps,
                      "seconds": round(time.perf_counter() - clock, 1), **losses,
                      **{k: round(v, 4) for k, v in scores.items()}})
         print(json.dumps(rows[-1]), flush=True)

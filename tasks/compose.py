@@ -25,6 +25,7 @@ import numpy as np
 
 from models.protocol import SolveRequest
 from storage.image_files import encode_png
+from storage.row_batches import RowBatches
 from storage.settings import Settings
 from storage.tables import connect, upsert
 from tasks.logic.answers import normalize_answer
@@ -124,7 +125,7 @@ def composition_rows(round_idx: int, image_id: str, image: np.ndarray, backgroun
 @stage_task("compose", "compose-scenes")
 def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: int, seed: int = 0,
                    config: ComposeConfig = ComposeConfig(), questions_per_scene: int = 8,
-                   tables: dict[str, int] | None = None, namespace: str = "") -> StageResult:
+                   tables: dict[str, int] | None = None, namespace: str = "", chunk_images: int = 1024) -> StageResult:
     settings = Settings.from_env().within(namespace)
     db = connect(settings, at=tables)
     ids, images, background, share = round_background(db, source, n_images, round_idx, seed)
@@ -138,19 +139,23 @@ def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: i
     named = named_tiles(backbone, distinct, background)
     names = {k: v["name"] for k, v in named.items()}
     tile_rows = tile_name_rows(round_idx, named)
-    rows = [r for image_id, image in zip(ids, images)
-            for r in composition_rows(round_idx, image_id, image, bg_key, names, background, config.per_image,
-                                      questions_per_scene, seed, config.relation_questions)]
-    requests = [SolveRequest(r["_image"], q, "canonical", 0.0, 1.0) for r in rows for q in r["_questions"]]
-    greedy = iter(backbone.solve(requests, seed=seed) if requests else [])
-    n_questions = len(requests)
-    for r in rows:
-        r["greedy_json"] = json.dumps([normalize_answer(next(greedy).text) for _ in r.pop("_questions")])
-        del r["_image"]
+    rows, n_questions, composed_from = RowBatches("compositions"), 0, set()
+    for start in range(0, len(ids), chunk_images):  # composed images and their questions exist a chunk at a time
+        part = [r for image_id, image in zip(ids[start:start + chunk_images], images[start:start + chunk_images])
+                for r in composition_rows(round_idx, image_id, image, bg_key, names, background, config.per_image,
+                                          questions_per_scene, seed, config.relation_questions)]
+        requests = [SolveRequest(r["_image"], q, "canonical", 0.0, 1.0) for r in part for q in r["_questions"]]
+        greedy = iter(backbone.solve(requests, seed=seed) if requests else [])
+        n_questions += len(requests)
+        for r in part:
+            r["greedy_json"] = json.dumps([normalize_answer(next(greedy).text) for _ in r.pop("_questions")])
+            del r["_image"]
+            rows.append(r)
+            composed_from.add(r["image_id"])
     where = f"round_idx = {round_idx}"
     versions = {"tile_names": upsert(db, "tile_names", tile_rows, replace_where=where),
-                "compositions": upsert(db, "compositions", rows, replace_where=where)}
-    composable = len({r["image_id"] for r in rows})
+                "compositions": upsert(db, "compositions", rows.table(), replace_where=where)}
+    composable = len(composed_from)
     metrics = {"background_share": share, "tiles_distinct": len(distinct),
                "tiles_named_share": sum(v is not None for v in names.values()) / max(1, len(names)),
                "images_composable_share": composable / max(1, len(ids)), "compositions": len(rows),

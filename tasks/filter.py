@@ -291,7 +291,8 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
         items = items.sort_values("question_id").to_dict("records")
         for q in questions[~questions["well_formed"]].sort_values("question_id").to_dict("records"):
             decisions.append(_decision(round_idx, q["question_id"], "candidate", False, q["reject_reason"]))
-        answers = read(db, "answers", where=where)
+        answers = read(db, "answers", where=where, columns=None if recipe.solver_labels == "policy" else
+                       ["answer_id", "question_id", "sample_idx", "framing", "temperature", "text", "mapped", "reward"])
         if recipe.solver_labels == "policy":
             image_of = dict(zip(questions["question_id"], questions["image_id"]))
             text_of = dict(zip(questions["question_id"], questions["question"]))

@@ -12,9 +12,10 @@ An imitation update saves its progress every 5% of its steps (storage/train_prog
 decides it): a re-run after a crash continues each role from its last saved step, bit for bit, and skips the
 roles that had finished. The policy updates of the paper preset start over.
 
-An imitation update reads only the examples its steps visit (tasks/logic/visit_plan.py draws the visits first,
-then `visited_examples` loads those rows and images in chunks), so the stage's memory follows the steps, not the
-pool; the paper preset's policy updates score every example and load them all.
+An imitation update reads only the examples its steps visit, a window of batches at a time
+(tasks/logic/visit_plan.py draws the visits; `StoredExamples.window` reads those rows and images), so the stage
+holds a few thousand examples whatever the pool or the step count; the paper preset's policy updates score every
+example and load them all.
 """
 
 from __future__ import annotations
@@ -96,38 +97,42 @@ def stored_examples(db, round_idx: int, role: str, version: int | str | None = N
     return examples_by_id(db, stored_example_ids(db, round_idx, role, version), version)
 
 
-class VisitedExamples(Sequence):
-    """A role's examples as the update sees them: `len` is all of them, but only the visited ones are loaded."""
+class StoredExamples(Sequence):
+    """A role's stored examples as an update sees them: `len` is all of them, but `window(indices)` reads only
+    those (rows and images), so `_mixed` holds the examples of `WINDOW_BATCHES` batches at a time."""
 
-    def __init__(self, n: int, loaded: dict[int, TrainingExample]):
-        self.n, self.loaded = n, loaded
+    def __init__(self, db, ids: list[str]):
+        self.db, self.ids = db, ids
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.ids)
 
     def __getitem__(self, index: int) -> TrainingExample:
-        return self.loaded[index]
+        return examples_by_id(self.db, [self.ids[index]])[0]
+
+    def window(self, indices: set[int]) -> dict[int, TrainingExample]:
+        wanted = sorted(indices)
+        return dict(zip(wanted, examples_by_id(self.db, [self.ids[i] for i in wanted])))
 
 
-def visited_examples(db, ids: list[str], replay_size: int, replay_fraction: float, batch_size: int, seed: int,
-                     n_steps: int) -> VisitedExamples:
-    """Only the examples the first `n_steps` batches of `_mixed` visit, loaded: memory follows the steps."""
-    wanted = sorted(own_indices(visit_batches(len(ids), replay_size, replay_fraction, batch_size, seed, n_steps)))
-    return VisitedExamples(len(ids), dict(zip(wanted, examples_by_id(db, [ids[i] for i in wanted]))))
+WINDOW_BATCHES = 24  # batches whose own examples `_mixed` reads from the store at once
 
 
 def replay_examples(seed_scenes: int, seed: int, role: str) -> list[TrainingExample]:
     return [TrainingExample(**e) for e in seed_examples(seed_scenes, seed, FRAMINGS) if e["kind"] in ROLE_KINDS[role]]
 
 
-def _mixed(own, replay, replay_fraction, batch_size, seed):
+def _mixed(own, replay, replay_fraction, batch_size, seed, window: int = WINDOW_BATCHES):
     """Endless batches drawing each example from replay with probability `replay_fraction` (tasks/logic/visit_plan.py);
     every visit has its own `draw`, so a denoiser's loss sees new noise each time (models/protocol.py
-    TrainingExample)."""
+    TrainingExample). With `own` a `StoredExamples`, the own examples of `window` batches are read at a time."""
     visits = itertools.count(1)
-    sources = {"own": own, "replay": replay}
-    for batch in iter_visit_batches(len(own), len(replay or ()), replay_fraction, batch_size, seed):
-        yield [replace(sources[source][index], draw=next(visits)) for source, index in batch]
+    plan = iter_visit_batches(len(own), len(replay or ()), replay_fraction, batch_size, seed)
+    while batches := list(itertools.islice(plan, window)):
+        loaded = own.window(own_indices(batches)) if isinstance(own, StoredExamples) else own
+        sources = {"own": loaded, "replay": replay}
+        for batch in batches:
+            yield [replace(sources[source][index], draw=next(visits)) for source, index in batch]
 
 
 def imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay, seed,
@@ -209,8 +214,9 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
                                                    beta, role_seed)
         else:
             replay = replay_examples(seed_scenes, seed_set_seed, role)
-            own = visited_examples(db, ids, len(replay), replay_fraction, batch_size, role_seed, n_steps)
-            metrics[f"{role}_examples_visited"] = len(own.loaded)
+            own = StoredExamples(db, ids)
+            metrics[f"{role}_examples_visited"] = len(own_indices(visit_batches(len(ids), len(replay), replay_fraction,
+                                                                                batch_size, role_seed, n_steps)))
             # Replay is the labeled seed set of pretraining (`seed_set_seed`), never other labeled scenes:
             # an experiment's `seed` varies the rollouts, not the labels.
             resume = _saved_progress(settings, round_idx, key, role)

@@ -29,6 +29,9 @@ from tasks.stage_result import StageResult
 from world.scenes import GRID
 
 
+CHUNK_IMAGES = 4096
+
+
 @stage_task("tile-verify", "verify-generations-by-tiles")
 def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_images: int, seed: int = 0,
                        tables: dict[str, int] | None = None, namespace: str = "") -> StageResult:
@@ -41,15 +44,16 @@ def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_image
     bg_key = tile_key(background)
     known = read(db, "tile_names", where=where, columns=["tile_key", "color", "shape", "named"])
     names = {r.tile_key: (r.color, r.shape) if r.named else None for r in known.itertuples()}
-    images = images_by_id(db, "generations", "generation_id", gens["generation_id"].tolist())
-    keys_of, unseen = [], {}
-    for image in images:
-        tiles = split_tiles(image, GRID)
-        keys = [tile_key(t) for t in tiles]
-        keys_of.append(keys)
-        for key, tile in zip(keys, tiles):
-            if key != bg_key and key not in names:
-                unseen.setdefault(key, tile)
+    keys_of, unseen, canonical = [], {}, {}  # one string object per distinct tile key, shared by every image
+    generation_ids = gens["generation_id"].tolist()
+    for start in range(0, len(generation_ids), CHUNK_IMAGES):  # decoded images exist a chunk at a time
+        for image in images_by_id(db, "generations", "generation_id", generation_ids[start:start + CHUNK_IMAGES]):
+            tiles = split_tiles(image, GRID)
+            keys = [canonical.setdefault(k, k) for k in map(tile_key, tiles)]
+            keys_of.append(keys)
+            for key, tile in zip(keys, tiles):
+                if key != bg_key and key not in names:
+                    unseen.setdefault(key, tile.copy())
     new = named_tiles(backbone_for(checkpoint_uri, settings), unseen, background) if unseen else {}
     names.update({k: v["name"] for k, v in new.items()})
     rows = []

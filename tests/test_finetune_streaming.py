@@ -1,5 +1,5 @@
-"""The fine-tune stage loads only the examples its steps visit: the batches an update sees are exactly those drawn
-from the whole example list, while a store of many examples has only a step-sized share of them read."""
+"""The fine-tune stage loads only the examples its steps visit, a window of batches at a time: the batches an update
+sees are exactly those drawn from the whole example list, while only a window's share of the store is ever held."""
 
 import itertools
 
@@ -8,7 +8,7 @@ import numpy as np
 from storage.image_files import encode_png
 from storage.settings import Settings
 from storage.tables import connect, upsert
-from tasks.finetune import _mixed, examples_by_id, stored_example_ids, stored_examples, visited_examples
+from tasks.finetune import StoredExamples, _mixed, examples_by_id, stored_example_ids, stored_examples
 from tasks.logic.visit_plan import own_indices, visit_batches
 
 
@@ -48,13 +48,21 @@ def test_an_update_sees_the_same_batches_from_its_visited_examples_as_from_all_o
     assert ids[:2] == ["ex000-1", "ex000-3"] and ids[80] == "ex000-0"
     assert [e.prompt for e in examples_by_id(db, ids[:3])] == ["question 1?", "question 3?", "question 1?"]
     replay = every[:7]
-    visited = visited_examples(db, ids, len(replay), 0.5, 8, seed=11, n_steps=6)
-    # 6 steps of 8 with half replay visit at most 48 own examples of the 200: only those are read.
-    assert len(visited) == 200 and 0 < len(visited.loaded) <= 48
-    assert set(visited.loaded) == own_indices(visit_batches(200, 7, 0.5, 8, 11, 6))
+    windows: list[set[int]] = []
+
+    class Recorded(StoredExamples):
+        def window(self, indices):
+            windows.append(set(indices))
+            return super().window(indices)
+
+    stored = Recorded(db, ids)
+    assert len(stored) == 200 and _key(stored[80]) == _key(every[80])
     from_all = list(itertools.islice(_mixed(every, replay, 0.5, 8, 11), 6))
-    from_visited = list(itertools.islice(_mixed(visited, replay, 0.5, 8, 11), 6))
-    assert [[_key(e) for e in b] for b in from_visited] == [[_key(e) for e in b] for b in from_all]
+    from_windows = list(itertools.islice(_mixed(stored, replay, 0.5, 8, 11, window=2), 6))
+    assert [[_key(e) for e in b] for b in from_windows] == [[_key(e) for e in b] for b in from_all]
+    # 6 steps in windows of 2 batches of 8: three reads, each of at most 16 of the 200, together the plan's visits
+    assert len(windows) == 3 and all(0 < len(w) <= 16 for w in windows)
+    assert set().union(*windows) == own_indices(visit_batches(200, 7, 0.5, 8, 11, 6))
     assert [e.draw for e in from_all[1]] == list(range(9, 17))  # every visit its own draw, counted across batches
 
 
