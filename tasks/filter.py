@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pyarrow.compute as pc
 
-from storage.row_batches import RowBatches
+from storage.slice_writer import SliceWriter
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.advantages import bucket_shifted, ema_advantages, max_normalized
@@ -63,6 +62,40 @@ def _example(round_idx, role, kind, source_id, image_table, image_key, prompt, t
             "kind": kind, "source_id": source_id, "image_table": image_table, "image_key": image_key,
             "prompt": prompt, "target": target, "framing": framing, "weight": float(weight),
             "reward": float(reward), "advantage": float(advantage)}
+
+
+class _Decisions(SliceWriter):
+    """The round's filter decisions, written as they come, with the tallies the stage's metrics and QA rows need."""
+
+    def __init__(self, db, where: str):
+        super().__init__(db, "filter_decisions", where)
+        self.kept: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+        self.question_verdicts: dict[str, tuple[bool, str]] = {}
+
+    def append(self, row: dict) -> None:
+        kind = row["item_kind"]
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.kept[kind] = self.kept.get(kind, 0) + bool(row["kept"])
+        if kind == "question":
+            self.question_verdicts[row["item_id"]] = (row["kept"], row["reason"])
+        super().append(row)
+
+
+class _Examples(SliceWriter):
+    """The round's training examples, written as they come, with each role's count and reward sums."""
+
+    def __init__(self, db, where: str):
+        super().__init__(db, "training_examples", where)
+        self.by_role: dict[str, list[float]] = {}  # role -> [count, reward sum, advantage sum, |advantage| sum]
+
+    def append(self, row: dict) -> None:
+        tally = self.by_role.setdefault(row["role"], [0, 0.0, 0.0, 0.0])
+        tally[0] += 1
+        tally[1] += row["reward"]
+        tally[2] += row["advantage"]
+        tally[3] += abs(row["advantage"])
+        super().append(row)
 
 
 def _decision(round_idx, item_id, kind, kept, reason):
@@ -244,10 +277,10 @@ def _gold_generation(round_idx, scores, specs, correct, decisions, examples):
                                      specs[spec_id]["prompt"], "", 1.0, 1.0))
 
 
-def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, decisions, chunk: int = CHUNK_ROWS):
-    """One row per selected question with every signal and the filter's decision (the dashboard's table), made
-    `chunk` questions at a time (only their answers become dicts)."""
-    verdicts = {d["item_id"]: (d["kept"], d["reason"]) for d in decisions if d["item_kind"] == "question"}
+def qa_item_rows(round_idx: int, items: list[dict], answers: pd.DataFrame, verdicts: dict[str, tuple[bool, str]],
+                 chunk: int = CHUNK_ROWS):
+    """One row per selected question with every signal and the filter's decision (`verdicts`: question id -> (kept,
+    reason)); the dashboard's table, made `chunk` questions at a time (only their answers become dicts)."""
     answers = answers.sort_values(["question_id", "sample_idx"])
     for start in range(0, len(items), chunk):
         part = items[start:start + chunk]
@@ -280,9 +313,9 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
     recipe = recipe_of(preset)
     db = connect(Settings.from_env().within(namespace), at=tables)
     where = f"round_idx = {round_idx}"
-    decisions, examples = RowBatches("filter_decisions"), RowBatches("training_examples")
+    decisions, examples = _Decisions(db, where), _Examples(db, where)
     states: dict[str, float] = previous_states(db, round_idx)
-    qa_rows = RowBatches("qa_items")
+    qa_rows = SliceWriter(db, "qa_items", where)
     new_states: dict[str, float] = {}
     if mode in ("joint", "understanding"):
         questions = read(db, "questions", where=where)
@@ -320,7 +353,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
             _gold_understanding(round_idx, items, true_answers(db, items), decisions, examples)
         else:
             _verified_understanding(round_idx, items, policy, decisions, examples)
-        for row in qa_item_rows(round_idx, items, answers, decisions):
+        for row in qa_item_rows(round_idx, items, answers, decisions.question_verdicts):
             qa_rows.append(row)
         del answers
     if mode in ("joint", "generation"):
@@ -348,24 +381,20 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
     carried = {k: v for k, v in {**states, **new_states}.items() if not k.startswith("beta:")}
     state_rows = [{"state_id": f"r{round_idx}:{k}", "round_idx": round_idx, "name": k, "value": v}
                   for k, v in sorted(carried.items())]
-    decided, trained = decisions.table(), examples.table()
-    versions = {"filter_decisions": upsert(db, "filter_decisions", decided, replace_where=where),
-                "training_examples": upsert(db, "training_examples", trained, replace_where=where),
-                "qa_items": upsert(db, "qa_items", qa_rows.table(), replace_where=where),
+    versions = {"filter_decisions": decisions.close(), "training_examples": examples.close(),
+                "qa_items": qa_rows.close(),
                 "role_states": upsert(db, "role_states", state_rows,
                                       replace_where=f"{where} AND NOT (name LIKE 'beta:%')")}
-    kinds, kept = decided["item_kind"].to_pylist(), decided["kept"].to_pylist()
-    metrics = {"questions_kept": sum(k and i == "question" for i, k in zip(kinds, kept)),
-               "compositions_kept": sum(k and i == "composition" for i, k in zip(kinds, kept)),
-               "generations_kept": sum(k and i == "generation" for i, k in zip(kinds, kept)),
-               "candidates_rejected": sum(i == "candidate" for i in kinds),
-               "examples": trained.num_rows}
+    metrics = {"questions_kept": decisions.kept.get("question", 0),
+               "compositions_kept": decisions.kept.get("composition", 0),
+               "generations_kept": decisions.kept.get("generation", 0),
+               "candidates_rejected": decisions.counts.get("candidate", 0),
+               "examples": len(examples)}
     for role in ("proposer", "solver", "generator"):
-        own = trained.filter(pc.equal(trained["role"], role))
-        metrics[f"examples_{role}"] = own.num_rows
-        if own.num_rows:
-            rewards, advantages = own["reward"].to_pylist(), own["advantage"].to_pylist()
-            metrics[f"{role}_mean_reward"] = sum(rewards) / len(rewards)
-            metrics[f"{role}_mean_advantage"] = sum(advantages) / len(advantages)
-            metrics[f"{role}_advantage_abs_mean"] = sum(abs(a) for a in advantages) / len(advantages)
+        n, rewards, advantages, magnitudes = examples.by_role.get(role, [0, 0.0, 0.0, 0.0])
+        metrics[f"examples_{role}"] = n
+        if n:
+            metrics[f"{role}_mean_reward"] = rewards / n
+            metrics[f"{role}_mean_advantage"] = advantages / n
+            metrics[f"{role}_advantage_abs_mean"] = magnitudes / n
     return StageResult("filter", round_idx, versions, len(examples), metrics)

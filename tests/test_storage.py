@@ -73,6 +73,29 @@ def test_rows_held_as_arrow_batches_write_the_same_rows_as_dicts_and_are_checked
     assert count(db, "votes") == 10
 
 
+def test_a_slice_writer_replaces_its_slice_across_several_writes_and_a_rerun_converges(db):
+    from storage.slice_writer import SliceWriter
+
+    votes = [{**v, "informativeness": 0.5, "proposer_reward": 0.25} for v in _votes(10)]
+    upsert(db, "votes", [{**v, "question_id": "r0:stale"} for v in votes[:1]])  # an earlier run's leftover row
+    upsert(db, "votes", [{**v, "round_idx": 1, "question_id": f"r1:{v['question_id']}"} for v in votes[:2]])
+    for run in range(2):  # the stage, then its re-run
+        writer = SliceWriter(db, "votes", "round_idx = 0", write_rows=4)
+        versions = []
+        for row in votes:
+            writer.append(row)
+            versions.append(writer.version)
+        assert len({v for v in versions if v is not None}) == 2  # written after 4 and 8 rows, not held to the end
+        version = writer.close()
+        assert len(writer) == 10 and writer.written == 10
+        frame = read(db, "votes", where="round_idx = 0")
+        assert sorted(frame["question_id"]) == [v["question_id"] for v in votes]  # the stale row is gone
+        assert count(db, "votes", "round_idx = 1") == 2 and version == db.open_table("votes").version
+    empty = SliceWriter(db, "votes", "round_idx = 0")
+    empty.close()
+    assert count(db, "votes", "round_idx = 0") == 0 and count(db, "votes") == 2
+
+
 def test_reading_a_missing_table_gives_an_empty_frame_with_columns(db):
     frame = read(db, "answers", columns=["answer_id", "text"])
     assert frame.empty and list(frame.columns) == ["answer_id", "text"]
