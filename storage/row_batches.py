@@ -8,13 +8,11 @@ size (about a tenth of the dicts') whatever the pool. `upsert(db, name, batches.
     >>> rows = RowBatches("role_states", batch_rows=2)
     >>> for k in range(3):
     ...     rows.append({"state_id": f"r0:s{k}", "round_idx": 0, "name": f"s{k}", "value": float(k)})
-    >>> len(rows), rows.table().num_rows, [r["name"] for r in rows]
+    >>> len(rows), rows.table().num_rows, rows.table()["name"].to_pylist()
     (3, 3, ['s0', 's1', 's2'])
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pyarrow as pa
 
@@ -49,9 +47,3 @@ class RowBatches:
 
     def __len__(self) -> int:
         return sum(b.num_rows for b in self._batches) + len(self._pending)
-
-    def __iter__(self) -> Iterator[dict]:
-        """The rows as dicts, one batch at a time."""
-        self._flush()
-        for batch in self._batches:
-            yield from batch.to_pylist()

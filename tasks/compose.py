@@ -139,7 +139,7 @@ def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: i
     named = named_tiles(backbone, distinct, background)
     names = {k: v["name"] for k, v in named.items()}
     tile_rows = tile_name_rows(round_idx, named)
-    rows, n_questions, composed_from = RowBatches("compositions"), 0, set()
+    rows, n_questions = RowBatches("compositions"), 0
     for start in range(0, len(ids), chunk_images):  # composed images and their questions exist a chunk at a time
         part = [r for image_id, image in zip(ids[start:start + chunk_images], images[start:start + chunk_images])
                 for r in composition_rows(round_idx, image_id, image, bg_key, names, background, config.per_image,
@@ -151,11 +151,11 @@ def compose_scenes(round_idx: int, checkpoint_uri: str, source: str, n_images: i
             r["greedy_json"] = json.dumps([normalize_answer(next(greedy).text) for _ in r.pop("_questions")])
             del r["_image"]
             rows.append(r)
-            composed_from.add(r["image_id"])
     where = f"round_idx = {round_idx}"
+    composed = rows.table()
     versions = {"tile_names": upsert(db, "tile_names", tile_rows, replace_where=where),
-                "compositions": upsert(db, "compositions", rows.table(), replace_where=where)}
-    composable = len(composed_from)
+                "compositions": upsert(db, "compositions", composed, replace_where=where)}
+    composable = len(set(composed["image_id"].to_pylist()))
     metrics = {"background_share": share, "tiles_distinct": len(distinct),
                "tiles_named_share": sum(v is not None for v in names.values()) / max(1, len(names)),
                "images_composable_share": composable / max(1, len(ids)), "compositions": len(rows),

@@ -16,6 +16,8 @@ import ctypes
 import ctypes.util
 import functools
 
+import pyarrow as pa
+
 
 @functools.cache
 def _malloc_trim():
@@ -30,8 +32,6 @@ def release_freed_memory() -> None:
     """Return free pages held by Arrow's memory pool and the C heap. No garbage collection: a stage's rows are
     freed by reference counting when it returns (a full collection freed 4 MB of 290 after the filter at 5k images),
     and one costs about 0.5 s in a flow process, which is 6 s of a tiny round's 25."""
-    import pyarrow as pa
-
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:

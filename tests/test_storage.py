@@ -57,7 +57,7 @@ def test_rows_held_as_arrow_batches_write_the_same_rows_as_dicts_and_are_checked
     batches = RowBatches("votes", batch_rows=4)  # 10 rows: two full batches and two pending rows
     for row in votes:
         batches.append(row)
-    assert len(batches) == 10 and [r["question_id"] for r in batches] == [r["question_id"] for r in votes]
+    assert len(batches) == 10 and batches.table()["question_id"].to_pylist() == [r["question_id"] for r in votes]
     upsert(db, "votes", batches.table(), replace_where="round_idx = 0")
     other = connect(Settings.from_env().within("dicts"))
     upsert(other, "votes", votes, replace_where="round_idx = 0")
