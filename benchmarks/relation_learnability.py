@@ -10,13 +10,19 @@ relation questions only (`rel`) or on every family (`all`), then evaluates VQA o
     .venv/bin/python benchmarks/relation_learnability.py full 12000 1000 1e-3 rel --variant ordinal
     .venv/bin/python benchmarks/relation_learnability.py full 12000 1000 1e-3 rel --variant question-first
     .venv/bin/python benchmarks/relation_learnability.py full 12000 1000 1e-3 rel --variant deeper
+    .venv/bin/python benchmarks/relation_learnability.py full 12000 3000 1e-3 all --variant ordinal+deeper+question-first
+    .venv/bin/python benchmarks/relation_learnability.py full 12000 2000 1e-3 all --probe locate
 
 Two variants of the model test whether the plateau is the position code or the token order (both start from the
 base's weights): `ordinal` replaces the learned 4-entry row/column embeddings by fixed ordered features of the
 cell (scaled index, thermometer code, centred offset) through a new linear projection, so "left of" is a
 linear comparison; `question-first` puts the question before the image in VQA sequences, so image tokens can
 attend to the referents the question names; `deeper` inserts two decoder layers in the middle of the base's four,
-initialised as the identity (zero output projections), to test whether depth is what relations lack.
+initialised as the identity (zero output projections), to test whether depth is what relations lack. Variants
+combine with "+". `all` mixes relations with every other family (relation-only training with every weight free
+also erases the colour/shape reading that relations need). `--probe locate` adds a one-referent task, "the red
+circle left of" -> its column as a number word ("above" -> its row), to the training mix and reports its held-out
+accuracy: whether the model can read one object's cell at all.
 
 Each run prints one JSON line (and appends it to benchmarks/results/relation_learnability.jsonl): the training
 loss at the start and over the last 20 steps, and VQA by family before and after. The loss is the mean over the
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import random
 import sys
@@ -47,6 +54,7 @@ from models.training import TrainConfig, train  # noqa: E402
 from world import questions, splits  # noqa: E402
 from tasks.logic.held_out_evaluation import EvalConfig, evaluate_vqa  # noqa: E402
 from world.render import render  # noqa: E402
+from world.vocabulary import NUMBER_WORDS  # noqa: E402
 
 BASE = ROOT / "models" / "checkpoints" / "shapes-base"
 
@@ -112,17 +120,26 @@ def deepened(base: ShapesBackbone, extra: int = 2) -> ShapesBackbone:
     return base
 
 
+VARIANTS = ("base", "ordinal", "question-first", "deeper")
+
+
 def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
-    if variant == "base":
-        return base
-    if variant == "deeper":
-        return deepened(base)
-    if variant == "question-first":
-        return QuestionFirstBackbone(base.config, base.vocab, base.network)
-    network = OrdinalNetwork(base.config, len(base.vocab))
-    own = network.state_dict()
-    network.load_state_dict({k: v for k, v in base.network.state_dict().items() if k in own}, strict=False)
-    return ShapesBackbone(base.config, base.vocab, network)
+    """`variant` is one of VARIANTS or several joined by "+" (e.g. "ordinal+deeper+question-first"), applied as
+    network (ordinal), then depth (deeper), then sequence order (question-first)."""
+    parts = set(variant.split("+"))
+    unknown = parts - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variant {sorted(unknown)}; variants are {', '.join(VARIANTS)}, joined by '+'")
+    if "ordinal" in parts:
+        network = OrdinalNetwork(base.config, len(base.vocab))
+        own = network.state_dict()
+        network.load_state_dict({k: v for k, v in base.network.state_dict().items() if k in own}, strict=False)
+        base = ShapesBackbone(base.config, base.vocab, network)
+    if "deeper" in parts:
+        base = deepened(base)
+    if "question-first" in parts:
+        base = QuestionFirstBackbone(base.config, base.vocab, base.network)
+    return base
 
 
 def true_label_examples(n_scenes: int, relation_only: bool) -> list[TrainingExample]:
@@ -137,6 +154,38 @@ def true_label_examples(n_scenes: int, relation_only: bool) -> list[TrainingExam
     return out
 
 
+def locate_examples(split: str, n_scenes: int, seed: int = 0) -> list[TrainingExample]:
+    """The `--probe locate` items: for every uniquely described object, "the <object> left of" -> its column and
+    "the <object> above" -> its row, as a number word. One referent, no comparison: whether the model can read an
+    object's cell at all, which every relation question needs twice."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n_scenes):
+        scene = splits.scene_at(split, i, seed)
+        image = render(scene)
+        for obj in scene.objects:
+            refs = questions._referents_for(scene, obj)
+            if not refs:
+                continue
+            ref = rng.choice(refs).text
+            out.append(TrainingExample("vqa", image=image, prompt=f"the {ref} left of", target=NUMBER_WORDS[obj.col]))
+            out.append(TrainingExample("vqa", image=image, prompt=f"the {ref} above", target=NUMBER_WORDS[obj.row]))
+    return out
+
+
+def locate_accuracy(backbone: ShapesBackbone, items: list[TrainingExample]) -> dict[str, float]:
+    """Held-out accuracy of the locate probe per axis: the number word of least loss among zero..three."""
+    right = {"left of": [], "above": []}
+    with torch.no_grad():
+        for start in range(0, len(items), 64):
+            part = items[start:start + 64]
+            nll = torch.stack([backbone.example_nll(None, [dataclasses.replace(ex, target=word) for ex in part])
+                               for word in NUMBER_WORDS[:GRID]], dim=1)
+            for ex, best in zip(part, nll.argmin(1).tolist()):
+                right["left of" if ex.prompt.endswith("left of") else "above"].append(NUMBER_WORDS[best] == ex.target)
+    return {f"locate_{'column' if k == 'left of' else 'row'}": float(np.mean(v)) for k, v in right.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["lora", "full"])
@@ -145,7 +194,9 @@ def main() -> None:
     parser.add_argument("lr", type=float)
     parser.add_argument("families", choices=["rel", "all"])
     parser.add_argument("--checkpoint", default=str(BASE))
-    parser.add_argument("--variant", choices=["base", "ordinal", "question-first", "deeper"], default="base")
+    parser.add_argument("--variant", default="base", help="one of %s, or several joined by +" % ", ".join(VARIANTS))
+    parser.add_argument("--probe", choices=["none", "locate"], default="none",
+                        help="locate: also train and test reading one object's row and column (see locate_examples)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     backbone = load_backbone(args.checkpoint)
@@ -153,9 +204,16 @@ def main() -> None:
         parser.error("--variant changes the network: use it with mode full")
     backbone = variant_of(backbone, args.variant)
     examples = true_label_examples(args.scenes, args.families == "rel")
+    probe_items: list[TrainingExample] = []
+    if args.probe == "locate":
+        examples += locate_examples("unlabeled", args.scenes // 4)
+        probe_items = locate_examples("validation", 150)
     print(f"{len(examples)} training examples from {args.scenes} scenes", flush=True)
     config = EvalConfig(split="validation", vqa_scenes=300)
     before = evaluate_vqa(backbone, config)
+    if probe_items:
+        backbone.network.eval()
+        before.update(locate_accuracy(backbone, probe_items))
     role = None
     if args.mode == "lora":
         backbone.attach_roles()
@@ -170,7 +228,10 @@ def main() -> None:
     with backbone.role(role) if role else contextlib.nullcontext():
         losses = train(backbone, role, batches(), TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=20))
         after = evaluate_vqa(backbone, config)
-    row = dict(mode=args.mode, variant=args.variant, scenes=args.scenes, examples=len(examples), steps=args.steps, lr=args.lr,
+        if probe_items:
+            backbone.network.eval()
+            after.update(locate_accuracy(backbone, probe_items))
+    row = dict(mode=args.mode, variant=args.variant, probe=args.probe, scenes=args.scenes, examples=len(examples), steps=args.steps, lr=args.lr,
                families=args.families, loss_first=round(losses[0], 4), loss_last20=round(float(np.mean(losses[-20:])), 4),
                loss_by_100_steps=[round(float(np.mean(losses[i:i + 100])), 3) for i in range(0, len(losses), 100)],
                before={k: round(v, 3) for k, v in before.items()}, after={k: round(v, 3) for k, v in after.items()},

@@ -30,7 +30,7 @@ from storage.checkpoints import StorageFull
 from storage.leases import LeaseHeld
 
 # Kept in step with flows.experiment.PRESET_ARMS (a test checks), so `asg --help` needs no heavy import.
-PRESET_ARM_NAMES = ("paper", "verified", "agreement", "compose", "gold-ceiling")
+PRESET_ARM_NAMES = ("paper", "verified", "agreement", "compose", "gold-ceiling", "compose-gold-ceiling")
 
 
 def _round_config(args):
@@ -54,13 +54,14 @@ def _add_round_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="unlabeled images: world://unlabeled?n=1000&seed=0 (default) or a folder URL")
     p.add_argument("--images", type=int, help="images used by the round (default 1000)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--preset", choices=["paper", "verified", "agreement", "compose", "gold-ceiling"],
+    p.add_argument("--preset", choices=list(PRESET_ARM_NAMES),
                    help="compose (default): the Solver learns scenes recomposed from the tiles it named, the "
                         "Generator its best tile-verified images; paper: METHOD.md's rewards and RL updates; "
                         "verified: imitation of confident "
                         "and Solver-verified items with seed replay; agreement: imitation of majority labels "
-                        "confirmed by the mirrored-image and caption-drawn views; gold-ceiling: not a method, the "
-                        "world's true labels on the same items (embedded world only)")
+                        "confirmed by the mirrored-image and caption-drawn views; gold-ceiling and "
+                        "compose-gold-ceiling: not methods, the world's true labels on the items the Proposer "
+                        "asked / the items compose made (embedded world only)")
     p.add_argument("--quick", action="store_true", help="few fine-tune steps and a tiny evaluation (smoke runs)")
     p.add_argument("--shards", type=int, help="shards per rollout stage (default 1)")
     p.add_argument("--finetune-processes", type=int, help="data-parallel fine-tune ranks (default 1)")
@@ -292,8 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", help="seeds of the base/control/preset arms (default 0 1 2)")
     p.add_argument("--no-ablations", action="store_true", help="skip the five ablation arms")
     p.add_argument("--arms", nargs="+", choices=list(PRESET_ARM_NAMES), default=list(PRESET_ARM_NAMES),
-                   help="preset arms beside the matched control (default: all; gold-ceiling is the ceiling, "
-                        "not a method)")
+                   help="preset arms beside the matched control (default: all; gold-ceiling and "
+                        "compose-gold-ceiling are ceilings, not methods)")
     p.add_argument("--split", choices=("eval", "validation"), default="eval",
                    help="held-out split: validation for choosing a recipe, eval for reported numbers (default)")
     p.add_argument("--images", type=int, default=1000, help="unlabeled images per round (default 1000)")

@@ -31,8 +31,8 @@ ABLATIONS = {
 }
 
 
-# Arms besides the matched control: every preset; "gold-ceiling" is the ceiling, not a method.
-PRESET_ARMS = ("paper", "verified", "agreement", "compose", "gold-ceiling")
+# Arms besides the matched control: every preset; the "*gold-ceiling" arms are ceilings, not methods.
+PRESET_ARMS = ("paper", "verified", "agreement", "compose", "gold-ceiling", "compose-gold-ceiling")
 
 
 def _size(quick: bool, seed: int, rounds: int, split: str = "eval", images: int = 1000,

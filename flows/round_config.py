@@ -65,14 +65,15 @@ class RoundConfig(BaseModel):
 
     source: str = Field("world://unlabeled?n=1000&seed=0", description="unlabeled images: world://… or a folder URL")
     n_images: int = Field(1000, ge=1, description="images sampled from the source for this round")
-    preset: Literal["paper", "verified", "agreement", "compose", "gold-ceiling"] = Field(
+    preset: Literal["paper", "verified", "agreement", "compose", "gold-ceiling", "compose-gold-ceiling"] = Field(
         "compose", description="compose (default, the best recipe measured here): the Solver learns scenes "
                                "recomposed from the tiles it named (labels known by construction), the Generator the "
                                "best tile-verified image of each spec, with seed replay; paper: METHOD.md's rewards "
                                "and RL updates, exactly as written; verified: imitation of confident and "
                                "Solver-verified items with seed replay; agreement: imitation of majority labels that "
                                "the mirrored-image and caption-drawn views confirm, with seed replay; gold-ceiling: "
-                               "NOT a method, the same items with the world's true labels (the ceiling of any source)")
+                               "NOT a method, the same items with the world's true labels (the ceiling of any source); "
+                               "compose-gold-ceiling: NOT a method, compose's own items with the world's true labels")
     mode: Literal["joint", "understanding", "generation"] = Field(
         "joint", description="ablation: collect and train only the understanding or only the generation side")
     seed: int = Field(0, description="seed of the round's sampling (every stage's seed derives from it and the round)")

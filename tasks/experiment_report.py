@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks.logic.experiment_targets import target_checks, targets_table
+from tasks.logic.experiment_targets import ceiling_share, highest_ceiling, target_checks, targets_table
 
 HEADLINE = ("vqa_accuracy", "geneval_overall", "vqa_relation", "geneval_color_attr", "caption_accuracy",
             "proposer_well_posed")
@@ -57,6 +57,28 @@ def audit_table(results: list[dict], arm: str, round_idx: int) -> str:
 
 
 @task(name="write-experiment-report")
+def ceiling_section(results: list[dict]) -> list[str]:
+    """The share of the highest gold-label ceiling each label-free arm recovers, per headline metric (lines of
+    Markdown; none when no ceiling arm ran)."""
+    rows = []
+    for metric in ("vqa_accuracy", "geneval_overall"):
+        ceiling, value = highest_ceiling(results, metric)
+        if ceiling is None:
+            continue
+        shares = ceiling_share(results, metric)
+        if not shares:
+            rows.append(f"| {metric} | {ceiling} ({value:.3f}) | no headroom: the ceiling does not beat the "
+                        "matched control |")
+        for arm, share in sorted(shares.items()):
+            rows.append(f"| {metric} | {ceiling} ({value:.3f}) | {arm}: {100 * share:.0f}% |")
+    if not rows:
+        return []
+    return ["", "## Share of the gold-label ceiling recovered (last round, mean over seeds)", "",
+            "(arm - matched control) / (ceiling - matched control); the ceiling is the highest of the `*gold-ceiling` "
+            "arms, which train on the world's true labels and are not methods.", "",
+            "| metric | ceiling (value) | share recovered |", "|---|---|---|", *rows]
+
+
 def write_experiment_report(results: list[dict], out_dir: str, title: str) -> str:
     import matplotlib
 
@@ -112,6 +134,7 @@ def write_experiment_report(results: list[dict], out_dir: str, title: str) -> st
                          "Every source judged against the hidden scenes on the items it yields, beside the Solver's "
                          "own greedy answer on the same items: a source helps only where it beats the Solver.", "",
                          table]
+    sections += ceiling_section(results)
     sections += ["", "## Against the targets (last round, mean over seeds; ablations on one seed)", "",
                  targets_table(target_checks(results)), ""]
     path = out / "report.md"

@@ -252,6 +252,21 @@ def _composed_understanding(round_idx, items, compositions, decisions, examples)
         decisions.append(_decision(round_idx, cid, "composition", True, "composed"))
 
 
+def _composed_gold_understanding(round_idx, items, labelled, decisions, examples):
+    """The compose-gold ceiling (not a method): compose's recomposed scenes, their questions and captions with the
+    world's true labels (`labelled`: composition id -> ([(question, true answer)], true caption)); like compose, no
+    majority label of a pool image trains the Solver."""
+    for item in items:
+        _imitate_majority(round_idx, item, False, "compose-gold-ceiling", decisions, examples)
+    for cid in sorted(labelled):
+        pairs, caption = labelled[cid]
+        for k, (question, label) in enumerate(pairs):
+            examples.append(_example(round_idx, "solver", "vqa", f"{cid}:q{k}", "compositions", cid, question, label,
+                                     1.0, 1.0, framing=FRAMINGS[(k + len(cid)) % len(FRAMINGS)]))
+        examples.append(_example(round_idx, "solver", "caption", cid, "compositions", cid, "", caption, 1.0, 1.0))
+        decisions.append(_decision(round_idx, cid, "composition", True, "gold-label"))
+
+
 def _gold_understanding(round_idx, items, truths, decisions, examples):
     """The gold-label ceiling (not a method): every well-posed selected question with its true answer."""
     for item in items:
@@ -347,6 +362,13 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
                                                                           "caption"])
             _composed_understanding(round_idx, items, records(compositions.sort_values("composition_id")),
                                     decisions, examples)
+        elif recipe.solver_labels == "composed-gold":
+            from tasks.gold_labels import composed_true_labels
+
+            compositions = read(db, "compositions", where=where, columns=["composition_id", "image_id",
+                                                                          "placement_json", "questions_json"])
+            _composed_gold_understanding(round_idx, items, composed_true_labels(db, compositions), decisions,
+                                         examples)
         elif recipe.solver_labels == "gold":
             from tasks.gold_labels import true_answers
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from storage.image_files import decode_png
 from storage.tables import read, sql_quote
-from world import language, parser, splits
+from world import captions, language, parser, splits
 from world.scenes import Scene
 
 
@@ -70,4 +70,20 @@ def composed_truths(db, compositions) -> dict[str, object]:
         at = {o.cell: o for o in scene.objects}
         moved = [replace(at[src], cell=dst) for src, dst in json.loads(row.placement_json) if src in at]
         out[row.composition_id] = Scene(tuple(sorted(moved, key=lambda o: o.cell)))
+    return out
+
+
+def composed_true_labels(db, compositions) -> dict[str, tuple[list[tuple[str, str]], str]]:
+    """composition_id -> (its questions with the oracle's answers on the true recomposed scene, that scene's true
+    caption), for the compose-gold ceiling. A question ill-posed on the true scene (a tile the Solver misnamed can
+    make a referent missing or not unique) is left out; a composition with no hidden scene is absent."""
+    truths = composed_truths(db, compositions)
+    out = {}
+    for row in compositions.itertuples():
+        scene = truths.get(row.composition_id)
+        if scene is None:
+            continue
+        asked = [question for question, _label, _family in json.loads(row.questions_json)]
+        answered = [(q, language.oracle_answer(scene, q)) for q in asked]
+        out[row.composition_id] = ([(q, a) for q, a in answered if a is not None], captions.caption(scene))
     return out

@@ -255,3 +255,37 @@ def test_a_compose_round_trains_the_solver_on_recomposed_scenes_only(asg_home):
     assert sorted(read(db, "tile_names")["tile_id"]) == sorted(tiles["tile_id"])
     assert read(db, "tile_verdicts").sort_values("generation_id").reset_index(drop=True).equals(
         verdicts.sort_values("generation_id").reset_index(drop=True))
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_compose_gold_ceiling_trains_composes_own_items_on_true_labels(asg_home):
+    """Not a method: compose's recomposed scenes with the oracle's answers on the moved true scenes, and the images
+    drawn for its specs that the world's parser finds correct."""
+    from flows.round import RoundConfig, round_flow
+    from tasks.gold_labels import composed_truths, correct_generations
+
+    config = RoundConfig(source="world://unlabeled?n=16&seed=5", n_images=16, n_candidates=2, n_samples=3,
+                         n_per_prompt=2, n_check_answers=2, finetune_steps={"solver": 3, "proposer": 2, "generator": 3},
+                         batch_size=8, seed_scenes=20, evaluation="none", accept_reward=0.3,
+                         preset="compose-gold-ceiling", targeted_share=0.25, targeted_per_prompt=3)
+    result = round_flow(0, str(SHIPPED_BASE), config)
+    db = connect(Settings.from_env())
+    comps = read(db, "compositions")
+    assert len(comps) > 0 and read(db, "tile_verdicts").empty  # no tile reading: the parser judges the images
+    truths = composed_truths(db, comps)
+    expected = {}
+    for row in comps.itertuples():
+        scene = truths[row.composition_id]
+        pairs = [(q, language.oracle_answer(scene, q)) for q, _, _ in json.loads(row.questions_json)]
+        expected.update({(row.composition_id, q): a for q, a in pairs if a is not None})
+        expected[(row.composition_id, "")] = language.caption(scene)
+    solver = read(db, "training_examples", where="role = 'solver'")
+    assert set(solver["image_table"]) == {"compositions"}
+    assert {(r.image_key, r.prompt): r.target for r in solver.itertuples()} == expected
+    assert result["diagnose.solver_target_accuracy"] == 1.0
+    # One truly correct image per spec at most trains the Generator, and only truly correct ones.
+    correct = correct_generations(db, 0)
+    generator = read(db, "training_examples", where="role = 'generator'")
+    assert len(generator) > 0 and all(correct[g] for g in generator["source_id"])
+    assert generator["source_id"].str.split(":g").str[0].is_unique
+    assert result["diagnose.generator_target_accuracy"] == 1.0

@@ -93,6 +93,21 @@ def test_ceiling_share_is_the_mean_over_seeds_and_ignores_the_gold_arm():
                          "vqa_accuracy") == {}
 
 
+def test_the_share_is_of_the_highest_ceiling_and_the_report_lists_every_arm():
+    from tasks.experiment_report import ceiling_section
+
+    rows = _rows([("control", 0, 1, .70), ("gold-ceiling", 0, 1, .74), ("compose-gold-ceiling", 0, 1, .80),
+                  ("compose", 0, 1, .78), ("agreement", 0, 1, .72)])
+    # compose passes the Proposer-item ceiling (.74) but recovers (.78 - .70) / (.80 - .70) of its own items' ceiling
+    assert ceiling_share(rows, "vqa_accuracy") == pytest.approx({"compose": 0.8, "agreement": 0.2})
+    lines = ceiling_section(rows)
+    assert "| vqa_accuracy | compose-gold-ceiling (0.800) | compose: 80% |" in lines
+    assert "| vqa_accuracy | compose-gold-ceiling (0.800) | agreement: 20% |" in lines
+    check = [c for c in target_checks(rows) if c.claim.startswith("share of the gold-label ceiling recovered, VQA")]
+    assert check[0].measured == pytest.approx(0.8) and check[0].detail == "best arm compose, ceiling compose-gold-ceiling"
+    assert ceiling_section(_rows([("control", 0, 1, .7), ("compose", 0, 1, .8)])) == []
+
+
 def test_target_checks_never_count_the_gold_arm_as_a_method():
     rows = _rows([("control", 0, 0, .70), ("control", 0, 1, .70), ("gold-ceiling", 0, 1, .90),
                   ("agreement", 0, 1, .71)])

@@ -16,10 +16,20 @@ def test_every_preset_the_round_accepts_has_a_recipe_and_nothing_more():
     assert set(accepted) == set(RECIPES) == set(PRESET_ARM_NAMES)
 
 
-def test_only_the_paper_preset_takes_policy_updates_and_only_compose_adds_stages():
+def test_only_the_paper_preset_takes_policy_updates_and_only_compose_and_its_ceiling_add_stages():
     assert [r.name for r in RECIPES.values() if r.update == "policy"] == ["paper"]
     assert [r.name for r in RECIPES.values() if r.composes_scenes or r.verifies_tiles
-            or r.targets_weak_categories] == ["compose"]
+            or r.targets_weak_categories] == ["compose", "compose-gold-ceiling"]
+    assert [r.name for r in RECIPES.values() if r.verifies_tiles] == ["compose"]  # the ceiling's judge is the parser
+
+
+def test_the_ceilings_are_named_as_such_and_never_count_as_methods():
+    from tasks.logic.experiment_targets import EVOLVING_ARMS, GOLD_ARMS
+
+    assert GOLD_ARMS == ("gold-ceiling", "compose-gold-ceiling")
+    assert all(name.endswith("gold-ceiling") for name in GOLD_ARMS) and not set(GOLD_ARMS) & set(EVOLVING_ARMS)
+    assert set(EVOLVING_ARMS) | set(GOLD_ARMS) == set(RECIPES)
+    assert recipe_of("compose-gold-ceiling").finetune_steps == recipe_of("compose").finetune_steps
 
 
 def test_a_round_takes_its_presets_default_steps_unless_they_are_set():

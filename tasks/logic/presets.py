@@ -36,11 +36,16 @@ class Recipe:
     composes_scenes: bool  # runs the compose stage (scenes recomposed from the tiles the Solver named)
     targets_weak_categories: bool  # adds specs aimed at the weakest GenEval categories
     verifies_tiles: bool  # runs the tile-verify stage over generated images
-    solver_labels: Literal["policy", "verified", "agreement", "composed", "gold"]  # where Solver items come from
+    solver_labels: Literal["policy", "verified", "agreement", "composed", "gold", "composed-gold"]  # where Solver items come from
     generator_labels: Literal["policy", "verified", "tile-verified", "gold"]  # which generated images train
     checks_teach_solver: bool  # accepted images' checks become Solver labels (GenEval-grammar scenes are simpler
     # than real ones: measured to hurt counting, so only the verified preset keeps them)
     finetune_steps: Mapping[str, int]  # default update steps per role (a round config's `finetune.steps` overrides)
+
+    @property
+    def is_ceiling(self) -> bool:
+        """True when the world's true labels train a role: a gold-label ceiling, never a method."""
+        return self.solver_labels in ("gold", "composed-gold") or self.generator_labels == "gold"
 
 
 # paper, verified and agreement were measured at 1x steps; compose gains on the Generator only from about 4x
@@ -53,7 +58,13 @@ RECIPES: Mapping[str, Recipe] = {
     "compose": Recipe("compose", "imitation", True, True, True, "composed", "tile-verified", False, scaled_steps(4)),
     # NOT a method: the same items with the world's true labels (evaluation's ceiling of any label source)
     "gold-ceiling": Recipe("gold-ceiling", "imitation", False, False, False, "gold", "gold", False, scaled_steps(4)),
+    # NOT a method: compose's own items (its recomposed scenes, the images drawn for its specs and targeted specs)
+    # with the world's true labels, so the ceiling bounds compose too (the items of gold-ceiling are the Proposer's)
+    "compose-gold-ceiling": Recipe("compose-gold-ceiling", "imitation", True, True, False, "composed-gold", "gold",
+                                   False, scaled_steps(4)),
 }
+# The ceilings: a recipe's items with the world's true labels (evaluation's bound, never a method).
+CEILING_PRESETS: tuple[str, ...] = tuple(name for name, r in RECIPES.items() if r.is_ceiling)
 
 
 def recipe_of(preset: str) -> Recipe:
@@ -62,7 +73,7 @@ def recipe_of(preset: str) -> Recipe:
     >>> recipe_of("best")
     Traceback (most recent call last):
     ...
-    ValueError: unknown preset 'best'; presets are paper, verified, agreement, compose, gold-ceiling
+    ValueError: unknown preset 'best'; presets are paper, verified, agreement, compose, gold-ceiling, compose-gold-ceiling
     """
     if preset not in RECIPES:
         raise ValueError(f"unknown preset {preset!r}; presets are {', '.join(RECIPES)}")
