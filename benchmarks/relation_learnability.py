@@ -12,6 +12,7 @@ relation questions only (`rel`) or on every family (`all`), then evaluates VQA o
     .venv/bin/python benchmarks/relation_learnability.py full 12000 1000 1e-3 rel --variant deeper
     .venv/bin/python benchmarks/relation_learnability.py full 12000 3000 1e-3 all --variant ordinal+deeper+question-first
     .venv/bin/python benchmarks/relation_learnability.py full 12000 2000 1e-3 all --probe locate
+    .venv/bin/python benchmarks/relation_learnability.py full 12000 1500 1e-3 all --locate-first 1500
 
 Two variants of the model test whether the plateau is the position code or the token order (both start from the
 base's weights): `ordinal` replaces the learned 4-entry row/column embeddings by fixed ordered features of the
@@ -54,6 +55,7 @@ from models.training import TrainConfig, train  # noqa: E402
 from world import questions, splits  # noqa: E402
 from tasks.logic.held_out_evaluation import EvalConfig, evaluate_vqa  # noqa: E402
 from world.render import render  # noqa: E402
+from world.scenes import Scene  # noqa: E402
 from world.vocabulary import NUMBER_WORDS  # noqa: E402
 
 BASE = ROOT / "models" / "checkpoints" / "shapes-base"
@@ -154,14 +156,17 @@ def true_label_examples(n_scenes: int, relation_only: bool) -> list[TrainingExam
     return out
 
 
-def locate_examples(split: str, n_scenes: int, seed: int = 0) -> list[TrainingExample]:
+def locate_examples(split: str, n_scenes: int, seed: int = 0, one_object: bool = False) -> list[TrainingExample]:
     """The `--probe locate` items: for every uniquely described object, "the <object> left of" -> its column and
     "the <object> above" -> its row, as a number word. One referent, no comparison: whether the model can read an
-    object's cell at all, which every relation question needs twice."""
+    object's cell at all, which every relation question needs twice. `one_object` keeps only each scene's first
+    object, so no referent has to be picked out among others."""
     rng = random.Random(seed)
     out = []
     for i in range(n_scenes):
         scene = splits.scene_at(split, i, seed)
+        if one_object:
+            scene = Scene(scene.objects[:1])
         image = render(scene)
         for obj in scene.objects:
             refs = questions._referents_for(scene, obj)
@@ -197,6 +202,11 @@ def main() -> None:
     parser.add_argument("--variant", default="base", help="one of %s, or several joined by +" % ", ".join(VARIANTS))
     parser.add_argument("--probe", choices=["none", "locate"], default="none",
                         help="locate: also train and test reading one object's row and column (see locate_examples)")
+    parser.add_argument("--locate-first", type=int, default=0, metavar="STEPS",
+                        help="a curriculum: STEPS steps on the locate items alone before the main run (implies "
+                             "--probe locate)")
+    parser.add_argument("--locate-objects", choices=["all", "one"], default="all",
+                        help="one: the locate items show each scene's first object alone (no referent to pick out)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     backbone = load_backbone(args.checkpoint)
@@ -205,9 +215,12 @@ def main() -> None:
     backbone = variant_of(backbone, args.variant)
     examples = true_label_examples(args.scenes, args.families == "rel")
     probe_items: list[TrainingExample] = []
+    if args.locate_first:
+        args.probe = "locate"
     if args.probe == "locate":
-        examples += locate_examples("unlabeled", args.scenes // 4)
-        probe_items = locate_examples("validation", 150)
+        one = args.locate_objects == "one"
+        examples += locate_examples("unlabeled", args.scenes // 4, one_object=one)
+        probe_items = locate_examples("validation", 150, one_object=one)
     print(f"{len(examples)} training examples from {args.scenes} scenes", flush=True)
     config = EvalConfig(split="validation", vqa_scenes=300)
     before = evaluate_vqa(backbone, config)
@@ -225,13 +238,29 @@ def main() -> None:
             yield [rng.choice(examples) for _ in range(64)]
 
     start = time.time()
+    first: list[float] = []
     with backbone.role(role) if role else contextlib.nullcontext():
+        if args.locate_first:
+            locate = locate_examples("unlabeled", args.scenes // 4, one_object=args.locate_objects == "one")
+
+            def locate_batches():
+                rng = random.Random(2)
+                while True:
+                    yield [rng.choice(locate) for _ in range(64)]
+
+            first = train(backbone, role, locate_batches(),
+                          TrainConfig(steps=args.locate_first, lr=args.lr, warmup_steps=20))
+            backbone.network.eval()
+            print("after the locate curriculum:", locate_accuracy(backbone, probe_items), flush=True)
         losses = train(backbone, role, batches(), TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=20))
         after = evaluate_vqa(backbone, config)
         if probe_items:
             backbone.network.eval()
             after.update(locate_accuracy(backbone, probe_items))
-    row = dict(mode=args.mode, variant=args.variant, probe=args.probe, scenes=args.scenes, examples=len(examples), steps=args.steps, lr=args.lr,
+    row = dict(mode=args.mode, variant=args.variant, probe=args.probe, locate_first=args.locate_first,
+               locate_objects=args.locate_objects,
+               locate_first_loss_by_100_steps=[round(float(np.mean(first[i:i + 100])), 3)
+                                               for i in range(0, len(first), 100)], scenes=args.scenes, examples=len(examples), steps=args.steps, lr=args.lr,
                families=args.families, loss_first=round(losses[0], 4), loss_last20=round(float(np.mean(losses[-20:])), 4),
                loss_by_100_steps=[round(float(np.mean(losses[i:i + 100])), 3) for i in range(0, len(losses), 100)],
                before={k: round(v, 3) for k, v in before.items()}, after={k: round(v, 3) for k, v in after.items()},
