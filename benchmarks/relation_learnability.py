@@ -215,11 +215,13 @@ def main() -> None:
     backbone = variant_of(backbone, args.variant)
     examples = true_label_examples(args.scenes, args.families == "rel")
     probe_items: list[TrainingExample] = []
+    locate: list[TrainingExample] = []
     if args.locate_first:
         args.probe = "locate"
     if args.probe == "locate":
         one = args.locate_objects == "one"
-        examples += locate_examples("unlabeled", args.scenes // 4, one_object=one)
+        locate = locate_examples("unlabeled", args.scenes // 4, one_object=one)
+        examples += locate
         probe_items = locate_examples("validation", 150, one_object=one)
     print(f"{len(examples)} training examples from {args.scenes} scenes", flush=True)
     config = EvalConfig(split="validation", vqa_scenes=300)
@@ -241,8 +243,6 @@ def main() -> None:
     first: list[float] = []
     with backbone.role(role) if role else contextlib.nullcontext():
         if args.locate_first:
-            locate = locate_examples("unlabeled", args.scenes // 4, one_object=args.locate_objects == "one")
-
             def locate_batches():
                 rng = random.Random(2)
                 while True:
@@ -260,7 +260,8 @@ def main() -> None:
     row = dict(mode=args.mode, variant=args.variant, probe=args.probe, locate_first=args.locate_first,
                locate_objects=args.locate_objects,
                locate_first_loss_by_100_steps=[round(float(np.mean(first[i:i + 100])), 3)
-                                               for i in range(0, len(first), 100)], scenes=args.scenes, examples=len(examples), steps=args.steps, lr=args.lr,
+                                               for i in range(0, len(first), 100)],
+               scenes=args.scenes, examples=len(examples), steps=args.steps, lr=args.lr,
                families=args.families, loss_first=round(losses[0], 4), loss_last20=round(float(np.mean(losses[-20:])), 4),
                loss_by_100_steps=[round(float(np.mean(losses[i:i + 100])), 3) for i in range(0, len(losses), 100)],
                before={k: round(v, 3) for k, v in before.items()}, after={k: round(v, 3) for k, v in after.items()},

@@ -56,7 +56,6 @@ def audit_table(results: list[dict], arm: str, round_idx: int) -> str:
     return "\n".join(lines) if cells else ""
 
 
-@task(name="write-experiment-report")
 def ceiling_section(results: list[dict]) -> list[str]:
     """The share of the highest gold-label ceiling each label-free arm recovers, per headline metric (lines of
     Markdown; none when no ceiling arm ran)."""
@@ -79,6 +78,7 @@ def ceiling_section(results: list[dict]) -> list[str]:
             "| metric | ceiling (value) | share recovered |", "|---|---|---|", *rows]
 
 
+@task(name="write-experiment-report")
 def write_experiment_report(results: list[dict], out_dir: str, title: str) -> str:
     import matplotlib
 

@@ -236,35 +236,20 @@ def _agreement_understanding(round_idx, items, checks, decisions, examples):
         _imitate_majority(round_idx, item, kept, reason, decisions, examples)
 
 
-def _composed_understanding(round_idx, items, compositions, decisions, examples):
+def _composed_understanding(round_idx, items, labelled, decisions, examples, reason="composed",
+                            majority_reason="compose-preset"):
     """The compose preset: the Solver learns the recomposed scenes' labels (known by construction from its own
     tile names) and their captions; the Proposer still imitates its own questions by STE difficulty, and no
-    majority label of a pool image trains the Solver."""
+    majority label of a pool image trains the Solver. `labelled` yields (composition id, [(question, label)],
+    caption); the compose-gold ceiling passes the same scenes with the world's true labels and its own reasons."""
     for item in items:
-        _imitate_majority(round_idx, item, False, "compose-preset", decisions, examples)
-    for row in compositions:
-        cid = row["composition_id"]
-        for k, (question, label, _family) in enumerate(json.loads(row["questions_json"])):
-            examples.append(_example(round_idx, "solver", "vqa", f"{cid}:q{k}", "compositions", cid, question, label,
-                                     1.0, 1.0, framing=FRAMINGS[(k + len(cid)) % len(FRAMINGS)]))
-        examples.append(_example(round_idx, "solver", "caption", cid, "compositions", cid, "", row["caption"], 1.0,
-                                 1.0))
-        decisions.append(_decision(round_idx, cid, "composition", True, "composed"))
-
-
-def _composed_gold_understanding(round_idx, items, labelled, decisions, examples):
-    """The compose-gold ceiling (not a method): compose's recomposed scenes, their questions and captions with the
-    world's true labels (`labelled`: composition id -> ([(question, true answer)], true caption)); like compose, no
-    majority label of a pool image trains the Solver."""
-    for item in items:
-        _imitate_majority(round_idx, item, False, "compose-gold-ceiling", decisions, examples)
-    for cid in sorted(labelled):
-        pairs, caption = labelled[cid]
+        _imitate_majority(round_idx, item, False, majority_reason, decisions, examples)
+    for cid, pairs, caption in labelled:
         for k, (question, label) in enumerate(pairs):
             examples.append(_example(round_idx, "solver", "vqa", f"{cid}:q{k}", "compositions", cid, question, label,
                                      1.0, 1.0, framing=FRAMINGS[(k + len(cid)) % len(FRAMINGS)]))
         examples.append(_example(round_idx, "solver", "caption", cid, "compositions", cid, "", caption, 1.0, 1.0))
-        decisions.append(_decision(round_idx, cid, "composition", True, "gold-label"))
+        decisions.append(_decision(round_idx, cid, "composition", True, reason))
 
 
 def _gold_understanding(round_idx, items, truths, decisions, examples):
@@ -360,15 +345,17 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
         elif recipe.solver_labels == "composed":
             compositions = read(db, "compositions", where=where, columns=["composition_id", "questions_json",
                                                                           "caption"])
-            _composed_understanding(round_idx, items, records(compositions.sort_values("composition_id")),
-                                    decisions, examples)
+            labelled = ((row["composition_id"], [(q, label) for q, label, _ in json.loads(row["questions_json"])],
+                         row["caption"]) for row in records(compositions.sort_values("composition_id")))
+            _composed_understanding(round_idx, items, labelled, decisions, examples)
         elif recipe.solver_labels == "composed-gold":
             from tasks.gold_labels import composed_true_labels
 
             compositions = read(db, "compositions", where=where, columns=["composition_id", "image_id",
                                                                           "placement_json", "questions_json"])
-            _composed_gold_understanding(round_idx, items, composed_true_labels(db, compositions), decisions,
-                                         examples)
+            truths = composed_true_labels(db, compositions)
+            _composed_understanding(round_idx, items, ((cid, *truths[cid]) for cid in sorted(truths)), decisions,
+                                    examples, reason="gold-label", majority_reason="compose-gold-ceiling")
         elif recipe.solver_labels == "gold":
             from tasks.gold_labels import true_answers
 
