@@ -13,6 +13,7 @@ relation questions only (`rel`) or on every family (`all`), then evaluates VQA o
     .venv/bin/python benchmarks/relation_learnability.py full 12000 3000 1e-3 all --variant ordinal+deeper+question-first
     .venv/bin/python benchmarks/relation_learnability.py full 12000 2000 1e-3 all --probe locate
     .venv/bin/python benchmarks/relation_learnability.py full 12000 1500 1e-3 all --locate-first 1500
+    .venv/bin/python benchmarks/relation_learnability.py full 12000 3000 1e-3 all --probe locate --from-scratch
 
 Two variants of the model test whether the plateau is the position code or the token order (both start from the
 base's weights): `ordinal` replaces the learned 4-entry row/column embeddings by fixed ordered features of the
@@ -89,6 +90,29 @@ class OrdinalNetwork(ShapesNetwork):
         return x + is_image * visual
 
 
+class ProjectorNetwork(ShapesNetwork):
+    """The shapes network plus a LLaVA-style MLP projector over each image token's pixels and its one-hot row and
+    column, added to the base's embedding with a zero-initialised output layer (so it starts as the base): whether
+    binding what a cell holds to where it is, before the first attention layer, is what locating needs."""
+
+    def __init__(self, config, vocab_size: int):
+        super().__init__(config, vocab_size)
+        width = self.code_pixels.shape[1] + 2 * GRID
+        self.projector = torch.nn.Sequential(torch.nn.Linear(width, 4 * config.hidden_size), torch.nn.GELU(),
+                                             torch.nn.Linear(4 * config.hidden_size, config.hidden_size))
+        torch.nn.init.zeros_(self.projector[2].weight)
+        torch.nn.init.zeros_(self.projector[2].bias)
+
+    def embed(self, ids, cells):
+        is_image = (cells >= 0).unsqueeze(-1)
+        c = cells.clamp(min=0)
+        codes = (ids - self.image_offset).clamp(min=0, max=self.code_pixels.shape[0] - 1)
+        where = torch.cat([torch.nn.functional.one_hot(c // GRID, GRID), torch.nn.functional.one_hot(c % GRID, GRID)],
+                          -1).float()
+        bound = self.projector(torch.cat([self.code_pixels[codes], where], -1))
+        return super().embed(ids, cells) + is_image * bound
+
+
 class QuestionFirstBackbone(ShapesBackbone):
     """VQA sequences as `<bos> <vqa> question <img> codes </img> <framing> <ans>`; other kinds unchanged."""
 
@@ -102,6 +126,17 @@ class QuestionFirstBackbone(ShapesBackbone):
         if kind == "vqa":
             ids, cells = ids + [v.framing_id(framing), v.id("<ans>")], cells + [-1, -1]
         return ids, cells
+
+
+class FlatImagePositionsBackbone(ShapesBackbone):
+    """Every image token at one 1-D position (the first cell's), so rotary positions no longer order the cells and
+    shift how a query matches their content: where a cell is comes from the row/column embeddings alone."""
+
+    def _pad(self, rows):
+        batch = super()._pad(rows)
+        steps = batch.mask * (batch.cells <= 0)  # text tokens and the first cell advance the position
+        positions = (steps.cumsum(-1) - 1).clamp(min=0)
+        return dataclasses.replace(batch, positions=positions)
 
 
 def deepened(base: ShapesBackbone, extra: int = 2) -> ShapesBackbone:
@@ -122,7 +157,7 @@ def deepened(base: ShapesBackbone, extra: int = 2) -> ShapesBackbone:
     return base
 
 
-VARIANTS = ("base", "ordinal", "question-first", "deeper")
+VARIANTS = ("base", "ordinal", "projector", "question-first", "deeper", "flat-image-positions")
 
 
 def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
@@ -137,10 +172,18 @@ def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
         own = network.state_dict()
         network.load_state_dict({k: v for k, v in base.network.state_dict().items() if k in own}, strict=False)
         base = ShapesBackbone(base.config, base.vocab, network)
+    if "projector" in parts:
+        network = ProjectorNetwork(base.config, len(base.vocab))
+        network.load_state_dict(base.network.state_dict(), strict=False)
+        base = ShapesBackbone(base.config, base.vocab, network)
     if "deeper" in parts:
         base = deepened(base)
+    if "question-first" in parts and "flat-image-positions" in parts:
+        raise ValueError("question-first and flat-image-positions do not combine")
     if "question-first" in parts:
         base = QuestionFirstBackbone(base.config, base.vocab, base.network)
+    if "flat-image-positions" in parts:
+        base = FlatImagePositionsBackbone(base.config, base.vocab, base.network)
     return base
 
 
@@ -197,7 +240,8 @@ def main() -> None:
     parser.add_argument("scenes", type=int)
     parser.add_argument("steps", type=int)
     parser.add_argument("lr", type=float)
-    parser.add_argument("families", choices=["rel", "all"])
+    parser.add_argument("families", choices=["rel", "all", "locate"],
+                        help="locate: train on the locate probe's items alone (implies --probe locate)")
     parser.add_argument("--checkpoint", default=str(BASE))
     parser.add_argument("--variant", default="base", help="one of %s, or several joined by +" % ", ".join(VARIANTS))
     parser.add_argument("--probe", choices=["none", "locate"], default="none",
@@ -205,15 +249,22 @@ def main() -> None:
     parser.add_argument("--locate-first", type=int, default=0, metavar="STEPS",
                         help="a curriculum: STEPS steps on the locate items alone before the main run (implies "
                              "--probe locate)")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="start from a random-init network of the base's size instead of its weights (mode full): "
+                             "whether the memorising seed-set pretraining is what blocks relations")
     parser.add_argument("--locate-objects", choices=["all", "one"], default="all",
                         help="one: the locate items show each scene's first object alone (no referent to pick out)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     backbone = load_backbone(args.checkpoint)
-    if args.variant != "base" and args.mode != "full":
-        parser.error("--variant changes the network: use it with mode full")
+    if (args.variant != "base" or args.from_scratch) and args.mode != "full":
+        parser.error("--variant and --from-scratch change the network: use them with mode full")
+    if args.from_scratch:
+        backbone = ShapesBackbone.create(backbone.config, seed=0)
     backbone = variant_of(backbone, args.variant)
-    examples = true_label_examples(args.scenes, args.families == "rel")
+    examples = [] if args.families == "locate" else true_label_examples(args.scenes, args.families == "rel")
+    if args.families == "locate":
+        args.probe = "locate"
     probe_items: list[TrainingExample] = []
     locate: list[TrainingExample] = []
     if args.locate_first:
@@ -257,7 +308,7 @@ def main() -> None:
         if probe_items:
             backbone.network.eval()
             after.update(locate_accuracy(backbone, probe_items))
-    row = dict(mode=args.mode, variant=args.variant, probe=args.probe, locate_first=args.locate_first,
+    row = dict(mode=args.mode, variant=args.variant, from_scratch=args.from_scratch, probe=args.probe, locate_first=args.locate_first,
                locate_objects=args.locate_objects,
                locate_first_loss_by_100_steps=[round(float(np.mean(first[i:i + 100])), 3)
                                                for i in range(0, len(first), 100)],

@@ -32,13 +32,16 @@ def shard_path(settings: Settings, round_idx: int, stage: str, table: str, shard
     return f"{shard_root(settings, round_idx)}/{stage}/{table}/of-{n_shards}/shard-{shard_idx:05d}.parquet"
 
 
-def rows_table(rows: list[dict]) -> pa.Table:
-    """The Arrow table of a shard's rows (an empty table without columns for none): what a staging file holds."""
+def rows_table(rows: list[dict] | pa.Table) -> pa.Table:
+    """The Arrow table of a shard's rows (an empty table without columns for none): what a staging file holds.
+    A shard that already made Arrow (`storage.arrow_rows.ArrowRows`) passes it through."""
+    if isinstance(rows, pa.Table):
+        return rows
     return pa.Table.from_pylist(rows) if rows else pa.table({})
 
 
 def write_shard(settings: Settings, round_idx: int, stage: str, table: str, shard_idx: int, n_shards: int,
-                rows: list[dict]) -> str:
+                rows: list[dict] | pa.Table) -> str:
     """Replace one shard's rows (an empty shard writes an empty file, so the merge knows it ran)."""
     uri = shard_path(settings, round_idx, stage, table, shard_idx, n_shards)
     data = rows_table(rows)
@@ -58,6 +61,13 @@ def read_shards(settings: Settings, round_idx: int, stage: str, table: str, n_sh
                 columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """Each shard's rows (optionally some columns) in shard order; a shard that never ran is an error naming
     its file."""
+    for data in read_shard_tables(settings, round_idx, stage, table, n_shards, columns):
+        yield data.to_pandas()
+
+
+def read_shard_tables(settings: Settings, round_idx: int, stage: str, table: str, n_shards: int,
+                      columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """`read_shards` as Arrow tables (no pandas copy)."""
     for shard_idx in range(n_shards):
         uri = shard_path(settings, round_idx, stage, table, shard_idx, n_shards)
         fs, path = fsspec.core.url_to_fs(uri, **settings.fsspec_options())
@@ -65,7 +75,7 @@ def read_shards(settings: Settings, round_idx: int, stage: str, table: str, n_sh
             raise FileNotFoundError(f"shard {shard_idx} of {n_shards} of stage {stage!r} (round {round_idx}) wrote "
                                     f"no {table!r} rows: {uri} is missing; re-run the stage")
         data = pq.read_table(path, filesystem=fs)
-        yield data.select(columns).to_pandas() if columns and data.num_columns else data.to_pandas()
+        yield data.select(columns) if columns and data.num_columns else data
 
 
 def read_all_shards(settings: Settings, round_idx: int, stage: str, table: str, n_shards: int) -> pd.DataFrame:

@@ -87,6 +87,8 @@ def upsert(db, name: str, rows: list[dict] | pd.DataFrame | pa.Table, replace_wh
     table = open_table(db, name)
     schema = SCHEMAS[name]
     key = KEYS[name]
+    if isinstance(rows, pa.Table) and rows.num_rows == 0:
+        rows = []  # no rows (maybe no columns either): only the slice's deletion, if any
     if isinstance(rows, pa.Table):
         missing = set(schema.names) - set(rows.column_names)
         if missing:

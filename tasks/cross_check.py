@@ -14,9 +14,11 @@ Sharded by image (tasks/sharded_stage.py runs `CROSS_CHECK`): `cross_check_rows`
 
 from __future__ import annotations
 
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from models.protocol import SolveRequest
+from storage.arrow_rows import ArrowRows
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import map_to_validators
@@ -30,7 +32,7 @@ from tasks.logic.stage_seeds import stage_seed
 
 def cross_check_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
                      temperature: float = 1.0, seed: int = 0, chunk_images: int = 256,
-                     tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
+                     tables: dict[str, int] | None = None) -> dict[str, pa.Table]:
     db = connect(settings, at=tables)
     questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
                      columns=["question_id", "image_id", "question", "validator_a", "validator_b"])
@@ -42,7 +44,7 @@ def cross_check_rows(settings: Settings, shard_idx: int, n_shards: int, round_id
     image_ids = sorted(by_image)
     call_seed = stage_seed("cross-check", seed, round_idx)
     backbone = backbone_for(checkpoint_uri, settings) if image_ids else None
-    rows = []
+    rows = ArrowRows()
     bar = tqdm(total=len(image_ids), desc=f"cross-check shard {shard_idx}/{n_shards}", unit="image")
     for ids in chunks(image_ids, chunk_images):
         images = images_by_id(db, "images", "image_id", list(ids))
@@ -59,17 +61,19 @@ def cross_check_rows(settings: Settings, shard_idx: int, n_shards: int, round_id
         results = backbone.solve(requests, seed=[item_seed(call_seed, f"{q['question_id']}:{v}")
                                                  for q in keys for v in ("flip", "caption")])
         caption_of = dict(zip(ids, captions))
+        part = []
         for j, q in enumerate(keys):
             validators = (q["validator_a"], q["validator_b"])
             flip, drawn_answer = results[2 * j].text, results[2 * j + 1].text
-            rows.append({"question_id": q["question_id"], "round_idx": round_idx, "image_id": q["image_id"],
+            part.append({"question_id": q["question_id"], "round_idx": round_idx, "image_id": q["image_id"],
                          "flip_question": q["flip_question"], "flip_text": flip,
                          "flip_answer": map_to_validators(flip, validators), "caption": caption_of[q["image_id"]],
                          "caption_view_text": drawn_answer,
                          "caption_view_answer": map_to_validators(drawn_answer, validators)})
+        rows.extend(part)
         bar.update(len(ids))
     bar.close()
-    return {"cross_checks": rows}
+    return {"cross_checks": rows.table()}
 
 
 def merge_cross_checks(settings: Settings, staged: StagedRows, round_idx: int,

@@ -318,12 +318,21 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
     qa_rows = SliceWriter(db, "qa_items", where)
     new_states: dict[str, float] = {}
     if mode in ("joint", "understanding"):
-        questions = read(db, "questions", where=where)
+        # Only the paper recipe reads every candidate (its Proposer learns from them all); the others read the
+        # selected questions and the rejected candidates' reasons, not the whole table.
+        questions = read(db, "questions", where=where) if recipe.solver_labels == "policy" else None
+        selected = (questions[questions["selected"]] if questions is not None else
+                    read(db, "questions", where=f"{where} AND selected = true"))
+        rejected = (questions[~questions["well_formed"]] if questions is not None else
+                    read(db, "questions", where=f"{where} AND well_formed = false",
+                         columns=["question_id", "reject_reason"]))
         votes = read(db, "votes", where=where)
-        items = questions[questions["selected"]].merge(votes, on=["question_id", "round_idx"], how="inner")
+        items = selected.merge(votes, on=["question_id", "round_idx"], how="inner")
         items = items.sort_values("question_id").to_dict("records")
-        for q in questions[~questions["well_formed"]].sort_values("question_id").to_dict("records"):
+        del selected
+        for q in rejected.sort_values("question_id").to_dict("records"):
             decisions.append(_decision(round_idx, q["question_id"], "candidate", False, q["reject_reason"]))
+        del rejected
         answers = read(db, "answers", where=where, columns=None if recipe.solver_labels == "policy" else
                        ["answer_id", "question_id", "sample_idx", "framing", "temperature", "text", "mapped", "reward"])
         if recipe.solver_labels == "policy":

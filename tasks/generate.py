@@ -19,8 +19,11 @@ from __future__ import annotations
 import json
 import random
 
+import pyarrow as pa
+
 from models.protocol import SolveRequest
 from storage.image_files import encode_png
+from storage.arrow_rows import ArrowRows
 from storage.settings import Settings
 from storage.tables import connect, upsert
 from tasks.logic.alignment import MAX_RETRIES, alignment, best_attempt, spec_accepted
@@ -94,7 +97,7 @@ def _attempt(backbone, image_ids, images, temperature: float, seed: int) -> list
 def generate_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
                   source: str, n_images: int, config: GenerateConfig = GenerateConfig(), seed: int = 0,
                   targeted_specs: int = 0, max_retries: int = MAX_RETRIES,
-                  chunk_images: int = 1024, tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
+                  chunk_images: int = 1024, tables: dict[str, int] | None = None) -> dict[str, pa.Table]:
     """The specs of one shard's images (written, gated, retried) and their images, plus the shard's share of
     `targeted_specs` specs aimed at the weak categories, drawn best-of-`config.targeted_per_prompt`."""
     n_per_prompt, temperature, targeted_per_prompt = config.n_per_prompt, config.temperature, config.targeted_per_prompt
@@ -104,16 +107,16 @@ def generate_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: 
     own = set(in_shard([r["spec_id"] for r in every_targeted], shard_idx, n_shards))
     targeted = [r for r in every_targeted if r["spec_id"] in own]
     backbone = backbone_for(checkpoint_uri, settings) if mine or targeted else None
-    spec_rows, generation_rows = [], []
+    spec_rows, generation_rows = ArrowRows(), ArrowRows()
     for chunk in chunks(mine, chunk_images):
         specs, gens = _generate_chunk(backbone, round_idx, list(chunk), images_by_id(db, "images", "image_id",
                                       list(chunk)), n_per_prompt, temperature, seed, max_retries)
-        spec_rows += specs
-        generation_rows += gens
+        spec_rows.extend(specs)
+        generation_rows.extend(gens)
     for chunk in chunks(targeted, chunk_images):
-        spec_rows += list(chunk)
-        generation_rows += _drawn(backbone, round_idx, list(chunk), targeted_per_prompt, temperature, seed)
-    return {"specs": spec_rows, "generations": generation_rows}
+        spec_rows.extend(list(chunk))
+        generation_rows.extend(_drawn(backbone, round_idx, list(chunk), targeted_per_prompt, temperature, seed))
+    return {"specs": spec_rows.table(), "generations": generation_rows.table()}
 
 
 def _generate_chunk(backbone, round_idx, image_ids, images, n_per_prompt, temperature, seed, max_retries):
@@ -144,11 +147,11 @@ def merge_generations(settings: Settings, staged: StagedRows, round_idx: int,
                       tables: dict[str, int] | None = None) -> StageResult:
     """Every shard's rows into `specs` and `generations`."""
     db = connect(settings, at=tables)
-    spec_rows = staged.records("specs", "spec_id")
-    generation_rows = staged.records("generations", "generation_id")
+    spec_rows = staged.table("specs", sort_by="spec_id").to_pylist()  # one per image: small
+    generations = staged.table("generations", sort_by="generation_id")  # their PNGs go to the store as Arrow
     where = f"round_idx = {round_idx}"
     versions = {"specs": upsert(db, "specs", spec_rows, replace_where=where),
-                "generations": upsert(db, "generations", generation_rows, replace_where=where)}
+                "generations": upsert(db, "generations", generations, replace_where=where)}
     proposed = [r for r in spec_rows if r["accept_reason"] != "targeted"]  # the Proposer's own specs
     accepted = [r for r in proposed if r["valid"]]
     n = max(1, len(proposed))
@@ -156,9 +159,9 @@ def merge_generations(settings: Settings, staged: StagedRows, round_idx: int,
                "mean_q_spec": sum(r["q_spec"] for r in proposed) / n,
                "mean_alignment": sum(r["alignment"] for r in proposed) / n,
                "mean_attempts": sum(r["attempts"] for r in proposed) / n,
-               "generations": len(generation_rows), "distinct_prompts": len({r["prompt"] for r in accepted}),
+               "generations": generations.num_rows, "distinct_prompts": len({r["prompt"] for r in accepted}),
                "targeted_specs": len(spec_rows) - len(proposed)}
-    return StageResult("generate", round_idx, versions, len(generation_rows), metrics)
+    return StageResult("generate", round_idx, versions, generations.num_rows, metrics)
 
 
 GENERATE = sharded_stage("generate", "generate-images", generate_rows, merge_generations, counted="generations")

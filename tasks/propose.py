@@ -12,7 +12,10 @@ candidates in the round's image order, selects one candidate per image and upser
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from models.protocol import SolveRequest
+from storage.arrow_rows import ArrowRows
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.proposals import parse_question_proposal
@@ -35,13 +38,13 @@ def ste_history(db, round_idx: int) -> list[float]:
 
 def propose_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
                  source: str, n_images: int, config: ProposeConfig = ProposeConfig(), seed: int = 0,
-                 chunk_images: int = 1024, tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
+                 chunk_images: int = 1024, tables: dict[str, int] | None = None) -> dict[str, pa.Table]:
     """K candidates and their greedy spot-check for the round's images in shard `shard_idx`."""
     db = connect(settings, at=tables)
     order = {image_id: i for i, image_id in enumerate(round_image_ids(db, source, n_images, round_idx, seed))}
     mine = in_shard(list(order), shard_idx, n_shards)
     call_seed = stage_seed("propose", seed, round_idx)
-    rows = []
+    rows = ArrowRows()
     backbone = backbone_for(checkpoint_uri, settings) if mine else None
     for chunk in chunks(mine, chunk_images):
         images = images_by_id(db, "images", "image_id", list(chunk))
@@ -60,8 +63,8 @@ def propose_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: i
         for row, result in zip(part, backbone.solve(requests, seed=seed)):
             row.update(greedy_answer=result.text,
                        ste_raw=raw_ste(result.token_entropies, aggregate=config.ste_aggregate))
-        rows += part
-    return {"questions": rows}
+        rows.extend(part)
+    return {"questions": rows.table()}
 
 
 def select_questions(settings: Settings, staged: StagedRows, round_idx: int,
@@ -72,31 +75,33 @@ def select_questions(settings: Settings, staged: StagedRows, round_idx: int,
     well-formed one is selected.
     """
     db = connect(settings, at=tables)
-    frame = staged.frame("questions")
-    if len(frame):
-        frame = frame.sort_values(["image_order", "candidate_idx"]).drop(columns=["image_order"])
-    rows = frame.to_dict("records")
-    us = [r["ste_raw"] for r in rows]
-    difficulties = ste_difficulties(us, ste_history(db, round_idx)) if config.use_ste else [0.5] * len(us)
-    for row, d in zip(rows, difficulties):
-        row.update(ste_difficulty=d, selected=False)
-    for start in range(0, len(rows), config.n_candidates):
-        group = rows[start:start + config.n_candidates]
-        scored = [(r["ste_raw"] if config.use_ste else -k, r["well_formed"], r["ste_difficulty"])
-                  for k, r in enumerate(group)]
+    data = staged.table("questions", sort_by=["image_order", "candidate_idx"])  # columns, not a dict per row
+    n = data.num_rows
+    us = data["ste_raw"].to_pylist() if n else []
+    well_formed = data["well_formed"].to_pylist() if n else []
+    difficulties = ste_difficulties(us, ste_history(db, round_idx)) if config.use_ste else [0.5] * n
+    selected = [False] * n
+    for start in range(0, n, config.n_candidates):
+        group = range(start, min(n, start + config.n_candidates))
+        scored = [(us[i] if config.use_ste else -k, well_formed[i], difficulties[i]) for k, i in enumerate(group)]
         best = pick_candidate(scored)
         if best is not None:
-            group[best]["selected"] = True
-    version = upsert(db, "questions", rows, replace_where=f"round_idx = {round_idx}")
-    selected = [r for r in rows if r["selected"]]
+            selected[start + best] = True
+    if n:
+        data = data.drop_columns(["image_order"])
+        data = data.append_column("ste_difficulty", pa.array(difficulties, pa.float64()))
+        data = data.append_column("selected", pa.array(selected, pa.bool_()))
+    version = upsert(db, "questions", data, replace_where=f"round_idx = {round_idx}")
+    chosen = [i for i in range(n) if selected[i]]
+    texts = data["question"].to_pylist() if n else []
     metrics = {
-        "candidates": len(rows), "selected": len(selected),
-        "well_formed_share": sum(r["well_formed"] for r in rows) / max(1, len(rows)),
-        "distinct_questions": len({r["question"] for r in selected}),
-        "ste_mean": sum(us) / max(1, len(us)),
-        "ste_selected_mean": sum(r["ste_raw"] for r in selected) / max(1, len(selected)),
+        "candidates": n, "selected": len(chosen),
+        "well_formed_share": sum(well_formed) / max(1, n),
+        "distinct_questions": len({texts[i] for i in chosen}),
+        "ste_mean": sum(us) / max(1, n),
+        "ste_selected_mean": sum(us[i] for i in chosen) / max(1, len(chosen)),
     }
-    return StageResult("propose", round_idx, {"questions": version}, len(rows), metrics)
+    return StageResult("propose", round_idx, {"questions": version}, n, metrics)
 
 
 PROPOSE = sharded_stage("propose", "propose-questions", propose_rows, select_questions, counted="questions")

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
+
 from models.protocol import SolveRequest
+from storage.arrow_rows import ArrowRows
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import normalize_answer
@@ -35,7 +38,7 @@ from tasks.logic.stage_seeds import stage_seed
 
 def score_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
                config: ScoreConfig = ScoreConfig(), seed: int = 0, chunk_specs: int = 1024,
-               tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
+               tables: dict[str, int] | None = None) -> dict[str, pa.Table]:
     """The `scores` rows of one shard's images. use_fidelity / use_cycle False are the "QA fidelity off" /
     "cycle consistency off" ablations: the term is still measured and stored but left out of R_g."""
     db = connect(settings, at=tables)
@@ -45,12 +48,12 @@ def score_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int
                  columns=["spec_id", "checks_json", "q_spec"]).set_index("spec_id")
     mine = in_shard(sorted(set(gens["spec_id"])), shard_idx, n_shards)
     backbone = backbone_for(checkpoint_uri, settings) if mine else None
-    rows = []
+    rows = ArrowRows()
     for chunk in chunks(mine, chunk_specs):
         part = gens[gens["spec_id"].isin(set(chunk))].sort_values("generation_id").reset_index(drop=True)
-        rows += _score_chunk(backbone, db, round_idx, part, specs, config.n_answers, seed, config.use_fidelity,
-                             config.use_cycle)
-    return {"scores": rows}
+        rows.extend(_score_chunk(backbone, db, round_idx, part, specs, config.n_answers, seed, config.use_fidelity,
+                                 config.use_cycle))
+    return {"scores": rows.table()}
 
 
 def _score_chunk(backbone, db, round_idx, gens, specs, n_answers, seed, use_fidelity, use_cycle) -> list[dict]:
@@ -98,12 +101,12 @@ def merge_scores(settings: Settings, staged: StagedRows, round_idx: int,
                  tables: dict[str, int] | None = None) -> StageResult:
     """Every shard's rows into `scores`."""
     db = connect(settings, at=tables)
-    rows = staged.records("scores", "generation_id")
+    rows = staged.table("scores", sort_by="generation_id")
     version = upsert(db, "scores", rows, replace_where=f"round_idx = {round_idx}")
-    n = max(1, len(rows))
-    metrics = {"scored": len(rows), **{f"mean_{k}": sum(r[k] for r in rows) / n
-                                       for k in ("fidelity", "cycle", "diversity", "contradiction", "reward")}}
-    return StageResult("score", round_idx, {"scores": version}, len(rows), metrics)
+    n = max(1, rows.num_rows)
+    metrics = {"scored": rows.num_rows, **{f"mean_{k}": (sum(rows[k].to_pylist()) if rows.num_rows else 0) / n
+                                           for k in ("fidelity", "cycle", "diversity", "contradiction", "reward")}}
+    return StageResult("score", round_idx, {"scores": version}, rows.num_rows, metrics)
 
 
 SCORE = sharded_stage("score", "score-generations", score_rows, merge_scores, counted="scores")

@@ -1,7 +1,8 @@
 """The sharded-stage runner: one place owns how a rollout stage is split, run, staged and merged.
 
 A stage is two Prefect-free functions in its own module, declared with `sharded_stage`:
-- `shard(settings, shard_idx, n_shards, **shard_args) -> {table: rows}`: the model calls for one shard's items;
+- `shard(settings, shard_idx, n_shards, **shard_args) -> {table: rows}`: the model calls for one shard's items
+  (rows as dicts, or as Arrow made a chunk at a time with `storage.arrow_rows.ArrowRows`);
 - `merge(settings, staged, **merge_args) -> StageResult`: the round-wide step over every shard's rows
   (`staged`, a `StagedRows`), which makes the stage's upserts and returns its small result.
 
@@ -31,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from storage.settings import Settings
-from storage.shard_files import read_shards, rows_table, write_shard
+from storage.shard_files import read_shard_tables, read_shards, rows_table, write_shard
 from tasks.round_inputs import backbone_loads
 from tasks.stage import stage_task
 from tasks.stage_result import ShardResult, StageResult
@@ -56,6 +57,23 @@ class StagedRows:
         data = self._memory.get(table, pa.table({}))
         yield data.select(columns).to_pandas() if columns and data.num_columns else data.to_pandas()
 
+    def table(self, table: str, sort_by: str | list[str] | None = None) -> pa.Table:
+        """All shards' rows of `table` as one Arrow table, optionally sorted by a column or columns (ascending):
+        what a merge step upserts without turning rows into dicts (an empty table without columns when no shard
+        wrote any)."""
+        if self._memory is None:
+            parts = [t for t in read_shard_tables(self.settings, self.round_idx, self.folder, table, self.n_shards)
+                     if t.num_columns]
+        else:
+            parts = [t for t in [self._memory.get(table, pa.table({}))] if t.num_columns]
+        if not parts:
+            return pa.table({})
+        data = pa.concat_tables(parts, promote_options="permissive")
+        if sort_by and data.num_rows:
+            keys = [sort_by] if isinstance(sort_by, str) else list(sort_by)
+            data = data.sort_by([(k, "ascending") for k in keys])
+        return data
+
     def frame(self, table: str) -> pd.DataFrame:
         """All shards' rows of `table` in one frame (empty, without columns, when no shard wrote any)."""
         frames = [f for f in self.frames(table) if len(f.columns)]
@@ -71,7 +89,7 @@ class StagedRows:
 class ShardedStage:
     stage: str  # the metric prefix and fault point ("solve"; its shards: "solve-shard")
     task_name: str  # the Prefect task ("solve-and-vote"; its shards: "solve-and-vote-shard")
-    shard: Callable[..., dict[str, list[dict]]]
+    shard: Callable[..., dict[str, list[dict] | pa.Table]]
     merge: Callable[..., StageResult]
     counted: tuple[str, ...]  # the tables whose rows a shard reports as its row count
     # (round_idx, folder) of the stage's staging files, from its shard arguments
@@ -121,7 +139,7 @@ def sharded_stage(stage: str, task_name: str, shard: Callable, merge: Callable, 
     return spec
 
 
-def _counted(spec: ShardedStage, tables: dict[str, list[dict]]) -> int:
+def _counted(spec: ShardedStage, tables: dict[str, list[dict] | pa.Table]) -> int:
     return sum(len(tables.get(table, [])) for table in spec.counted)
 
 

@@ -14,9 +14,11 @@ buckets with the round-wide adaptive threshold over every shard's votes and upse
 
 from __future__ import annotations
 
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from models.protocol import SolveRequest
+from storage.arrow_rows import ArrowRows
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.answers import map_to_validators, normalize_answer
@@ -46,7 +48,7 @@ def entropy_history(db, round_idx: int) -> list[float]:
 
 def solve_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int, checkpoint_uri: str,
                config: SolveConfig = SolveConfig(), seed: int = 0,
-               chunk_questions: int = 1024, tables: dict[str, int] | None = None) -> dict[str, list[dict]]:
+               chunk_questions: int = 1024, tables: dict[str, int] | None = None) -> dict[str, pa.Table]:
     """N answers and the vote of each selected question in shard `shard_idx`: {"answers": …, "votes": …}.
 
     use_framings False is the "prompt framings off" ablation: every sample uses the canonical
@@ -59,7 +61,7 @@ def solve_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int
     questions = questions[[shard_of(q, n_shards) == shard_idx for q in questions["question_id"]]]
     ladder = sampler_ladder(n_samples)
     call_seed = stage_seed("solve", seed, round_idx)
-    answer_rows, vote_rows = [], []
+    answer_rows, vote_rows = ArrowRows(), ArrowRows()
     backbone = backbone_for(checkpoint_uri, settings) if len(questions) else None
     bar = tqdm(total=len(questions), desc=f"solve shard {shard_idx}/{n_shards}", unit="q")
     for chunk in chunks(questions, chunk_questions):
@@ -68,6 +70,7 @@ def solve_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int
                     for img, q in zip(images, chunk["question"]) for i, (t, p) in enumerate(ladder)]
         seeds = [item_seed(call_seed, f"{qid}:s{i}") for qid in chunk["question_id"] for i in range(n_samples)]
         results = backbone.solve(requests, seed=seeds)
+        answers, votes = [], []
         for j, row in enumerate(chunk.itertuples()):
             samples = results[j * n_samples:(j + 1) * n_samples]
             validators = (row.validator_a, row.validator_b)
@@ -78,20 +81,22 @@ def solve_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int
                 t, p = ladder[i]
                 reward = solver_reward(answer == v.majority, s)
                 words_before = max(0, len(r.text.split()) - len(answer.split()))
-                answer_rows.append({
+                answers.append({
                     "answer_id": f"{row.question_id}:s{i}", "question_id": row.question_id, "round_idx": round_idx,
                     "sample_idx": i, "framing": requests[j * n_samples + i].framing, "temperature": t, "top_p": p,
                     "text": r.text, "normalized": normalize_answer(r.text), "mapped": answer,
                     "token_entropies": list(r.token_entropies), "is_majority": answer == v.majority,
                     "answer_share": v.distribution[answer], "reward": reward,
                     "shaped_reward": shaped_solver_reward(reward, v.distribution[answer], words_before)})
-            vote_rows.append({"question_id": row.question_id, "round_idx": round_idx, "n_samples": n_samples,
+            votes.append({"question_id": row.question_id, "round_idx": round_idx, "n_samples": n_samples,
                               "majority": v.majority, "majority_fraction": v.fraction, "answer_entropy": v.entropy,
                               "margin": v.margin, "informativeness": s, "ste_difficulty": row.ste_difficulty,
                               "sample_ste_mean": sum(raw_ste(r.token_entropies) for r in samples) / n_samples})
+        answer_rows.extend(answers)
+        vote_rows.extend(votes)
         bar.update(len(chunk))
     bar.close()
-    return {"answers": answer_rows, "votes": vote_rows}
+    return {"answers": answer_rows.table(), "votes": vote_rows.table()}
 
 
 def merge_votes(settings: Settings, staged: StagedRows, round_idx: int,
@@ -99,28 +104,27 @@ def merge_votes(settings: Settings, staged: StagedRows, round_idx: int,
     """Every shard's answers and votes: buckets with the round-wide adaptive threshold, the Proposer's reward,
     upserts."""
     db = connect(settings, at=tables)
-    vote_rows = staged.records("votes", "question_id")
+    vote_rows = staged.table("votes", sort_by="question_id").to_pylist()
     buckets = assign_buckets([(r["answer_entropy"], r["majority_fraction"], r["margin"]) for r in vote_rows],
                              entropy_history(db, round_idx))
     for row, (name, theta) in zip(vote_rows, buckets):
         d_ste = row.pop("ste_difficulty")
         row.update(bucket=name, theta_easy=theta, proposer_reward=proposer_reward(
             d_ste, row["answer_entropy"], row["informativeness"], easy=name == "easy"))
-    answer_rows = staged.records("answers", "answer_id")
-    for row in answer_rows:
-        row["token_entropies"] = [float(h) for h in row["token_entropies"]]
+    answers = staged.table("answers", sort_by="answer_id")  # Arrow to the store: no dict per answer
     where = f"round_idx = {round_idx}"
-    versions = {"answers": upsert(db, "answers", answer_rows, replace_where=where),
+    versions = {"answers": upsert(db, "answers", answers, replace_where=where),
                 "votes": upsert(db, "votes", vote_rows, replace_where=where)}
     n = max(1, len(vote_rows))
-    metrics = {"questions_solved": len(vote_rows), "answers": len(answer_rows),
+    shaped = answers["shaped_reward"].to_pylist() if answers.num_rows else []
+    metrics = {"questions_solved": len(vote_rows), "answers": answers.num_rows,
                "mean_majority_fraction": sum(r["majority_fraction"] for r in vote_rows) / n,
                "mean_answer_entropy": sum(r["answer_entropy"] for r in vote_rows) / n,
                "mean_proposer_reward": sum(r["proposer_reward"] for r in vote_rows) / n,
-               "mean_solver_shaped_reward": sum(r["shaped_reward"] for r in answer_rows) / max(1, len(answer_rows)),
+               "mean_solver_shaped_reward": sum(shaped) / max(1, len(shaped)),
                **{f"bucket_{b}": sum(r["bucket"] == b for r in vote_rows) / n
                   for b in ("easy", "medium", "hard", "unsolvable")}}
-    return StageResult("solve", round_idx, versions, len(answer_rows), metrics)
+    return StageResult("solve", round_idx, versions, answers.num_rows, metrics)
 
 
 SOLVE = sharded_stage("solve", "solve-and-vote", solve_rows, merge_votes, counted="answers")

@@ -73,6 +73,32 @@ def test_rows_held_as_arrow_batches_write_the_same_rows_as_dicts_and_are_checked
     assert count(db, "votes") == 10
 
 
+def test_staged_shard_rows_as_arrow_sort_across_shards_drop_extra_columns_and_empty_a_slice(db):
+    from storage.arrow_rows import ArrowRows
+    from storage.shard_files import write_shard
+    from tasks.sharded_stage import StagedRows
+
+    settings = Settings.from_env()
+    votes = [{**v, "informativeness": 0.5, "proposer_reward": 0.25, "ste_difficulty": 0.1} for v in _votes(9)]
+    for shard in range(2):  # each shard's rows made a chunk at a time; shard 0 holds the odd rows, in reverse
+        rows = ArrowRows()
+        mine = [v for i, v in enumerate(votes) if i % 2 != shard][::-1]
+        rows.extend(mine[:2])
+        rows.extend(mine[2:])
+        assert len(rows) == len(mine)
+        write_shard(settings, 0, "solve", "votes", shard, 2, rows.table())
+    staged = StagedRows(settings, 0, "solve", 2)
+    table = staged.table("votes", sort_by="question_id")
+    assert table["question_id"].to_pylist() == [v["question_id"] for v in votes]
+    assert "ste_difficulty" in table.column_names  # the merge's own column, not stored
+    upsert(db, "votes", table, replace_where="round_idx = 0")
+    stored = read(db, "votes").sort_values("question_id")
+    assert stored["question_id"].tolist() == [v["question_id"] for v in votes]
+    assert "ste_difficulty" not in stored.columns
+    upsert(db, "votes", ArrowRows().table(), replace_where="round_idx = 0")  # a round with no rows empties it
+    assert count(db, "votes") == 0
+
+
 def test_a_slice_writer_replaces_its_slice_across_several_writes_and_a_rerun_converges(db):
     from storage.slice_writer import SliceWriter
 
