@@ -6,10 +6,11 @@ Side by side in one process, on the same unlabeled scenes, the shipped base and 
 (K candidates, N Solver samples, L images per spec, fine-tune steps and batch size):
 
 1. **bare**: a plain Python loop making the round's model calls — propose + greedy STE spot check,
-   N-sample solving of the selected questions, specs with their source-image checks and retries,
+   N-sample solving of the selected questions, the audit's cross-check views (mirrored image, image drawn from
+   the caption), specs with their source-image checks and retries,
    L images per accepted spec, scoring (checks, captions, embeddings) and the three roles' policy
    updates — with nothing stored, tracked or orchestrated;
-2. **flow**: `round_flow` (Prefect tasks with persisted results, every row upserted into LanceDB,
+2. **flow**: `round_flow` with the `paper` preset, whose calls the loop makes (Prefect tasks with persisted results, every row upserted into LanceDB,
    MLflow run with params, metrics, report and checkpoint artifacts), evaluation off.
 
 Prefect's temporary server is started by a warm-up flow before timing (a served deployment finds it
@@ -41,6 +42,7 @@ def bare_round(config, images, ids, example_counts: dict[str, int]) -> dict[str,
     from tasks.finetune import PAPER_OBJECTIVES
     from tasks.generate import _generate_chunk
     from tasks.logic.answers import map_to_validators
+    from tasks.logic.label_sources import mirror_question
     from tasks.logic.proposals import parse_question_proposal
     from tasks.logic.sampling_plan import framing_for, sampler_ladder
     from tasks.logic.shards import item_seed
@@ -73,6 +75,14 @@ def bare_round(config, images, ids, example_counts: dict[str, int]) -> dict[str,
         solver_examples.append(TrainingExample("vqa", image=im, prompt=p.question, target=v.majority, weight=0.5))
     seconds["solve"] = time.perf_counter() - clock
 
+    clock = time.perf_counter()  # the label-source audit's views of each question (tasks/cross_check.py)
+    captions = backbone.caption([im for im, _ in chosen])
+    pictures = backbone.generate_images(captions, 1, 1.0, [item_seed(3, str(i)) for i in range(len(chosen))])
+    views = [SolveRequest(view, question, "canonical", 0.0, 1.0) for (im, p), picture in zip(chosen, pictures)
+             for view, question in ((im[:, ::-1].copy(), mirror_question(p.question)), (picture[0], p.question))]
+    backbone.solve(views, seed=[item_seed(4, str(i)) for i in range(len(views))])
+    seconds["cross_check"] = time.perf_counter() - clock
+
     clock = time.perf_counter()
     specs, generations = _generate_chunk(backbone, 0, ids, images, config.generate.n_per_prompt, config.generate.temperature, 0, 2)
     seconds["generate"] = time.perf_counter() - clock
@@ -97,7 +107,7 @@ def bare_round(config, images, ids, example_counts: dict[str, int]) -> dict[str,
         "generator": [TrainingExample("t2i", prompt=g["prompt"], target_image=im, weight=0.5)
                       for im, g in zip(drawn, generations)],
     }
-    for role, steps in config.finetune.steps.items():
+    for role, steps in config.role_steps().items():
         pool = examples[role]
         matched = [pool[i % len(pool)] for i in range(example_counts.get(role, len(pool)))]
         policy_update(backbone, role, matched, config.finetune.batch_size,
@@ -122,9 +132,12 @@ def main() -> None:
     from world import splits
     from world.render import render
 
+    # The bare loop makes the paper round's calls (policy updates; no compose, cross-check or tile reading), so
+    # the flow runs the paper preset: since the default became compose, an unpinned flow made more model calls
+    # than the loop and counted them as overhead.
     config = RoundConfig(source=f"world://unlabeled?n={args.images}&seed=0", n_images=args.images,
-                         evaluation="none", **({"finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}}
-                                               if args.quick else {}))
+                         evaluation="none", preset="paper",
+                         **({"finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}} if args.quick else {}))
     scenes = [render(splits.scene_at("unlabeled", i, 0)) for i in range(args.images)]
     images = [decode_png(encode_png(im)) for im in scenes]
     ids = [f"img{i}" for i in range(args.images)]
@@ -147,7 +160,7 @@ def main() -> None:
         clock = time.perf_counter()
         out = round_flow(0, str(BASE), config, experiment="asg-bench")
         flow_runs.append((time.perf_counter() - clock, out))
-        counts = {role: int(out[f"finetune.{role}_examples"]) for role in config.finetune.steps}
+        counts = {role: int(out[f"finetune.{role}_examples"]) for role in config.role_steps()}
         clock = time.perf_counter()
         bare_phases = bare_round(config, images, ids, counts)
         bare_runs.append((time.perf_counter() - clock, bare_phases))
@@ -164,7 +177,7 @@ def main() -> None:
     print(f"bare model calls: {bare_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in bare.items()))
     print(f"full round flow:  {flow_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     print(f"overhead: {flow_s - bare_s:+.1f} s = {100 * (flow_s - bare_s) / flow_s:.1f}% of the flow's wall time "
-          f"(target <= 10%)")
+          f"(target <= 3%)")
     out_file = ROOT / "benchmarks" / "results" / ("round_overhead_quick.json" if args.quick else "round_overhead.json")
     out_file.write_text(json.dumps(result, indent=1))
     print(f"wrote {out_file}")
