@@ -14,3 +14,7 @@ for _key, _value in {
 if os.environ.get("PREFECT_HOME"):
     # Prefect's temporary server cannot create its SQLite file in a missing folder.
     os.makedirs(os.path.expanduser(os.environ["PREFECT_HOME"]), exist_ok=True)
+
+from tasks.freed_memory import cap_malloc_arenas  # noqa: E402 - after the environment defaults above
+
+cap_malloc_arenas()  # before the round's threads start (see tasks/freed_memory.py)

@@ -8,6 +8,12 @@ nothing that is still referenced and costs a few milliseconds (measured: a tiny 
 
     from tasks.freed_memory import release_freed_memory
     release_freed_memory()
+
+`cap_malloc_arenas` (called when `flows` is imported, before the round starts its threads) limits glibc to
+ASG_MALLOC_ARENAS heap arenas (default 2; 0 keeps glibc's default of 8 per core). Every thread that allocates
+(LanceDB's, torch's) otherwise gets its own arena, and a trim cannot hand back pages that are fragmented across
+them: merging 10x the PNG rows into LanceDB left +50 MB after `malloc_trim` with the default, +11 MB with 2
+(`benchmarks/lancedb_retained_memory.py`). An explicit MALLOC_ARENA_MAX, which glibc reads itself, wins.
 """
 
 from __future__ import annotations
@@ -15,17 +21,39 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 import pyarrow as pa
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
 @functools.cache
-def _malloc_trim():
-    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+def _libc_function(name: str):
+    """A glibc function, or None where the C library has none (musl, macOS)."""
     try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name, None)
     except OSError:
         return None
+
+
+def _malloc_trim():
+    return _libc_function("malloc_trim")
+
+
+def cap_malloc_arenas() -> int:
+    """Cap glibc's heap arenas at ASG_MALLOC_ARENAS (default 2); returns the cap set, 0 when none was (the variable
+    is 0, MALLOC_ARENA_MAX is set, or the C library has no mallopt)."""
+    raw = os.environ.get("ASG_MALLOC_ARENAS", "2")
+    try:
+        arenas = int(raw)
+    except ValueError:
+        raise ValueError(f"ASG_MALLOC_ARENAS must be a whole number of arenas (0: glibc's default), got {raw!r}")
+    mallopt = _libc_function("mallopt")
+    if arenas <= 0 or os.environ.get("MALLOC_ARENA_MAX") or mallopt is None:
+        return 0
+    return arenas if mallopt(M_ARENA_MAX, arenas) == 1 else 0
 
 
 def release_freed_memory() -> None:
