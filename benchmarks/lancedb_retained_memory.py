@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def child(n: int) -> dict:
-    import ctypes
     import gc
     import tempfile
     from datetime import timedelta
@@ -28,12 +30,13 @@ def child(n: int) -> dict:
     import psutil
     import pyarrow as pa
 
+    from tasks.freed_memory import release_freed_memory
+
     process = psutil.Process()
 
     def settled_mb() -> int:
         gc.collect()
-        pa.default_memory_pool().release_unused()
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        release_freed_memory()
         return round(process.memory_info().rss / 2**20)
 
     uri, rng = tempfile.mkdtemp(prefix="asg-lance-retained-"), np.random.default_rng(0)

@@ -308,8 +308,8 @@ def main() -> None:
         if probe_items:
             backbone.network.eval()
             after.update(locate_accuracy(backbone, probe_items))
-    row = dict(mode=args.mode, variant=args.variant, from_scratch=args.from_scratch, probe=args.probe, locate_first=args.locate_first,
-               locate_objects=args.locate_objects,
+    row = dict(mode=args.mode, variant=args.variant, from_scratch=args.from_scratch, probe=args.probe,
+               locate_first=args.locate_first, locate_objects=args.locate_objects,
                locate_first_loss_by_100_steps=[round(float(np.mean(first[i:i + 100])), 3)
                                                for i in range(0, len(first), 100)],
                scenes=args.scenes, examples=len(examples), steps=args.steps, lr=args.lr,

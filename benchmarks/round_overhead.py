@@ -132,9 +132,9 @@ def main() -> None:
     from world import splits
     from world.render import render
 
-    # The bare loop makes the paper round's calls (policy updates; no compose, cross-check or tile reading), so
-    # the flow runs the paper preset: since the default became compose, an unpinned flow made more model calls
-    # than the loop and counted them as overhead.
+    # The bare loop makes the paper round's calls (policy updates, the audit's cross-check; no compose or tile
+    # reading), so the flow runs the paper preset: since the default became compose, an unpinned flow made more
+    # model calls than the loop and counted them as overhead.
     config = RoundConfig(source=f"world://unlabeled?n={args.images}&seed=0", n_images=args.images,
                          evaluation="none", preset="paper",
                          **({"finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}} if args.quick else {}))

@@ -78,18 +78,6 @@ def read_shard_tables(settings: Settings, round_idx: int, stage: str, table: str
         yield data.select(columns) if columns and data.num_columns else data
 
 
-def read_all_shards(settings: Settings, round_idx: int, stage: str, table: str, n_shards: int) -> pd.DataFrame:
-    frames = [f for f in read_shards(settings, round_idx, stage, table, n_shards) if len(f.columns)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def merged_rows(settings: Settings, round_idx: int, stage: str, table: str, n_shards: int,
-                key: str) -> list[dict]:
-    """All shards' rows of a table as records, sorted by `key` (what a stage's merge step upserts)."""
-    frame = read_all_shards(settings, round_idx, stage, table, n_shards)
-    return frame.sort_values(key).to_dict("records") if len(frame) else []
-
-
 def remove_round_shards(settings: Settings, round_idx: int) -> None:
     """Drop a finished round's staging files (its rows live in LanceDB)."""
     fs, path = fsspec.core.url_to_fs(shard_root(settings, round_idx), **settings.fsspec_options())

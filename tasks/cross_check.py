@@ -79,7 +79,7 @@ def cross_check_rows(settings: Settings, shard_idx: int, n_shards: int, round_id
 def merge_cross_checks(settings: Settings, staged: StagedRows, round_idx: int,
                        tables: dict[str, int] | None = None) -> StageResult:
     db = connect(settings, at=tables)
-    rows = staged.records("cross_checks", "question_id")
+    rows = staged.table("cross_checks", sort_by="question_id").to_pylist()  # one per question
     version = upsert(db, "cross_checks", rows, replace_where=f"round_idx = {round_idx}")
     votes = read(db, "votes", where=f"round_idx = {round_idx}").to_dict("records")
     majority = {v["question_id"]: v["majority"] for v in votes}

@@ -38,10 +38,6 @@ def _libc_function(name: str):
         return None
 
 
-def _malloc_trim():
-    return _libc_function("malloc_trim")
-
-
 def cap_malloc_arenas() -> int:
     """Cap glibc's heap arenas at ASG_MALLOC_ARENAS (default 2); returns the cap set, 0 when none was (the variable
     is 0, MALLOC_ARENA_MAX is set, or the C library has no mallopt)."""
@@ -61,6 +57,6 @@ def release_freed_memory() -> None:
     freed by reference counting when it returns (a full collection freed 4 MB of 290 after the filter at 5k images),
     and one costs about 0.5 s in a flow process, which is 6 s of a tiny round's 25."""
     pa.default_memory_pool().release_unused()
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim")
     if trim is not None:
         trim(0)

@@ -74,16 +74,6 @@ class StagedRows:
             data = data.sort_by([(k, "ascending") for k in keys])
         return data
 
-    def frame(self, table: str) -> pd.DataFrame:
-        """All shards' rows of `table` in one frame (empty, without columns, when no shard wrote any)."""
-        frames = [f for f in self.frames(table) if len(f.columns)]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-    def records(self, table: str, key: str) -> list[dict]:
-        """All shards' rows of `table` as records sorted by `key` (what a merge step upserts)."""
-        frame = self.frame(table)
-        return frame.sort_values(key).to_dict("records") if len(frame) else []
-
 
 @dataclass(frozen=True)
 class ShardedStage:
