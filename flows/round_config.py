@@ -47,6 +47,7 @@ FLAT_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
     "compose_relation_questions": (("compose", "relation_questions"),),
     "n_per_prompt": (("generate", "n_per_prompt"),), "targeted_share": (("generate", "targeted_share"),),
     "targeted_per_prompt": (("generate", "targeted_per_prompt"),),
+    "targeted_categories": (("generate", "targeted_categories"),),
     "n_check_answers": (("score", "n_answers"),), "use_fidelity": (("score", "use_fidelity"),),
     "use_cycle": (("score", "use_cycle"),),
     **{name: (("filter", name),) for name in FilterConfig.model_fields},

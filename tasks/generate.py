@@ -39,17 +39,13 @@ from tasks.logic.stage_seeds import stage_seed
 from world import language
 
 SOURCE_CHECK_ANSWERS = 3
-# The weakest categories, colour attribution and position twice: the tile-verify stage reads both exactly from the
-# grid (accepted images 100% and 97.5% right in a probe), where the Solver's checks judge position at chance.
-TARGET_CATEGORIES = ("color_attr", "position", "counting", "color_attr", "two_object", "position")
-
-
-def targeted_spec_rows(round_idx: int, n_specs: int, seed: int) -> list[dict]:
-    """`n_specs` prompts cycling over TARGET_CATEGORIES, each written as a spec with its implied checks."""
+def targeted_spec_rows(round_idx: int, n_specs: int, seed: int,
+                       categories: tuple[str, ...] = GenerateConfig().targeted_categories) -> list[dict]:
+    """`n_specs` prompts cycling over `categories`, each written as a spec with its implied checks."""
     rng = random.Random(f"targeted:{seed}:{round_idx}")
     rows = []
     for k in range(n_specs):
-        prompt = language.sample_prompt(rng, TARGET_CATEGORIES[k % len(TARGET_CATEGORIES)]).text
+        prompt = language.sample_prompt(rng, categories[k % len(categories)]).text
         raw = " | ".join([prompt] + [f"{q} = {a}" for q, a in language.checks_for_prompt(prompt)])
         spec = parse_spec(raw)
         rows.append({"spec_id": f"r{round_idx}:t{k}", "round_idx": round_idx, "image_id": "", "raw_text": raw,
@@ -103,7 +99,7 @@ def generate_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: 
     n_per_prompt, temperature, targeted_per_prompt = config.n_per_prompt, config.temperature, config.targeted_per_prompt
     db = connect(settings, at=tables)
     mine = in_shard(round_image_ids(db, source, n_images, round_idx, seed), shard_idx, n_shards)
-    every_targeted = targeted_spec_rows(round_idx, targeted_specs, seed)
+    every_targeted = targeted_spec_rows(round_idx, targeted_specs, seed, config.targeted_categories)
     own = set(in_shard([r["spec_id"] for r in every_targeted], shard_idx, n_shards))
     targeted = [r for r in every_targeted if r["spec_id"] in own]
     backbone = backbone_for(checkpoint_uri, settings) if mine or targeted else None

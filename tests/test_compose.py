@@ -14,7 +14,8 @@ from storage.image_files import decode_png
 from storage.settings import Settings
 from storage.tables import connect, read
 from tasks.compose import compose_scenes, composition_rows
-from tasks.generate import TARGET_CATEGORIES, targeted_spec_rows
+from tasks.generate import targeted_spec_rows
+from tasks.logic.stage_configs import GenerateConfig
 from tasks.ingest import ingest_source
 from tasks.logic.tile_composition import (
     agreed_name,
@@ -106,11 +107,20 @@ def test_targeted_specs_cycle_the_weak_categories_with_their_implied_checks():
     rows = targeted_spec_rows(2, 8, seed=0)
     assert [r["spec_id"] for r in rows] == [f"r2:t{k}" for k in range(8)]
     categories = [language.parse_prompt(r["prompt"]).category for r in rows]
-    assert categories == (list(TARGET_CATEGORIES) * 2)[:8]
+    assert categories == ["color_attr", "position", "counting", "color_attr", "two_object", "position",
+                          "color_attr", "position"]
     for r in rows:
         assert [tuple(c) for c in json.loads(r["checks_json"])] == language.checks_for_prompt(r["prompt"])
         assert r["valid"] and r["q_spec"] >= 0.35 and r["image_id"] == ""
     assert targeted_spec_rows(2, 8, seed=0) == rows and targeted_spec_rows(3, 8, seed=0) != rows
+    heavy = targeted_spec_rows(2, 4, seed=0, categories=("color_attr", "counting", "color_attr"))
+    assert [language.parse_prompt(r["prompt"]).category for r in heavy] == ["color_attr", "counting",
+                                                                            "color_attr", "color_attr"]
+
+
+def test_an_unknown_targeted_category_is_one_clear_error():
+    with pytest.raises(ValueError, match="unknown GenEval category 'colour_attr'; categories are single_object"):
+        GenerateConfig(targeted_categories=("position", "colour_attr"))
 
 
 def test_compose_imitates_no_image_accepted_on_relation_checks_the_solver_cannot_judge():

@@ -29,7 +29,8 @@ def test_every_field_of_every_section_has_help_text():
 def test_each_flat_name_lands_in_its_section_and_equals_the_nested_spelling():
     values = {"image_size": 16, "n_candidates": 5, "use_ste": False, "ste_aggregate": "mean", "temperature": 0.5,
               "n_samples": 4, "use_framings": False, "compose_per_image": 3, "compose_relation_questions": 2,
-              "n_per_prompt": 5, "targeted_share": 0.1, "targeted_per_prompt": 4, "n_check_answers": 5,
+              "n_per_prompt": 5, "targeted_share": 0.1, "targeted_per_prompt": 4,
+              "targeted_categories": ("counting", "color_attr"), "n_check_answers": 5,
               "use_fidelity": False, "use_cycle": False, "min_majority_fraction": 0.3, "accept_reward": 0.6,
               "min_q_spec": 0.2, "check_label_reward": 0.5, "max_check_contradiction": 0.5,
               "finetune_steps": {"solver": 1}, "finetune_processes": 2, "lr": 0.01, "policy_lr": 0.02,

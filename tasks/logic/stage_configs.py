@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from world.prompts import CATEGORIES
 
 
 class _Section(BaseModel):
@@ -52,6 +54,18 @@ class GenerateConfig(_Section):
                                   "categories, per round image (0.6: 600 for 1,000 images), drawn best-of-"
                                   "`targeted_per_prompt`")
     targeted_per_prompt: int = Field(8, ge=1, description="compose preset: samples per targeted spec")
+    targeted_categories: tuple[str, ...] = Field(
+        ("color_attr", "position", "counting", "color_attr", "two_object", "position"), min_length=1,
+        description="compose preset: the GenEval categories the targeted specs cycle over, in order (a category "
+                    "named twice gets twice the specs)")
+
+    @field_validator("targeted_categories")
+    @classmethod
+    def _known_categories(cls, categories: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in categories if c not in CATEGORIES]
+        if unknown:
+            raise ValueError(f"unknown GenEval category {unknown[0]!r}; categories are {', '.join(CATEGORIES)}")
+        return categories
 
 
 class ScoreConfig(_Section):
