@@ -11,7 +11,8 @@ Side by side in one process, on the same unlabeled scenes, the shipped base and 
    L images per accepted spec, scoring (checks, captions, embeddings) and the three roles' policy
    updates — with nothing stored, tracked or orchestrated;
 2. **flow**: `round_flow` with the `paper` preset, whose calls the loop makes (Prefect tasks with persisted results, every row upserted into LanceDB,
-   MLflow run with params, metrics, report and checkpoint artifacts), evaluation off.
+   MLflow run with params, metrics, report and checkpoint artifacts), evaluation and diagnose off (both are
+   evaluation-only work against the hidden scenes, which the loop does not do).
 
 Prefect's temporary server is started by a warm-up flow before timing (a served deployment finds it
 running), and a throwaway model load and call warm imports and kernels for both. Flow and loop alternate
@@ -134,9 +135,11 @@ def main() -> None:
 
     # The bare loop makes the paper round's calls (policy updates, the audit's cross-check; no compose or tile
     # reading), so the flow runs the paper preset: since the default became compose, an unpinned flow made more
-    # model calls than the loop and counted them as overhead.
+    # model calls than the loop and counted them as overhead. Evaluation and diagnose (the round's labels judged
+    # with the hidden scenes, parsing every generated image) are evaluation-only work the loop does not do, so
+    # both are off.
     config = RoundConfig(source=f"world://unlabeled?n={args.images}&seed=0", n_images=args.images,
-                         evaluation="none", preset="paper",
+                         evaluation="none", diagnose=False, preset="paper",
                          **({"finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}} if args.quick else {}))
     scenes = [render(splits.scene_at("unlabeled", i, 0)) for i in range(args.images)]
     images = [decode_png(encode_png(im)) for im in scenes]

@@ -72,7 +72,8 @@ def rollout_stages(round_idx: int, checkpoint: str, config: RoundConfig, namespa
         sharded(SCORE, {**model, "config": config.score, "seed": config.seed})
         if recipe.verifies_tiles:
             stages.append(verify_generations(round_idx, checkpoint, config.source, config.n_images, config.seed,
-                                             tables=handed(stages), **ns))
+                                             tables=handed(stages), corrections=config.generate.tile_corrections,
+                                             **ns))
     return stages
 
 
@@ -92,7 +93,8 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
                                  tables=handed(stages), **ns))
     if config.evaluate.kind != "none":
         stages.append(evaluate_checkpoint(output, round_idx, config.eval_config(), **ns))
-    stages.append(diagnose_round(round_idx, config.filter.accept_reward, tables=handed(stages), **ns))
+    if config.evaluate.diagnose:
+        stages.append(diagnose_round(round_idx, config.filter.accept_reward, tables=handed(stages), **ns))
     for stage in stages:
         tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
         tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})

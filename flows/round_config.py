@@ -48,6 +48,7 @@ FLAT_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
     "n_per_prompt": (("generate", "n_per_prompt"),), "targeted_share": (("generate", "targeted_share"),),
     "targeted_per_prompt": (("generate", "targeted_per_prompt"),),
     "targeted_categories": (("generate", "targeted_categories"),),
+    "tile_corrections": (("generate", "tile_corrections"),),
     "n_check_answers": (("score", "n_answers"),), "use_fidelity": (("score", "use_fidelity"),),
     "use_cycle": (("score", "use_cycle"),),
     **{name: (("filter", name),) for name in FilterConfig.model_fields},
@@ -55,6 +56,7 @@ FLAT_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
     **{name: (("finetune", name),) for name in ("lr", "policy_lr", "batch_size", "replay_fraction", "seed_scenes",
                                                 "seed_set_seed")},
     "evaluation": (("evaluate", "kind"),), "eval_seed": (("evaluate", "seed"),), "eval_split": (("evaluate", "split"),),
+    "diagnose": (("evaluate", "diagnose"),),
 }
 
 

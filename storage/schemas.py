@@ -21,6 +21,7 @@ Tables (plural nouns) and who writes them:
 | tile_names | tile_id = r{round}:{tile_key} (each distinct object tile and the Solver's name for it) | compose |
 | compositions | composition_id = r{round}:{image_id}:c{j} (a scene recomposed from named tiles, its labelled questions) | compose |
 | tile_verdicts | generation_id (a generated image read tile by tile: the named objects it shows, match or not) | tile-verify |
+| tile_corrections | correction_id = {spec_id}:fix (a sample of a spec with no match, its tiles replaced by named ones) | tile-verify |
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     "tile_verdicts": _schema(
         pa.field("generation_id", s, nullable=False), pa.field("round_idx", i), pa.field("spec_id", s),
         pa.field("objects_json", s), pa.field("verdict", s)),
+    "tile_corrections": _schema(
+        pa.field("correction_id", s, nullable=False), pa.field("round_idx", i), pa.field("spec_id", s),
+        pa.field("generation_id", s), pa.field("prompt", s), pa.field("objects_json", s),
+        pa.field("changed_cells_json", s), pa.field("png", pa.large_binary())),
 }
 
 KEYS: dict[str, str] = {name: schema.names[0] for name, schema in SCHEMAS.items()}

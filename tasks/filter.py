@@ -196,11 +196,13 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples, 
                                      expected, row["reward"], row["reward"]))
 
 
-def _tile_verified_generation(round_idx, scores, specs, verdicts, policy, decisions, examples):
+def _tile_verified_generation(round_idx, scores, specs, verdicts, policy, decisions, examples, corrections=None):
     """The compose preset: imitate the best image of each spec that its tiles show to match the prompt (read with
-    the Solver's tile names, `tile_verdicts`). Images whose prompt is outside the prompt grammar (some of the
-    Proposer's) fall back to the Solver's checks of the kinds it can judge."""
+    the Solver's tile names, `tile_verdicts`), or where no sample matches, its tile-corrected sample
+    (`tile_corrections`, when the round made them). Images whose prompt is outside the prompt grammar (some of
+    the Proposer's) fall back to the Solver's checks of the kinds it can judge."""
     undecided: set[str] = set()
+    matched: set[str] = set()
     for part in spec_chunks(scores):  # decisions are per spec, so a chunk of whole specs decides alone
         rows = [{**r, "verdict": verdicts.get(r["generation_id"], "not-in-grammar")} for r in part.to_dict("records")]
         decided = tile_generation_decisions(rows, policy)
@@ -212,12 +214,23 @@ def _tile_verified_generation(round_idx, scores, specs, verdicts, policy, decisi
             kept, reason = decided[gid]
             decisions.append(_decision(round_idx, gid, "generation", kept, reason))
             if kept:
+                matched.add(row["spec_id"])
                 spec = specs[row["spec_id"]]
                 examples.append(_example(round_idx, "generator", "t2i", gid, "generations", gid, spec["prompt"], "",
                                          1.0, row["reward"]))
                 if spec["image_id"]:  # a targeted spec has no source image: the Proposer did not write it
                     examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images",
                                              spec["image_id"], "", spec["raw_text"], row["reward"], row["reward"]))
+    for fix in (corrections if corrections is not None else []):
+        spec = specs.get(fix["spec_id"])
+        if spec is None or fix["spec_id"] in matched:
+            continue
+        kept = spec["q_spec"] >= policy.min_q_spec
+        decisions.append(_decision(round_idx, fix["correction_id"], "correction", kept,
+                                   "tile-corrected" if kept else "weak-spec"))
+        if kept:
+            examples.append(_example(round_idx, "generator", "t2i", fix["correction_id"], "tile_corrections",
+                                     fix["correction_id"], spec["prompt"], "", 1.0, 0.0))
     rest = scores[scores["generation_id"].isin(undecided)].reset_index(drop=True)
     _verified_generation(round_idx, rest, specs, policy, decisions, examples, COMPOSE_JUDGED_KINDS)
 
@@ -390,9 +403,11 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
                 policy = policy.model_copy(update={"check_label_reward": float("inf")})
             if recipe.generator_labels == "tile-verified":
                 verdicts = read(db, "tile_verdicts", where=where, columns=["generation_id", "verdict"])
+                fixes = read(db, "tile_corrections", where=where, columns=["correction_id", "spec_id"])
                 _tile_verified_generation(round_idx, scores, specs, dict(zip(verdicts["generation_id"],
                                                                              verdicts["verdict"])),
-                                          policy, decisions, examples)
+                                          policy, decisions, examples,
+                                          fixes.sort_values("correction_id").to_dict("records"))
             else:
                 _verified_generation(round_idx, scores, specs, policy, decisions, examples)
     # Baselines roll forward round to round; the fine-tune stage owns the "beta:" rows.
@@ -406,6 +421,7 @@ def filter_examples(round_idx: int, preset: str = "paper", mode: str = "joint", 
     metrics = {"questions_kept": decisions.kept.get("question", 0),
                "compositions_kept": decisions.kept.get("composition", 0),
                "generations_kept": decisions.kept.get("generation", 0),
+               "corrections_kept": decisions.kept.get("correction", 0),
                "candidates_rejected": decisions.counts.get("candidate", 0),
                "examples": len(examples)}
     for role in ("proposer", "solver", "generator"):

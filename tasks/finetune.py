@@ -57,7 +57,8 @@ PAPER_OBJECTIVES = {
 }
 
 
-IMAGE_TABLES = (("images", "image_id"), ("generations", "generation_id"), ("compositions", "composition_id"))
+IMAGE_TABLES = (("images", "image_id"), ("generations", "generation_id"), ("compositions", "composition_id"),
+                ("tile_corrections", "correction_id"))
 EXAMPLE_COLUMNS = ["example_id", "kind", "image_table", "image_key", "prompt", "target", "framing", "weight"]
 
 

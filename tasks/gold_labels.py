@@ -51,6 +51,13 @@ def correct_generations(db, round_idx: int) -> dict[str, bool]:
     return out
 
 
+def correct_corrections(db, round_idx: int) -> dict[str, bool]:
+    """correction_id -> whether the world's pixel parser finds exactly what its prompt asks for in the
+    tile-corrected image."""
+    fixes = read(db, "tile_corrections", where=f"round_idx = {round_idx}", columns=["correction_id", "prompt", "png"])
+    return {row.correction_id: parser.check_prompt(decode_png(row.png), row.prompt) for row in fixes.itertuples()}
+
+
 def composed_truths(db, compositions) -> dict[str, object]:
     """composition_id -> the true scene of a recomposed image: the source's hidden objects moved to the cells the
     compose stage put their tiles in (None when the source has no hidden scene). `compositions` holds rows of

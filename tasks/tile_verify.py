@@ -7,6 +7,11 @@ shows are its named tiles at their cells, and `tasks/logic/tile_verdicts.py` say
 what the prompt asks, relations read from the cells. One row per generation in `tile_verdicts`; the filter
 stage imitates only images whose verdict is a match.
 
+With `corrections` on (`generate.tile_corrections`), a spec none of whose samples match gets one corrected image
+(`tasks/logic/tile_corrections.py`): its closest sample with the prompt's object count, each object cell given a
+tile the Solver named as the prompt asks, drawn from the round's unlabeled images. One row per such spec in
+`tile_corrections`; the filter imitates it where no sample matched.
+
 The Solver's questions judge relations at chance, so they cannot pick a right position image; the grid can.
 No hidden scene or parser is read.
 
@@ -16,13 +21,18 @@ No hidden scene or parser is read.
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 
+import numpy as np
+
+from storage.image_files import encode_png
 from storage.settings import Settings
-from storage.tables import connect, read, upsert
+from storage.tables import connect, existing, read, upsert
 from tasks.compose import named_tiles, round_background, tile_name_rows
-from tasks.logic.tile_composition import split_tiles, tile_key
-from tasks.logic.tile_verdicts import MATCH, perceived_objects, tile_verdict
+from tasks.logic.tile_composition import join_tiles, split_tiles, tile_key
+from tasks.logic.tile_corrections import changed_cells, corrected_objects
+from tasks.logic.tile_verdicts import MATCH, PerceivedObject, perceived_objects, tile_verdict
 from tasks.round_inputs import backbone_for, images_by_id
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
@@ -34,13 +44,14 @@ CHUNK_IMAGES = 4096
 
 @stage_task("tile-verify", "verify-generations-by-tiles")
 def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_images: int, seed: int = 0,
-                       tables: dict[str, int] | None = None, namespace: str = "") -> StageResult:
+                       tables: dict[str, int] | None = None, namespace: str = "",
+                       corrections: bool = False) -> StageResult:
     settings = Settings.from_env().within(namespace)
     db = connect(settings, at=tables)
     where = f"round_idx = {round_idx}"
     gens = read(db, "generations", where=where, columns=["generation_id", "spec_id", "prompt"])
     gens = gens.sort_values("generation_id").reset_index(drop=True)
-    _, _, background, _ = round_background(db, source, n_images, round_idx, seed)
+    _, pool, background, _ = round_background(db, source, n_images, round_idx, seed)
     bg_key = tile_key(background)
     known = read(db, "tile_names", where=where, columns=["tile_key", "color", "shape", "named"])
     names = {r.tile_key: (r.color, r.shape) if r.named else None for r in known.itertuples()}
@@ -56,14 +67,19 @@ def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_image
                     unseen.setdefault(key, tile.copy())
     new = named_tiles(backbone_for(checkpoint_uri, settings), unseen, background) if unseen else {}
     names.update({k: v["name"] for k, v in new.items()})
-    rows = []
+    rows, objects_of = [], []
     for row, keys in zip(gens.itertuples(), keys_of):
         objects = perceived_objects(keys, names, bg_key, GRID)
+        objects_of.append(objects)
         rows.append({"generation_id": row.generation_id, "round_idx": round_idx, "spec_id": row.spec_id,
                      "objects_json": json.dumps(None if objects is None else
                                                 [[o.color, o.shape, o.cell] for o in objects]),
                      "verdict": tile_verdict(row.prompt, objects, GRID)})
     versions = {"tile_verdicts": upsert(db, "tile_verdicts", rows, replace_where=where)}
+    fixes = (corrected_images(db, round_idx, gens, rows, objects_of, named_pool_tiles(pool, names, bg_key), seed)
+             if corrections else [])
+    if corrections or existing(db, "tile_corrections") is not None:  # off: a stale slice of an earlier run goes
+        versions["tile_corrections"] = upsert(db, "tile_corrections", fixes, replace_where=where)
     if new:  # merged on the key: the compose stage's names of this round stay as they are
         versions["tile_names"] = upsert(db, "tile_names", tile_name_rows(round_idx, new))
     counts = Counter(r["verdict"] for r in rows)
@@ -72,4 +88,55 @@ def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_image
                "tiles_new_named_share": sum(v["name"] is not None for v in new.values()) / max(1, len(new)),
                **{f"verdict_{v.replace('-', '_')}_share": c / n for v, c in sorted(counts.items())},
                "specs_with_match": len({r["spec_id"] for r in rows if r["verdict"] == MATCH})}
+    if corrections:
+        metrics.update({"specs_corrected": len(fixes),
+                        "corrected_cells_mean": float(np.mean([len(json.loads(f["changed_cells_json"]))
+                                                               for f in fixes])) if fixes else 0.0})
     return StageResult("tile-verify", round_idx, versions, len(rows), metrics)
+
+
+def named_pool_tiles(images, names: dict, background_key: str) -> dict[tuple[str, str], list[np.ndarray]]:
+    """(colour, shape) -> the distinct object tiles of the round's unlabeled images the Solver named so, in key
+    order (true renders of the world, unlike a generated tile)."""
+    by_key: dict[str, np.ndarray] = {}
+    for image in images:
+        for tile in split_tiles(image, GRID):
+            key = tile_key(tile)
+            if key != background_key and names.get(key) is not None:
+                by_key.setdefault(key, tile)
+    out: dict[tuple[str, str], list[np.ndarray]] = {}
+    for key in sorted(by_key):
+        out.setdefault(names[key], []).append(by_key[key])
+    return out
+
+
+def corrected_images(db, round_idx: int, gens, rows: list[dict], objects_of: list, pool_tiles: dict,
+                     seed: int) -> list[dict]:
+    """`tile_corrections` rows: for each spec with no matching sample, its sample needing the fewest changed cells
+    (ties: the smaller id), corrected with named pool tiles drawn per spec."""
+    best: dict[str, tuple[int, str, str, list[PerceivedObject], list[int]]] = {}
+    matched = {r["spec_id"] for r in rows if r["verdict"] == MATCH}
+    for row, verdict, objects in zip(gens.itertuples(), rows, objects_of):
+        if row.spec_id in matched or objects is None:
+            continue
+        fixed = corrected_objects(row.prompt, objects, GRID, pool_tiles.keys())
+        if fixed is None:
+            continue
+        cells = changed_cells(objects, fixed)
+        key = (len(cells), row.generation_id)
+        if row.spec_id not in best or key < best[row.spec_id][:2]:
+            best[row.spec_id] = (len(cells), row.generation_id, row.prompt, fixed, cells)
+    chosen = sorted(best.items())
+    images = images_by_id(db, "generations", "generation_id", [c[1][1] for c in chosen])
+    out = []
+    for (spec_id, (_, generation_id, prompt, fixed, cells)), image in zip(chosen, images):
+        rng = random.Random(f"tile-correction:{seed}:{round_idx}:{spec_id}")
+        tiles = split_tiles(image, GRID).copy()
+        by_cell = {o.cell: (o.color, o.shape) for o in fixed}
+        for cell in cells:
+            tiles[cell] = rng.choice(pool_tiles[by_cell[cell]])
+        out.append({"correction_id": f"{spec_id}:fix", "round_idx": round_idx, "spec_id": spec_id,
+                    "generation_id": generation_id, "prompt": prompt,
+                    "objects_json": json.dumps([[o.color, o.shape, o.cell] for o in fixed]),
+                    "changed_cells_json": json.dumps(cells), "png": encode_png(join_tiles(tiles, GRID))})
+    return out

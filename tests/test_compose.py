@@ -299,3 +299,39 @@ def test_the_compose_gold_ceiling_trains_composes_own_items_on_true_labels(asg_h
     assert len(generator) > 0 and all(correct[g] for g in generator["source_id"])
     assert generator["source_id"].str.split(":g").str[0].is_unique
     assert result["diagnose.generator_target_accuracy"] == 1.0
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_tile_corrections_fix_specs_no_sample_matched_with_the_solvers_named_tiles(asg_home):
+    from flows.round import RoundConfig, round_flow
+    from tasks.logic.tile_verdicts import PerceivedObject, tile_verdict
+
+    config = RoundConfig(source="world://unlabeled?n=16&seed=5", n_images=16, n_candidates=2, n_samples=3,
+                         n_per_prompt=2, n_check_answers=2, finetune_steps={"solver": 2, "proposer": 2, "generator": 3},
+                         batch_size=8, seed_scenes=20, evaluation="none", accept_reward=0.3, preset="compose",
+                         targeted_share=1.0, targeted_per_prompt=2, tile_corrections=True)
+    result = round_flow(0, str(SHIPPED_BASE), config)
+    db = connect(Settings.from_env())
+    fixes, verdicts = read(db, "tile_corrections"), read(db, "tile_verdicts")
+    gens = read(db, "generations").set_index("generation_id")
+    assert len(fixes) == result["tile-verify.specs_corrected"] > 0
+    matched = set(verdicts.loc[verdicts["verdict"] == "match", "spec_id"])
+    assert not set(fixes["spec_id"]) & matched  # only specs no sample matched
+    names = {r.tile_key: (r.color, r.shape) for r in read(db, "tile_names").itertuples() if r.named}
+    for fix in fixes.itertuples():
+        source = gens.loc[fix.generation_id]
+        assert fix.spec_id == source["spec_id"] and fix.prompt == source["prompt"]
+        objects = [PerceivedObject(c, s, cell) for c, s, cell in json.loads(fix.objects_json)]
+        assert tile_verdict(fix.prompt, objects, GRID) == "match"
+        before = split_tiles(decode_png(source["png"]), GRID)
+        after = split_tiles(decode_png(fix.png), GRID)
+        changed = [k for k in range(GRID * GRID) if not np.array_equal(before[k], after[k])]
+        assert changed == json.loads(fix.changed_cells_json) and changed  # the sample's other cells are kept
+        assert all(names[tile_key(after[o.cell])] == (o.color, o.shape) for o in objects)
+    generator = read(db, "training_examples", where="role = 'generator' AND image_table = 'tile_corrections'")
+    kept = read(db, "filter_decisions", where="item_kind = 'correction' AND kept = true")
+    assert sorted(generator["image_key"]) == sorted(kept["item_id"]) and len(kept) == result["filter.corrections_kept"]
+    assert set(generator["image_key"]) <= set(fixes["correction_id"]) and len(generator) > 0
+    # Evaluation only: the parser judges the corrected images the Generator imitated.
+    assert result["diagnose.tile_corrections_trained"] == len(generator)
+    assert 0 <= result["diagnose.tile_correction_accuracy"] <= 1

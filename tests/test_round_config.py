@@ -30,12 +30,13 @@ def test_each_flat_name_lands_in_its_section_and_equals_the_nested_spelling():
     values = {"image_size": 16, "n_candidates": 5, "use_ste": False, "ste_aggregate": "mean", "temperature": 0.5,
               "n_samples": 4, "use_framings": False, "compose_per_image": 3, "compose_relation_questions": 2,
               "n_per_prompt": 5, "targeted_share": 0.1, "targeted_per_prompt": 4,
-              "targeted_categories": ("counting", "color_attr"), "n_check_answers": 5,
+              "targeted_categories": ("counting", "color_attr"), "tile_corrections": True,
+              "n_check_answers": 5,
               "use_fidelity": False, "use_cycle": False, "min_majority_fraction": 0.3, "accept_reward": 0.6,
               "min_q_spec": 0.2, "check_label_reward": 0.5, "max_check_contradiction": 0.5,
               "finetune_steps": {"solver": 1}, "finetune_processes": 2, "lr": 0.01, "policy_lr": 0.02,
               "batch_size": 4, "replay_fraction": 0.25, "seed_scenes": 30, "seed_set_seed": 3, "evaluation": "tiny",
-              "eval_seed": 5, "eval_split": "validation"}
+              "eval_seed": 5, "eval_split": "validation", "diagnose": False}
     assert set(values) == set(FLAT_NAMES)
     config = RoundConfig(**values)
     for name, value in values.items():

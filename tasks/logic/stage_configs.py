@@ -59,6 +59,10 @@ class GenerateConfig(_Section):
         description="compose preset: the GenEval categories the targeted specs cycle over, in order (a category "
                     "named twice gets twice the specs)")
 
+    tile_corrections: bool = Field(False, description="compose preset: a spec none of whose samples its tiles show "
+                                   "to match gets its closest sample corrected with tiles the Solver named as the "
+                                   "prompt asks (tasks/logic/tile_corrections.py), and the Generator imitates that")
+
     @field_validator("targeted_categories")
     @classmethod
     def _known_categories(cls, categories: tuple[str, ...]) -> tuple[str, ...]:
@@ -110,3 +114,6 @@ class EvaluateConfig(_Section):
     seed: int = Field(0, description="seed of the held-out sets; fixed so every arm and round is comparable")
     split: Literal["eval", "validation"] = Field(
         "eval", description="held-out split the round is scored on: validation for choices, eval for reported numbers")
+    diagnose: bool = Field(True, description="judge the round's own labels and rewards with the embedded world's "
+                                             "hidden scenes (evaluation only, like the held-out sets); off skips "
+                                             "the diagnose stage")
