@@ -34,7 +34,10 @@ TABLES = ("images", "image_sources", "ingest_errors", "questions", "answers", "v
 CONFIG = RoundConfig(source="world://unlabeled?n=16&seed=5", n_images=16, n_candidates=2, n_samples=3,
                      n_per_prompt=2, n_check_answers=2, finetune_steps={"solver": 3, "proposer": 2, "generator": 3},
                      batch_size=8, seed_scenes=20, evaluation="none", accept_reward=0.3, targeted_share=0.25,
-                     targeted_per_prompt=3, seed=1)
+                     targeted_per_prompt=3, seed=1,
+                     # the categories the stored rows were made with (the default changed since, on purpose)
+                     targeted_categories=("color_attr", "position", "counting", "color_attr", "two_object",
+                                          "position"))
 
 
 def _plain(value, home: str):
