@@ -171,14 +171,19 @@ def main() -> None:
     bare_s, bare = min(bare_runs, key=lambda r: r[0])
     stages = {k.removesuffix(".seconds"): v for k, v in out.items() if k.endswith(".seconds")}
     shard_compute = {k.removesuffix(".shard_seconds_sum"): v for k, v in out.items() if k.endswith(".shard_seconds_sum")}
+    finetune_parts = {k.removeprefix("finetune."): v for k, v in out.items()
+                      if k.startswith("finetune.") and k.endswith("_seconds")}
     result = {"images": args.images, "bare_seconds": bare_s, "flow_seconds": flow_s,
               "overhead_seconds": flow_s - bare_s, "overhead_share_of_flow": (flow_s - bare_s) / flow_s,
               "bare_by_phase": bare, "flow_stage_seconds": stages, "flow_shard_seconds": shard_compute,
+              "flow_finetune_seconds": finetune_parts,
               "training_examples": counts, "all_flow_seconds": [r[0] for r in flow_runs],
               "all_bare_seconds": [r[0] for r in bare_runs],
               "quick": args.quick}
     print(f"bare model calls: {bare_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in bare.items()))
     print(f"full round flow:  {flow_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    print("fine-tune stage:  " + "  ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in finetune_parts.items())
+          + f"  (loop: {bare['finetune']:.1f})")
     print(f"overhead: {flow_s - bare_s:+.1f} s = {100 * (flow_s - bare_s) / flow_s:.1f}% of the flow's wall time "
           f"(target <= 3%)")
     out_file = ROOT / "benchmarks" / "results" / ("round_overhead_quick.json" if args.quick else "round_overhead.json")

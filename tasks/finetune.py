@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -104,6 +105,7 @@ class StoredExamples(Sequence):
 
     def __init__(self, db, ids: list[str]):
         self.db, self.ids = db, ids
+        self.read_seconds = 0.0  # spent reading windows from the store
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -113,7 +115,10 @@ class StoredExamples(Sequence):
 
     def window(self, indices: set[int]) -> dict[int, TrainingExample]:
         wanted = sorted(indices)
-        return dict(zip(wanted, examples_by_id(self.db, [self.ids[i] for i in wanted])))
+        clock = time.perf_counter()
+        found = dict(zip(wanted, examples_by_id(self.db, [self.ids[i] for i in wanted])))
+        self.read_seconds += time.perf_counter() - clock
+        return found
 
 
 WINDOW_BATCHES = 24  # batches whose own examples `_mixed` reads from the store at once
@@ -178,17 +183,21 @@ def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dic
     all ranks read the same examples, train data-parallel, and only rank 0 writes the checkpoint."""
     # Objects alive before training (a flow process holds many) are never garbage: keep the collector from
     # re-scanning them during hundreds of steps.
+    clock = time.perf_counter()
     gc.collect()
     gc.freeze()
     try:
-        return _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction,
-                            seed_scenes, preset, seed, seed_set_seed, namespace, tables)
+        metrics, betas = _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction,
+                                      seed_scenes, preset, seed, seed_set_seed, namespace, tables, clock)
+        return metrics, betas
     finally:
         gc.unfreeze()
 
 
 def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction, seed_scenes, preset,
-                 seed, seed_set_seed, namespace, tables):
+                 seed, seed_set_seed, namespace, tables, started: float):
+    """The work of `train_roles`; its metrics include where the stage's time went (`*_seconds`: setup up to the
+    first role, each role's example reads and update, the checkpoint's save)."""
     from models.data_parallel import world
 
     settings = Settings.from_env().within(namespace)
@@ -202,7 +211,9 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
     states = previous_states(db, round_idx)
     metrics: dict[str, float] = {}
     betas: dict[str, float] = {}
+    metrics["setup_seconds"] = time.perf_counter() - started
     for role, n_steps in steps.items():
+        clock = time.perf_counter()
         ids = stored_example_ids(db, round_idx, role)
         metrics[f"{role}_examples"] = len(ids)
         if n_steps <= 0 or not ids:
@@ -211,8 +222,10 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
         if recipe_of(preset).update == "policy":
             # The policy update scores every example under the rollout policy, so it loads them all.
             beta = states.get(f"beta:{role}", BETA_INIT)
-            role_metrics, betas[role] = _reinforce(backbone, role, examples_by_id(db, ids), n_steps, lr, batch_size,
-                                                   beta, role_seed)
+            examples = examples_by_id(db, ids)
+            metrics[f"{role}_read_seconds"] = time.perf_counter() - clock
+            role_metrics, betas[role] = _reinforce(backbone, role, examples, n_steps, lr, batch_size, beta, role_seed)
+            del examples
         else:
             replay = replay_examples(seed_scenes, seed_set_seed, role)
             own = StoredExamples(db, ids)
@@ -231,10 +244,14 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
 
             role_metrics = imitate_role(backbone, role, own, n_steps, lr, batch_size, replay_fraction, replay,
                                         role_seed, resume, save)
+            metrics[f"{role}_read_seconds"] = own.read_seconds
         metrics.update(role_metrics)
+        metrics[f"{role}_seconds"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     if world()[0] == 0:
         save_checkpoint(backbone, output_uri, settings)
         remove_progress(settings, round_idx, key)
+    metrics["save_seconds"] = time.perf_counter() - clock
     return metrics, betas
 
 
