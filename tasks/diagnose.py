@@ -13,7 +13,7 @@ import json
 from storage.image_files import decode_png
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
-from tasks.gold_labels import composed_truths, correct_corrections, correct_generations, scene_of_source, true_answers
+from tasks.gold_labels import composed_truths, correct_generations, correct_images, scene_of_source, true_answers
 from tasks.logic.answers import map_to_validators, normalize_answer
 from tasks.logic.diagnostics import auroc, family_entropy, share
 from tasks.logic.label_sources import agreement_decision, audit_rows, question_kind
@@ -85,14 +85,13 @@ def _generator_target_metrics(db, round_idx: int, correct: dict[str, bool]) -> d
     of the round's images is (compose preset: `tile_verdicts`)."""
     where = f"round_idx = {round_idx}"
     metrics: dict[str, float] = {}
-    targets = read(db, "training_examples", where=f"{where} AND role = 'generator' AND image_table = 'generations'",
-                   columns=["image_key"])
-    flags = [correct.get(k, False) for k in targets["image_key"]]
-    fixed = read(db, "training_examples", where=f"{where} AND role = 'generator' AND image_table = 'tile_corrections'",
-                 columns=["image_key"])
+    targets = read(db, "training_examples", where=f"{where} AND role = 'generator' AND image_table IN "
+                   "('generations', 'tile_corrections')", columns=["image_table", "image_key"])
+    flags = [correct.get(k, False) for k in targets.loc[targets["image_table"] == "generations", "image_key"]]
+    fixed = targets.loc[targets["image_table"] == "tile_corrections", "image_key"]
     if not fixed.empty:
-        truth = correct_corrections(db, round_idx)
-        fixed_flags = [truth.get(k, False) for k in fixed["image_key"]]
+        truth = correct_images(db, "tile_corrections", "correction_id", round_idx)
+        fixed_flags = [truth.get(k, False) for k in fixed]
         metrics["tile_correction_accuracy"] = share(fixed_flags)
         metrics["tile_corrections_trained"] = float(len(fixed_flags))
         flags += fixed_flags

@@ -196,7 +196,7 @@ def _verified_generation(round_idx, scores, specs, policy, decisions, examples, 
                                      expected, row["reward"], row["reward"]))
 
 
-def _tile_verified_generation(round_idx, scores, specs, verdicts, policy, decisions, examples, corrections=None):
+def _tile_verified_generation(round_idx, scores, specs, verdicts, policy, decisions, examples, corrections=()):
     """The compose preset: imitate the best image of each spec that its tiles show to match the prompt (read with
     the Solver's tile names, `tile_verdicts`), or where no sample matches, its tile-corrected sample
     (`tile_corrections`, when the round made them). Images whose prompt is outside the prompt grammar (some of
@@ -221,10 +221,10 @@ def _tile_verified_generation(round_idx, scores, specs, verdicts, policy, decisi
                 if spec["image_id"]:  # a targeted spec has no source image: the Proposer did not write it
                     examples.append(_example(round_idx, "proposer", "spec", row["spec_id"], "images",
                                              spec["image_id"], "", spec["raw_text"], row["reward"], row["reward"]))
-    for fix in (corrections if corrections is not None else []):
-        spec = specs.get(fix["spec_id"])
-        if spec is None or fix["spec_id"] in matched:
+    for fix in corrections:
+        if fix["spec_id"] in matched:
             continue
+        spec = specs[fix["spec_id"]]
         kept = spec["q_spec"] >= policy.min_q_spec
         decisions.append(_decision(round_idx, fix["correction_id"], "correction", kept,
                                    "tile-corrected" if kept else "weak-spec"))

@@ -187,9 +187,8 @@ def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dic
     gc.collect()
     gc.freeze()
     try:
-        metrics, betas = _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction,
-                                      seed_scenes, preset, seed, seed_set_seed, namespace, tables, clock)
-        return metrics, betas
+        return _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction,
+                            seed_scenes, preset, seed, seed_set_seed, namespace, tables, clock)
     finally:
         gc.unfreeze()
 

@@ -39,6 +39,8 @@ from tasks.logic.stage_seeds import stage_seed
 from world import language
 
 SOURCE_CHECK_ANSWERS = 3
+
+
 def targeted_spec_rows(round_idx: int, n_specs: int, seed: int,
                        categories: tuple[str, ...] = GenerateConfig().targeted_categories) -> list[dict]:
     """`n_specs` prompts cycling over `categories`, each written as a spec with its implied checks."""

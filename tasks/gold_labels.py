@@ -39,23 +39,22 @@ def true_answers(db, items: list[dict]) -> dict[str, str | None]:
     return out
 
 
-def correct_generations(db, round_idx: int) -> dict[str, bool]:
-    """generation_id -> whether the world's pixel parser finds exactly what its prompt asks for."""
-    gens = read(db, "generations", where=f"round_idx = {round_idx}", columns=["generation_id", "prompt", "png"])
+def correct_images(db, table: str, key: str, round_idx: int) -> dict[str, bool]:
+    """`key` -> whether the world's pixel parser finds exactly what its prompt asks for, for the round's rows of an
+    image table with `prompt` and `png` columns (`generations`, `tile_corrections`)."""
+    frame = read(db, table, where=f"round_idx = {round_idx}", columns=[key, "prompt", "png"])
     out = {}
-    for row in gens.itertuples():
+    for image_id, prompt, png in zip(frame[key], frame["prompt"], frame["png"]):
         try:
-            out[row.generation_id] = parser.check_prompt(decode_png(row.png), row.prompt)
+            out[image_id] = parser.check_prompt(decode_png(png), prompt)
         except ValueError:  # a prompt outside the world's grammar has no parser verdict
-            out[row.generation_id] = False
+            out[image_id] = False
     return out
 
 
-def correct_corrections(db, round_idx: int) -> dict[str, bool]:
-    """correction_id -> whether the world's pixel parser finds exactly what its prompt asks for in the
-    tile-corrected image."""
-    fixes = read(db, "tile_corrections", where=f"round_idx = {round_idx}", columns=["correction_id", "prompt", "png"])
-    return {row.correction_id: parser.check_prompt(decode_png(row.png), row.prompt) for row in fixes.itertuples()}
+def correct_generations(db, round_idx: int) -> dict[str, bool]:
+    """generation_id -> whether the world's pixel parser finds exactly what its prompt asks for."""
+    return correct_images(db, "generations", "generation_id", round_idx)
 
 
 def composed_truths(db, compositions) -> dict[str, object]:

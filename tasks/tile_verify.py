@@ -53,6 +53,8 @@ def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_image
     gens = gens.sort_values("generation_id").reset_index(drop=True)
     _, pool, background, _ = round_background(db, source, n_images, round_idx, seed)
     bg_key = tile_key(background)
+    pool_tiles = object_tiles(pool, bg_key) if corrections else {}  # the pool's images need not outlive this line
+    del pool
     known = read(db, "tile_names", where=where, columns=["tile_key", "color", "shape", "named"])
     names = {r.tile_key: (r.color, r.shape) if r.named else None for r in known.itertuples()}
     keys_of, unseen, canonical = [], {}, {}  # one string object per distinct tile key, shared by every image
@@ -76,7 +78,7 @@ def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_image
                                                 [[o.color, o.shape, o.cell] for o in objects]),
                      "verdict": tile_verdict(row.prompt, objects, GRID)})
     versions = {"tile_verdicts": upsert(db, "tile_verdicts", rows, replace_where=where)}
-    fixes = (corrected_images(db, round_idx, gens, rows, objects_of, named_pool_tiles(pool, names, bg_key), seed)
+    fixes = (corrected_images(db, round_idx, gens, rows, objects_of, tiles_by_name(pool_tiles, names), seed)
              if corrections else [])
     if corrections or existing(db, "tile_corrections") is not None:  # off: a stale slice of an earlier run goes
         versions["tile_corrections"] = upsert(db, "tile_corrections", fixes, replace_where=where)
@@ -95,18 +97,24 @@ def verify_generations(round_idx: int, checkpoint_uri: str, source: str, n_image
     return StageResult("tile-verify", round_idx, versions, len(rows), metrics)
 
 
-def named_pool_tiles(images, names: dict, background_key: str) -> dict[tuple[str, str], list[np.ndarray]]:
-    """(colour, shape) -> the distinct object tiles of the round's unlabeled images the Solver named so, in key
-    order (true renders of the world, unlike a generated tile)."""
+def object_tiles(images, background_key: str) -> dict[str, np.ndarray]:
+    """tile key -> tile, for the distinct object tiles of `images` (the round's unlabeled images: true renders of
+    the world, unlike a generated tile)."""
     by_key: dict[str, np.ndarray] = {}
     for image in images:
         for tile in split_tiles(image, GRID):
             key = tile_key(tile)
-            if key != background_key and names.get(key) is not None:
+            if key != background_key:
                 by_key.setdefault(key, tile)
+    return by_key
+
+
+def tiles_by_name(tiles: dict[str, np.ndarray], names: dict) -> dict[tuple[str, str], list[np.ndarray]]:
+    """(colour, shape) -> the tiles the Solver named so, in key order (unnamed tiles left out)."""
     out: dict[tuple[str, str], list[np.ndarray]] = {}
-    for key in sorted(by_key):
-        out.setdefault(names[key], []).append(by_key[key])
+    for key in sorted(tiles):
+        if names.get(key) is not None:
+            out.setdefault(names[key], []).append(tiles[key])
     return out
 
 
@@ -116,7 +124,7 @@ def corrected_images(db, round_idx: int, gens, rows: list[dict], objects_of: lis
     (ties: the smaller id), corrected with named pool tiles drawn per spec."""
     best: dict[str, tuple[int, str, str, list[PerceivedObject], list[int]]] = {}
     matched = {r["spec_id"] for r in rows if r["verdict"] == MATCH}
-    for row, verdict, objects in zip(gens.itertuples(), rows, objects_of):
+    for row, objects in zip(gens.itertuples(), objects_of):
         if row.spec_id in matched or objects is None:
             continue
         fixed = corrected_objects(row.prompt, objects, GRID, pool_tiles.keys())
