@@ -7,8 +7,10 @@ variants side by side, scored by GenEval-2D on the validation split (evaluation 
 
 A variant is `default` or comma-separated `field=value` overrides of the backbone's config (for example
 `update_cfg_drop=0`, `guidance_scale=2`) or of the fine-tune section (`lr`, `replay_fraction`, `batch_size`), or
-`steps=N`; every variant trains the same examples with the same seed, and whatever it does not override as the
-round's fine-tune stage does. Each line printed is one variant; all of them are
+`steps=N` (`steps=0`: no update, the base itself); every variant trains the same examples with the same seed, and
+whatever it does not override as the round's fine-tune stage does. `--eval-guidance 1 2 4` scores each update at
+several classifier-free guidance scales (an imitation of guided samples distils guidance into the conditional
+branch, so the scale to sample it at may change). Each line printed is one variant at one scale; all are
 written to benchmarks/results/generator_update_variants.json.
 """
 
@@ -46,6 +48,9 @@ def main() -> None:
     ap.add_argument("--round-idx", type=int, default=0)
     ap.add_argument("--steps", type=int, default=480)
     ap.add_argument("--variants", nargs="+", default=["default", "update_cfg_drop=0"])
+    ap.add_argument("--eval-guidance", nargs="*", type=float, default=None,
+                    help="score each variant's update at each of these guidance scales (latent generators; "
+                         "`steps=0` scores the base itself)")
     args = ap.parse_args()
     os.environ["ASG_HOME"] = args.home
 
@@ -70,12 +75,17 @@ def main() -> None:
         backbone.attach_roles()
         clock = time.perf_counter()
         losses = imitate_role(backbone, "generator", own, steps, tune.lr, tune.batch_size, tune.replay_fraction,
-                              replay, seed=1234)
-        scores = evaluate_geneval(backbone, EvalConfig(split="validation"))
-        rows.append({"variant": variant, "examples": len(own), "steps": steps,
-                     "seconds": round(time.perf_counter() - clock, 1), **losses,
-                     **{k: round(v, 4) for k, v in scores.items()}})
-        print(json.dumps(rows[-1]), flush=True)
+                              replay, seed=1234) if steps > 0 else {}
+        trained = round(time.perf_counter() - clock, 1)
+        # Guidance only changes sampling: one update, scored at every scale asked for (the variant's own by default).
+        for scale in args.eval_guidance or [getattr(backbone.config, "guidance_scale", None)]:
+            if scale is not None:
+                backbone.config = dataclasses.replace(backbone.config, guidance_scale=scale)
+            scores = evaluate_geneval(backbone, EvalConfig(split="validation"))
+            rows.append({"variant": variant, "examples": len(own), "steps": steps, "guidance_scale": scale,
+                         "train_seconds": trained, "seconds": round(time.perf_counter() - clock, 1), **losses,
+                         **{k: round(v, 4) for k, v in scores.items()}})
+            print(json.dumps(rows[-1]), flush=True)
     out = ROOT / "benchmarks" / "results" / "generator_update_variants.json"
     out.write_text(json.dumps(rows, indent=1))
     print(f"wrote {out}")
