@@ -69,7 +69,8 @@ def main() -> None:
     rows = []
     for variant in args.variants:
         backbone = load_backbone(args.checkpoint)
-        model, tune, run = overrides(variant, backbone.config, ft, argparse.Namespace(steps=args.steps))
+        # `steps` first: FinetuneConfig has a `steps` field too (per role), which this script's `steps=N` is not
+        run, model, tune = overrides(variant, argparse.Namespace(steps=args.steps), backbone.config, ft)
         backbone.config = dataclasses.replace(backbone.config, **model)
         tune, steps = ft.model_copy(update=tune), run.get("steps", args.steps)
         backbone.attach_roles()
