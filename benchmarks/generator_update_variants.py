@@ -7,7 +7,9 @@ variants side by side, scored by GenEval-2D on the validation split (evaluation 
 
 A variant is `default` or comma-separated `field=value` overrides of the backbone's config (for example
 `update_cfg_drop=0`, `guidance_scale=2`) or of the fine-tune section (`lr`, `replay_fraction`, `batch_size`), or
-`steps=N` (`steps=0`: no update, the base itself); every variant trains the same examples with the same seed, and
+`steps=N` (`steps=0`: no update, the base itself), or `update=preference` with `beta`, `sft_weight`, `pair_batch`
+(models/preference_training.py: Diffusion-DPO on pairs of one spec's samples the model's tile reading matched and
+did not match, tasks/logic/preference_pairs.py, instead of imitating the matched ones); every variant trains the same examples with the same seed, and
 whatever it does not override as the round's fine-tune stage does. `--eval-guidance 1 2 4` scores each update at
 several classifier-free guidance scales (an imitation of guided samples distils guidance into the conditional
 branch, so the scale to sample it at may change). Each line printed is one variant at one scale; all are
@@ -57,7 +59,12 @@ def main() -> None:
     from models.registry import load_backbone
     from storage.settings import Settings
     from storage.tables import connect
+    from models.preference_training import PreferenceConfig, preference_update
+    from models.protocol import TrainingExample
     from tasks.finetune import imitate_role, replay_examples, stored_examples
+    from tasks.logic.preference_pairs import preference_pairs
+    from tasks.round_inputs import images_by_id
+    from storage.tables import read
     from tasks.logic.held_out_evaluation import EvalConfig, evaluate_geneval
     from tasks.logic.stage_configs import FinetuneConfig
 
@@ -66,17 +73,45 @@ def main() -> None:
         raise SystemExit(f"round {args.round_idx} in {args.home} has no generator examples")
     ft = FinetuneConfig()
     replay = replay_examples(ft.seed_scenes, ft.seed_set_seed, "generator")
+    pair_rows: list = []
+
+    def pairs() -> list:
+        """The round's preference pairs, images decoded (read once, on the first preference variant)."""
+        if not pair_rows:
+            db = connect(Settings.from_env())
+            verdicts = read(db, "tile_verdicts", where=f"round_idx = {args.round_idx}",
+                            columns=["generation_id", "spec_id", "verdict"])
+            ids = preference_pairs(list(verdicts.itertuples(index=False, name=None)), seed=args.round_idx)
+            prompts = dict(read(db, "generations", where=f"round_idx = {args.round_idx}",
+                                columns=["generation_id", "prompt"]).itertuples(index=False, name=None))
+            keys = sorted({g for pair in ids for g in pair})
+            images = dict(zip(keys, images_by_id(db, "generations", "generation_id", keys)))
+            pair_rows.extend((TrainingExample("t2i", prompt=prompts[w], target_image=images[w]),
+                              TrainingExample("t2i", prompt=prompts[l], target_image=images[l])) for w, l in ids)
+            print(f"{len(pair_rows)} preference pairs over {len({prompts[w] for w, _ in ids})} prompts", flush=True)
+        return pair_rows
     rows = []
     for variant in args.variants:
         backbone = load_backbone(args.checkpoint)
         # `steps` first: FinetuneConfig has a `steps` field too (per role), which this script's `steps=N` is not
-        run, model, tune = overrides(variant, argparse.Namespace(steps=args.steps), backbone.config, ft)
+        run, model, tune, pref = overrides(variant, argparse.Namespace(steps=args.steps, update="imitation",
+                                                                        pair_batch=16),
+                                           backbone.config, ft, PreferenceConfig())
         backbone.config = dataclasses.replace(backbone.config, **model)
         tune, steps = ft.model_copy(update=tune), run.get("steps", args.steps)
         backbone.attach_roles()
         clock = time.perf_counter()
-        losses = imitate_role(backbone, "generator", own, steps, tune.lr, tune.batch_size, tune.replay_fraction,
-                              replay, seed=1234) if steps > 0 else {}
+        if steps > 0 and run.get("update") == "preference":
+            config = dataclasses.replace(PreferenceConfig(), steps=steps, lr=tune.lr, seed=1234, **pref)
+            stats = preference_update(backbone, "generator", pairs(), run.get("pair_batch", 16), config)
+            tail = stats[-20:]
+            losses = {"generator_loss_first": stats[0].loss,
+                      "generator_loss_last": sum(s.loss for s in tail) / len(tail),
+                      "pair_accuracy_last": sum(s.accuracy for s in tail) / len(tail),
+                      "pair_margin_last": sum(s.margin for s in tail) / len(tail)}
+        else:
+            losses = imitate_role(backbone, "generator", own, steps, tune.lr, tune.batch_size,
+                                  tune.replay_fraction, replay, seed=1234) if steps > 0 else {}
         trained = round(time.perf_counter() - clock, 1)
         # Guidance only changes sampling: one update, scored at every scale asked for (the variant's own by default).
         for scale in args.eval_guidance or [getattr(backbone.config, "guidance_scale", None)]:

@@ -195,3 +195,25 @@ def test_shipped_latent_bases_draw_the_prompted_objects(name):
     images = backbone.generate_images(prompts, 2, 1.0, seed=0)
     correct = sum(parser.check_prompt(image, p) for p, drawn in zip(prompts, images) for image in drawn)
     assert correct >= 9, f"{name}: {correct} of 12 images match their prompt"
+
+
+def test_preference_update_ranks_the_chosen_sample_above_the_rejected_one_and_moves_only_the_denoiser():
+    """Diffusion-DPO on one pair: the margin starts at 0 (policy = reference) and grows; only the Generator's
+    denoiser adapter moves; the reference (adapters off) keeps both samples' denoising errors."""
+    from models.preference_training import PreferenceConfig, preference_update
+
+    b = create_backbone("shapes-flow", seed=0, size="tiny")
+    b.attach_roles()
+    chosen_image, rejected_image = _images(2)
+    pair = (TrainingExample("t2i", prompt="a red circle", target_image=chosen_image),
+            TrainingExample("t2i", prompt="a red circle", target_image=rejected_image))
+    reference = b.example_nll(None, list(pair)).detach()
+    before = {n: p.detach().clone() for n, p in b.network.named_parameters()}
+    stats = preference_update(b, "generator", [pair], 1, PreferenceConfig(steps=12, lr=3e-2, beta=50.0,
+                                                                          warmup_steps=0))
+    assert len(stats) == 12 and not any(s.skipped for s in stats)
+    assert stats[0].margin == pytest.approx(0.0, abs=1e-6) and stats[0].loss == pytest.approx(np.log(2), abs=1e-4)
+    assert np.mean([s.margin for s in stats[-4:]]) > 0 and stats[-1].loss < stats[0].loss
+    changed = {n for n, p in b.network.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("denoiser.") and ".generator." in n for n in changed)
+    assert torch.allclose(b.example_nll(None, list(pair)), reference)

@@ -268,3 +268,21 @@ def test_experiment_targets_are_checked_with_their_shortfall():
     assert ste.measured == 0.5 and ste.detail == "1 of 2" and not ste.met
     assert round(checks["STE helps: paper minus STE-off, VQA (points)"].measured, 6) == 4.0
     assert checks["STE helps: paper minus STE-off, GenEval-2D (points)"].met is False
+
+
+def test_preference_pairs_use_every_sample_of_the_larger_side_once_and_only_matched_against_mismatched():
+    from tasks.logic.preference_pairs import preference_pairs
+
+    verdicts = [("a:g0", "a", "match"), ("a:g1", "a", "match"), ("a:g2", "a", "match"), ("a:g3", "a", "mismatch"),
+                ("b:g0", "b", "mismatch"), ("b:g1", "b", "mismatch"), ("b:g2", "b", "match"), ("b:g3", "b", "mismatch"),
+                ("c:g0", "c", "match"), ("c:g1", "c", "match"),  # no rejected sample: no pair
+                ("d:g0", "d", "not-in-grammar"), ("d:g1", "d", "mismatch")]  # an unreadable sample says nothing
+    pairs = preference_pairs(verdicts, seed=3)
+    assert pairs[:3] == [("a:g0", "a:g3"), ("a:g1", "a:g3"), ("a:g2", "a:g3")]
+    assert pairs[3:] == [("b:g2", "b:g0"), ("b:g2", "b:g1"), ("b:g2", "b:g3")]
+    # 2 matched against 3 mismatched: 3 pairs, each mismatched once, the matched cycled (one of them twice)
+    uneven = preference_pairs([("e:g0", "e", "match"), ("e:g1", "e", "match"), ("e:g2", "e", "mismatch"),
+                               ("e:g3", "e", "mismatch"), ("e:g4", "e", "mismatch")], seed=0)
+    assert sorted(r for _, r in uneven) == ["e:g2", "e:g3", "e:g4"]
+    assert sorted({c for c, _ in uneven}) == ["e:g0", "e:g1"]
+    assert preference_pairs(verdicts, seed=3) == pairs  # seeded
