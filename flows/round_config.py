@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from storage.settings import refuse_credentials
 from tasks.logic.held_out_evaluation import EvalConfig
-from tasks.logic.presets import role_steps
+from tasks.logic.presets import generator_update, role_steps
 from tasks.logic.stage_configs import (
     ComposeConfig,
     EvaluateConfig,
@@ -54,7 +54,7 @@ FLAT_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
     **{name: (("filter", name),) for name in FilterConfig.model_fields},
     "finetune_steps": (("finetune", "steps"),), "finetune_processes": (("finetune", "processes"),),
     **{name: (("finetune", name),) for name in ("lr", "policy_lr", "batch_size", "replay_fraction", "seed_scenes",
-                                                "seed_set_seed")},
+                                                "seed_set_seed", "generator_update", "preference_beta")},
     "evaluation": (("evaluate", "kind"),), "eval_seed": (("evaluate", "seed"),), "eval_split": (("evaluate", "split"),),
     "diagnose": (("evaluate", "diagnose"),),
 }
@@ -110,6 +110,11 @@ class RoundConfig(BaseModel):
                 current = current.model_dump() if isinstance(current, BaseModel) else dict(current)
                 data[section] = {**current, field: value}
         return data
+
+    @model_validator(mode="after")
+    def _generator_update_fits_the_preset(self) -> "RoundConfig":
+        generator_update(self.preset, self.finetune.generator_update, "flow")  # raises for a preset without pairs
+        return self
 
     def updated(self, **changes: Any) -> "RoundConfig":
         """A copy with `changes` (flat names, section names or top-level fields), validated like a new config."""

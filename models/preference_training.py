@@ -8,7 +8,8 @@ denoising loss for a t2i example) and nll_ref the same with adapters off, the lo
 
 (Rafailov et al. 2023; Wallace et al. 2023 for the denoising form, where the NLL is the denoising error on
 shared (t, noise) draws). Both examples of a pair carry the same `draw`, so a denoiser scores them, and the
-reference scores them, on the same noise; every step draws anew. The log-sigmoid saturates once a pair is
+reference scores them, on the same noise; every step draws anew; and `keep_prompt`, so neither is scored with its
+prompt dropped (measured on the flow base: dropping made no difference at beta 2000, validation 0.776 vs 0.771). The log-sigmoid saturates once a pair is
 ranked, so unlike imitation it cannot pull the model far from the reference on pairs already right; the
 optional `sft_weight` keeps the chosen samples likely (the reference's own samples, so a small pull).
 
@@ -23,7 +24,7 @@ and trains on its slice.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,11 +59,13 @@ def pair_loss(chosen: torch.Tensor, rejected: torch.Tensor, chosen_ref: torch.Te
     return -F.logsigmoid(-beta * ((chosen - chosen_ref) - (rejected - rejected_ref)))
 
 
-def preference_update(backbone: Backbone, role: str, pairs: list[tuple[TrainingExample, TrainingExample]],
+def preference_update(backbone: Backbone, role: str, pairs: Sequence[tuple[TrainingExample, TrainingExample]],
                       batch_size: int, config: PreferenceConfig,
-                      on_step: Callable[[int, PreferenceStats], None] | None = None) -> list[PreferenceStats]:
-    """`config.steps` updates on batches of `batch_size` pairs sampled (seeded) from `pairs`."""
-    if not pairs:
+                      on_step: Callable[[int, PreferenceStats], None] | None = None,
+                      window: int = 24) -> list[PreferenceStats]:
+    """`config.steps` updates on batches of `batch_size` pairs sampled (seeded) from `pairs`. A `pairs` with a
+    `window(indices) -> {index: pair}` method (tasks/finetune.py's stored pairs) is read `window` steps at a time."""
+    if not len(pairs):
         return []
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -84,14 +87,19 @@ def preference_update(backbone: Backbone, role: str, pairs: list[tuple[TrainingE
 
     step_loss = role_loss_module(network, params, local_loss)
     stats: list[PreferenceStats] = []
-    for step in range(config.steps):
-        index = torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=generator)
+    plan = [torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=generator).tolist()
+            for _ in range(config.steps)]
+    loaded: dict[int, tuple[TrainingExample, TrainingExample]] = {}
+    for step, index in enumerate(plan):
         if len(index) < size:
             raise ValueError(f"a batch of {len(index)} pairs cannot be split over {size} ranks")
-        mine = [pairs[i] for i in local_slice(index.tolist(), rank, size)]
+        if step % window == 0:
+            wanted = {i for batch in plan[step:step + window] for i in local_slice(batch, rank, size)}
+            loaded = pairs.window(wanted) if hasattr(pairs, "window") else {i: pairs[i] for i in wanted}
+        mine = [loaded[i] for i in local_slice(index, rank, size)]
         draw = step + 1  # both samples of a pair, and the reference, on the same new draws
-        chosen = [replace(w, draw=draw) for w, _ in mine]
-        rejected = [replace(l, draw=draw) for _, l in mine]
+        chosen = [replace(w, draw=draw, keep_prompt=True) for w, _ in mine]
+        rejected = [replace(l, draw=draw, keep_prompt=True) for _, l in mine]
         network.train()
         loss, margin_sum, right = step_loss(chosen, rejected, size / len(index))
         skipped = any_rank(not bool(torch.isfinite(loss)))

@@ -64,6 +64,9 @@ class TrainingExample:
     of an example, so a denoiser cannot memorise a prompt's few fixed draws instead of learning from its
     image (measured on the flow base, 480 steps on its own seed set: GenEval-2D 0.767 -> 0.659 with fixed
     draws, 0.754 with a draw per visit).
+
+    `keep_prompt` stops an imitation visit from dropping its prompt (a denoiser's classifier-free-guidance
+    dropout): a preference update compares two samples of one prompt, and both must be scored on it.
     """
 
     kind: str
@@ -74,6 +77,7 @@ class TrainingExample:
     framing: str = "canonical"
     weight: float = 1.0
     draw: int = 0
+    keep_prompt: bool = False
 
 
 @runtime_checkable

@@ -331,12 +331,13 @@ class ShapesLatentBackbone(ShapesBackbone):
         prompts = [e.prompt for e in examples]
         # Drop some prompts so the denoiser also learns p(x): in pretraining (seeded per prompt and step) and in
         # imitation updates (per prompt and visit); a policy update (draw 0) keeps every prompt, so the policy
-        # and its cached reference see the same condition.
+        # and its cached reference see the same condition, and so does a preference update (`keep_prompt`).
         dropping = self.config.cfg_drop > 0 and (pretraining or self.config.update_cfg_drop)
         if dropping:
-            prompts = [p if (not pretraining and visit == 0) or torch.rand(1, generator=torch.Generator().manual_seed(
+            kept = [not pretraining and (visit == 0 or e.keep_prompt) for e, visit in zip(examples, visits)]
+            prompts = [p if keep or torch.rand(1, generator=torch.Generator().manual_seed(
                 zlib.crc32(p.encode()) + 7919 * visit + i)).item() >= self.config.cfg_drop else ""
-                for i, (p, visit) in enumerate(zip(prompts, visits))]
+                for i, (p, visit, keep) in enumerate(zip(prompts, visits, kept))]
         if self.paradigm == "flow":
             s = sigma[:, None, None, None]
             noisy, target, timestep = (1 - s) * x0 + s * noise, noise - x0, sigma * 1000

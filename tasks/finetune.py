@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from models.policy_training import PolicyConfig, policy_update
+from models.preference_training import PreferenceConfig, preference_update
 from models.protocol import TrainingExample
 from models.training import TrainConfig, TrainProgress, train
 from models.vocabulary import FRAMINGS
@@ -40,7 +41,8 @@ from storage.tables import connect, read, sql_quote, upsert
 from storage.train_progress import load_progress, remove_progress, save_progress
 from tasks.filter import previous_states
 from tasks.logic.advantages import BETA_INIT, adaptive_beta
-from tasks.logic.presets import recipe_of, role_steps
+from tasks.logic.preference_pairs import preference_pairs
+from tasks.logic.presets import generator_update, recipe_of, role_steps
 from tasks.logic.stage_configs import FinetuneConfig
 from tasks.round_inputs import images_by_id, private_backbone
 from tasks.stage import stage_task
@@ -124,6 +126,54 @@ class StoredExamples(Sequence):
 WINDOW_BATCHES = 24  # batches whose own examples `_mixed` reads from the store at once
 
 
+def stored_pair_ids(db, round_idx: int, seed: int) -> list[tuple[str, str]]:
+    """The round's Generator preference pairs (chosen, rejected generation ids) from its tile verdicts."""
+    verdicts = read(db, "tile_verdicts", where=f"round_idx = {round_idx}",
+                    columns=["generation_id", "spec_id", "verdict"])
+    return preference_pairs(list(verdicts.itertuples(index=False, name=None)), seed)
+
+
+class StoredPairs(Sequence):
+    """Preference pairs as the update reads them: ids held, each window's images (and prompts) read on demand."""
+
+    def __init__(self, db, ids: list[tuple[str, str]]):
+        self.db, self.ids = db, ids
+        self.read_seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[TrainingExample, TrainingExample]:
+        return self.window({index})[index]
+
+    def window(self, indices: set[int]) -> dict[int, tuple[TrainingExample, TrainingExample]]:
+        clock = time.perf_counter()
+        keys = sorted({g for i in indices for g in self.ids[i]})
+        where = f"generation_id IN ({', '.join(sql_quote(k) for k in keys)})"
+        prompts = dict(read(self.db, "generations", where=where, columns=["generation_id", "prompt"])
+                       .itertuples(index=False, name=None))
+        images = dict(zip(keys, images_by_id(self.db, "generations", "generation_id", keys)))
+        found = {i: tuple(TrainingExample("t2i", prompt=prompts[g], target_image=images[g]) for g in self.ids[i])
+                 for i in indices}
+        self.read_seconds += time.perf_counter() - clock
+        return found  # type: ignore[return-value]
+
+
+def _prefer(backbone, pairs: StoredPairs, n_steps, lr, batch_size, beta, seed) -> dict[str, float]:
+    """The Generator's preference update: `batch_size // 4` pairs a step (each pair is scored by the policy and the
+    reference, so a step costs about what `batch_size` imitation examples do)."""
+    bar = tqdm(total=n_steps, desc="prefer generator", unit="step")
+    stats = preference_update(backbone, "generator", pairs, max(1, batch_size // 4),
+                              PreferenceConfig(steps=n_steps, lr=lr, beta=beta, seed=seed),
+                              on_step=lambda *_: bar.update(1))
+    bar.close()
+    tail = stats[-20:]
+    return {"generator_loss_first": stats[0].loss, "generator_loss_last": sum(s.loss for s in tail) / len(tail),
+            "generator_pair_accuracy_last": sum(s.accuracy for s in tail) / len(tail),
+            "generator_pair_margin_last": sum(s.margin for s in tail) / len(tail),
+            "generator_skipped_steps": float(sum(s.skipped for s in stats))}
+
+
 def replay_examples(seed_scenes: int, seed: int, role: str) -> list[TrainingExample]:
     return [TrainingExample(**e) for e in seed_examples(seed_scenes, seed, FRAMINGS) if e["kind"] in ROLE_KINDS[role]]
 
@@ -175,8 +225,9 @@ def _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, seed) -> tupl
 
 def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
                 batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper", seed: int = 0,
-                seed_set_seed: int = 0, namespace: str = "",
-                tables: dict[str, int] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+                seed_set_seed: int = 0, namespace: str = "", tables: dict[str, int] | None = None,
+                generator_choice: str = "auto", preference_beta: float = 200.0
+                ) -> tuple[dict[str, float], dict[str, float]]:
     """Update every role's adapter and save the new checkpoint: (metrics, final betas).
 
     Runs in the stage's process, or on every rank of a `torchrun` launch (tasks/finetune_ranks.py):
@@ -188,13 +239,15 @@ def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dic
     gc.freeze()
     try:
         return _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction,
-                            seed_scenes, preset, seed, seed_set_seed, namespace, tables, clock)
+                            seed_scenes, preset, seed, seed_set_seed, namespace, tables, clock, generator_choice,
+                            preference_beta)
     finally:
         gc.unfreeze()
 
 
 def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction, seed_scenes, preset,
-                 seed, seed_set_seed, namespace, tables, started: float):
+                 seed, seed_set_seed, namespace, tables, started: float, generator_choice: str = "auto",
+                 preference_beta: float = 200.0):
     """The work of `train_roles`; its metrics include where the stage's time went (`*_seconds`: setup up to the
     first role, each role's example reads and update, the checkpoint's save)."""
     from models.data_parallel import world
@@ -204,20 +257,31 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
     # Saved progress belongs to exactly these inputs (and this code): anything else starts from step 0.
     key = inputs_key({}, dict(round_idx=round_idx, checkpoint_uri=checkpoint_uri, output_uri=output_uri, steps=steps,
                               lr=lr, batch_size=batch_size, replay_fraction=replay_fraction, seed_scenes=seed_scenes,
-                              preset=preset, seed=seed, seed_set_seed=seed_set_seed, tables=tables))
+                              preset=preset, seed=seed, seed_set_seed=seed_set_seed, tables=tables,
+                              generator_choice=generator_choice, preference_beta=preference_beta))
     # A private copy, not the per-process cache: the input checkpoint must stay as it was.
     backbone = private_backbone(checkpoint_uri, settings)
     states = previous_states(db, round_idx)
     metrics: dict[str, float] = {}
     betas: dict[str, float] = {}
     metrics["setup_seconds"] = time.perf_counter() - started
+    prefers = generator_update(preset, generator_choice, getattr(backbone, "paradigm", "autoregressive"))
+    metrics["generator_preference"] = float(prefers == "preference")
     for role, n_steps in steps.items():
         clock = time.perf_counter()
+        role_seed = stage_seed("finetune", seed, round_idx, role)
+        if role == "generator" and prefers == "preference":
+            pairs = StoredPairs(db, stored_pair_ids(db, round_idx, role_seed))
+            metrics["generator_pairs"] = len(pairs)  # 0 says so: no update on nothing
+            if n_steps > 0 and len(pairs):
+                metrics.update(_prefer(backbone, pairs, n_steps, lr, batch_size, preference_beta, role_seed))
+                metrics["generator_read_seconds"] = pairs.read_seconds
+                metrics["generator_seconds"] = time.perf_counter() - clock
+            continue
         ids = stored_example_ids(db, round_idx, role)
         metrics[f"{role}_examples"] = len(ids)
         if n_steps <= 0 or not ids:
             continue
-        role_seed = stage_seed("finetune", seed, round_idx, role)
         if recipe_of(preset).update == "policy":
             # The policy update scores every example under the rollout policy, so it loads them all.
             beta = states.get(f"beta:{role}", BETA_INIT)
@@ -284,7 +348,8 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, preset:
     args = dict(round_idx=round_idx, checkpoint_uri=checkpoint_uri, output_uri=output_uri, steps=steps,
                 lr=config.policy_lr if recipe_of(preset).update == "policy" else config.lr,
                 batch_size=config.batch_size, replay_fraction=config.replay_fraction, seed_scenes=config.seed_scenes,
-                preset=preset, seed=seed, seed_set_seed=config.seed_set_seed, namespace=namespace, tables=tables)
+                preset=preset, seed=seed, seed_set_seed=config.seed_set_seed, namespace=namespace, tables=tables,
+                generator_choice=config.generator_update, preference_beta=config.preference_beta)
     if processes > 1:
         from tasks.finetune_ranks import launch
 
@@ -296,4 +361,5 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, preset:
                                 "value": b} for r, b in sorted(betas.items())],
            replace_where=f"round_idx = {round_idx} AND name LIKE 'beta:%'")
     metrics["processes"] = float(processes)
-    return StageResult("finetune", round_idx, {}, sum(int(metrics.get(f"{r}_examples", 0)) for r in steps), metrics)
+    trained = sum(int(metrics.get(f"{r}_examples", 0)) for r in steps) + int(metrics.get("generator_pairs", 0))
+    return StageResult("finetune", round_idx, {}, trained, metrics)

@@ -7,6 +7,7 @@ recomposed scenes only, and the audit judges them."""
 import json
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -335,3 +336,40 @@ def test_tile_corrections_fix_specs_no_sample_matched_with_the_solvers_named_til
     # Evaluation only: the parser judges the corrected images the Generator imitated.
     assert result["diagnose.tile_corrections_trained"] == len(generator)
     assert 0 <= result["diagnose.tile_correction_accuracy"] <= 1
+
+
+@pytest.mark.slow  # ~80 s alone (the flow base draws 20 denoising steps per image): CI's slow step
+@pytest.mark.usefixtures("prefect_server")
+def test_a_compose_round_on_the_flow_base_updates_the_generator_on_its_preference_pairs(asg_home):
+    """On a denoising generator compose's Generator update is the preference update (FinetuneConfig's
+    generator_update "auto"): every pair is one spec's tile-matched sample beside a mismatched one, only the
+    denoiser's Generator adapter moves; a preset without tile verdicts refuses the preference update."""
+    from flows.round import RoundConfig, round_flow
+    from models.registry import load_backbone
+    from tasks.logic.preference_pairs import preference_pairs
+    from tasks.logic.stage_seeds import stage_seed
+
+    flow_base = SHIPPED_BASE.parent / "shapes-flow-base"
+    config = RoundConfig(source="world://unlabeled?n=8&seed=5", n_images=8, n_candidates=2, n_samples=2,
+                         n_per_prompt=3, n_check_answers=2, finetune_steps={"generator": 2}, batch_size=8,
+                         seed_scenes=20, evaluation="none", diagnose=False, accept_reward=0.3, preset="compose",
+                         mode="generation", targeted_share=1.0, targeted_per_prompt=4)
+    result = round_flow(0, str(flow_base), config)
+    db = connect(Settings.from_env())
+    verdicts = read(db, "tile_verdicts")
+    pairs = preference_pairs(list(verdicts[["generation_id", "spec_id", "verdict"]].itertuples(index=False,
+                                                                                              name=None)),
+                             stage_seed("finetune", 0, 0, "generator"))
+    assert result["finetune.generator_preference"] == 1.0
+    assert result["finetune.generator_pairs"] == len(pairs) > 0
+    verdict_of = dict(zip(verdicts["generation_id"], verdicts["verdict"]))
+    assert all(verdict_of[c] == "match" and verdict_of[r] == "mismatch" and c.split(":g")[0] == r.split(":g")[0]
+               for c, r in pairs)
+    assert 0.0 < result["finetune.generator_loss_first"] < 1.0  # log 2 at the first step (policy = reference)
+    base, after = load_backbone(flow_base), load_backbone(asg_home / "objects" / "checkpoints" / "round-0")
+    base.attach_roles()
+    moved = {n for n, p in after.network.named_parameters()
+             if n in dict(base.network.named_parameters()) and not torch.equal(p, dict(base.network.named_parameters())[n])}
+    assert moved and all(".generator." in n and n.startswith("denoiser.") for n in moved)
+    with pytest.raises(ValueError, match="generator_update 'preference' needs tile verdicts"):
+        config.updated(preset="verified", generator_update="preference")

@@ -36,7 +36,8 @@ def test_each_flat_name_lands_in_its_section_and_equals_the_nested_spelling():
               "min_q_spec": 0.2, "check_label_reward": 0.5, "max_check_contradiction": 0.5,
               "finetune_steps": {"solver": 1}, "finetune_processes": 2, "lr": 0.01, "policy_lr": 0.02,
               "batch_size": 4, "replay_fraction": 0.25, "seed_scenes": 30, "seed_set_seed": 3, "evaluation": "tiny",
-              "eval_seed": 5, "eval_split": "validation", "diagnose": False}
+              "eval_seed": 5, "eval_split": "validation", "diagnose": False, "generator_update": "imitation",
+              "preference_beta": 50.0}
     assert set(values) == set(FLAT_NAMES)
     config = RoundConfig(**values)
     for name, value in values.items():

@@ -110,6 +110,13 @@ class FinetuneConfig(_Section):
                                               "the matched control use exactly that set, whatever `seed` is")
     processes: int = Field(1, ge=1, description="data-parallel ranks (torchrun; gloo on CPU, NCCL with one GPU "
                                                 "per rank)")
+    generator_update: Literal["auto", "imitation", "preference"] = Field(
+        "auto", description="the Generator's update in the imitation presets: imitation of its verified images, or "
+                            "preference (Diffusion-DPO on pairs of one spec's samples its tile reading matched and "
+                            "did not match; needs the compose preset's tile verdicts); auto: preference for a "
+                            "denoising generator (flow, diffusion) under compose, imitation otherwise")
+    preference_beta: float = Field(200.0, gt=0, description="preference update's beta (the denoising error's "
+                                                            "differences between policy and reference are ~1e-3)")
 
 
 class EvaluateConfig(_Section):
