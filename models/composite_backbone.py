@@ -162,6 +162,7 @@ class CompositeBackbone(PretrainedAdapter):
         self.source: dict | None = None
         self._active_role: str | None = None
         self.flow_matching = "FlowMatch" in type(scheduler).__name__
+        self.paradigm = "flow" if self.flow_matching else "diffusion"  # the fine-tune stage picks its update by it
         self.image_token = getattr(processor, "image_token", "<image>")
 
     # ----- construction and persistence -------------------------------------------------

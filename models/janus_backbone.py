@@ -93,6 +93,7 @@ class JanusBackbone(PretrainedAdapter):
     """Janus-family unified model (autoregressive image tokens) behind the `Backbone` protocol."""
 
     name = "janus"
+    paradigm = "autoregressive"  # image tokens (VQ codes)
     config_class = JanusBackboneConfig
 
     def __init__(self, config: JanusBackboneConfig, network, tokenizer):

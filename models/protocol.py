@@ -82,7 +82,11 @@ class TrainingExample:
 
 @runtime_checkable
 class Backbone(Protocol):
-    """What the flywheel needs from a unified model. Every call is batched."""
+    """What the flywheel needs from a unified model. Every call is batched.
+
+    Optional: `paradigm`, how the Generator draws ("autoregressive", "flow" or "diffusion"; read with
+    "autoregressive" as the default): the fine-tune stage's `generator_update: auto` picks the preference update
+    for a denoising generator (tasks/logic/presets.py generator_update)."""
 
     name: str
     image_size: int

@@ -118,6 +118,7 @@ class ShapesBackbone:
     """The embedded shapes-world unified model behind the `Backbone` protocol."""
 
     name = "shapes"
+    paradigm = "autoregressive"  # how the Generator draws: image tokens (the latent subclasses: flow, diffusion)
     image_size = 32
     config_class = ShapesConfig
 
