@@ -37,7 +37,8 @@ def _round_config(args):
     from flows.round import RoundConfig
 
     fields = {"source": args.source, "n_images": args.images, "seed": args.seed, "preset": args.preset,
-              "shards": args.shards, "finetune_processes": args.finetune_processes}
+              "shards": args.shards, "finetune_processes": args.finetune_processes,
+              "generator_update": getattr(args, "generator_update", None)}
     if args.quick:
         fields.update(finetune_steps={"solver": 20, "proposer": 10, "generator": 20}, evaluation="tiny")
     return RoundConfig(**{k: v for k, v in fields.items() if v is not None})
@@ -63,6 +64,9 @@ def _add_round_options(p: argparse.ArgumentParser) -> None:
                         "compose-gold-ceiling: not methods, the world's true labels on the items the Proposer "
                         "asked / the items compose made (embedded world only)")
     p.add_argument("--quick", action="store_true", help="few fine-tune steps and a tiny evaluation (smoke runs)")
+    p.add_argument("--generator-update", choices=["auto", "imitation", "preference"],
+                   help="the Generator's update under compose: auto (default: preference pairs for a flow or "
+                        "diffusion generator, imitation for an autoregressive one), imitation or preference")
     p.add_argument("--shards", type=int, help="shards per rollout stage (default 1)")
     p.add_argument("--finetune-processes", type=int, help="data-parallel fine-tune ranks (default 1)")
     _add_runner_options(p)

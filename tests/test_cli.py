@@ -71,6 +71,8 @@ def bad_inputs(tmp_path) -> Path:
     (("evaluate", "--geneval-metadata", "{d}/missing.jsonl", "--geneval-out", "{d}/out"),
      "benchmark file not found: {d}/missing.jsonl"),
     (("nightly", "--preset", "nope"), "unknown nightly preset 'nope'"),
+    (("demo", "--preset", "verified", "--generator-update", "preference"),
+     "generator_update 'preference' needs tile verdicts, which only the compose preset makes (preset 'verified')"),
     (("result-storage", "bucket"), "result storage must be a URL"),
 ])
 def test_errors_are_one_line_and_name_the_input(args, needle, asg_home, bad_inputs):
