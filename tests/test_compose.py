@@ -338,7 +338,6 @@ def test_tile_corrections_fix_specs_no_sample_matched_with_the_solvers_named_til
     assert 0 <= result["diagnose.tile_correction_accuracy"] <= 1
 
 
-@pytest.mark.slow  # ~80 s alone (the flow base draws 20 denoising steps per image): CI's slow step
 @pytest.mark.usefixtures("prefect_server")
 def test_a_compose_round_on_the_flow_base_updates_the_generator_on_its_preference_pairs(asg_home):
     """On a denoising generator compose's Generator update is the preference update (FinetuneConfig's
