@@ -107,7 +107,22 @@ def _generator_target_metrics(db, round_idx: int, correct: dict[str, bool]) -> d
         metrics["tile_match_precision"] = share([t for t, v in zip(truth, said) if v]) if any(said) else 0.0
         metrics["tile_match_recall"] = sum(t and v for t, v in zip(truth, said)) / max(1, sum(truth))
         metrics["tile_read_share"] = len(read_ones) / len(verdicts)
+        metrics.update(_preference_pair_metrics(read_ones, correct))
     return metrics
+
+
+def _preference_pair_metrics(read_ones, correct: dict[str, bool]) -> dict[str, float]:
+    """How right the preference update's pairs are (every matched and mismatched sample of a spec that has both
+    is in some pair, whatever the pairing seed): chosen samples truly correct, rejected ones truly wrong."""
+    sides = read_ones.assign(spec_id=read_ones["generation_id"].str.rsplit(":g", n=1).str[0])
+    mixed = sides.groupby("spec_id")["verdict"].transform("nunique") == 2
+    chosen = sides.loc[mixed & (sides["verdict"] == "match"), "generation_id"]
+    rejected = sides.loc[mixed & (sides["verdict"] == "mismatch"), "generation_id"]
+    if chosen.empty:
+        return {}
+    return {"preference_chosen_correct": share([correct.get(g, False) for g in chosen]),
+            "preference_rejected_wrong": share([not correct.get(g, False) for g in rejected]),
+            "preference_samples": float(len(chosen) + len(rejected))}
 
 
 def _question_audit_records(db, round_idx: int) -> list[dict]:

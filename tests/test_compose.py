@@ -351,7 +351,7 @@ def test_a_compose_round_on_the_flow_base_updates_the_generator_on_its_preferenc
     flow_base = SHIPPED_BASE.parent / "shapes-flow-base"
     config = RoundConfig(source="world://unlabeled?n=8&seed=5", n_images=8, n_candidates=2, n_samples=2,
                          n_per_prompt=3, n_check_answers=2, finetune_steps={"generator": 2}, batch_size=8,
-                         seed_scenes=20, evaluation="none", diagnose=False, accept_reward=0.3, preset="compose",
+                         seed_scenes=20, evaluation="none", accept_reward=0.3, preset="compose",
                          mode="generation", targeted_share=1.0, targeted_per_prompt=4)
     result = round_flow(0, str(flow_base), config)
     db = connect(Settings.from_env())
@@ -365,6 +365,14 @@ def test_a_compose_round_on_the_flow_base_updates_the_generator_on_its_preferenc
     assert all(verdict_of[c] == "match" and verdict_of[r] == "mismatch" and c.split(":g")[0] == r.split(":g")[0]
                for c, r in pairs)
     assert 0.0 < result["finetune.generator_loss_first"] < 1.0  # log 2 at the first step (policy = reference)
+    # The diagnose stage (evaluation only) judges the pairs' samples with the hidden scenes.
+    from tasks.gold_labels import correct_generations
+
+    truth = correct_generations(db, 0)
+    chosen, rejected = sorted({c for c, _ in pairs}), sorted({r for _, r in pairs})
+    assert result["diagnose.preference_samples"] == len(chosen) + len(rejected)
+    assert result["diagnose.preference_chosen_correct"] == pytest.approx(np.mean([truth[g] for g in chosen]))
+    assert result["diagnose.preference_rejected_wrong"] == pytest.approx(np.mean([not truth[g] for g in rejected]))
     base, after = load_backbone(flow_base), load_backbone(asg_home / "objects" / "checkpoints" / "round-0")
     base.attach_roles()
     moved = {n for n, p in after.network.named_parameters()
