@@ -70,6 +70,18 @@ def global_sum(value: float) -> float:
     return float(tensor[0])
 
 
+def guarded_step(loss, optimizer, params, grad_clip: float) -> bool:
+    """One clipped optimizer step on `loss`, unless the loss is NaN or infinite on any rank (then every rank keeps
+    its weights); returns whether the step was skipped."""
+    skipped = any_rank(not bool(torch.isfinite(loss)))
+    if not skipped:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+    return skipped
+
+
 def any_rank(flag: bool) -> bool:
     """True when the flag is set on any rank (keeps a skipped step skipped everywhere)."""
     return global_sum(1.0 if flag else 0.0) > 0

@@ -22,7 +22,7 @@ from typing import Callable, Literal
 
 import torch
 
-from models.data_parallel import any_rank, global_sum, local_slice, role_loss_module, world
+from models.data_parallel import global_sum, guarded_step, local_slice, role_loss_module, world
 from models.protocol import Backbone, TrainingExample
 
 
@@ -114,12 +114,7 @@ def policy_update(backbone: Backbone, role: str, examples: list[TrainingExample]
         old = old_nll[mine] if old_nll is not None else None
         network.train()
         loss, policy_sum, kl_sum = step_loss(batch, advantages, ref_nll, old, size / len(index), beta)
-        skipped = any_rank(not bool(torch.isfinite(loss)))
-        if not skipped:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
+        skipped = guarded_step(loss, optimizer, params, config.grad_clip)
         network.eval()
         n = len(index)
         mean_kl = global_sum(float(kl_sum)) / n

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from models.data_parallel import any_rank, global_sum, local_slice, role_loss_module, world
+from models.data_parallel import global_sum, guarded_step, local_slice, role_loss_module, world
 from models.protocol import Backbone, TrainingExample
 
 
@@ -102,12 +102,7 @@ def preference_update(backbone: Backbone, role: str, pairs: Sequence[tuple[Train
         rejected = [replace(l, draw=draw, keep_prompt=True) for _, l in mine]
         network.train()
         loss, margin_sum, right = step_loss(chosen, rejected, size / len(index))
-        skipped = any_rank(not bool(torch.isfinite(loss)))
-        if not skipped:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
+        skipped = guarded_step(loss, optimizer, params, config.grad_clip)
         schedule.step()
         network.eval()
         n = len(index)
