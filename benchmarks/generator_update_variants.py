@@ -60,36 +60,18 @@ def main() -> None:
     from storage.settings import Settings
     from storage.tables import connect
     from models.preference_training import PreferenceConfig, preference_update
-    from models.protocol import TrainingExample
-    from tasks.finetune import imitate_role, replay_examples, stored_examples
-    from tasks.logic.preference_pairs import preference_pairs
-    from tasks.round_inputs import images_by_id
-    from storage.tables import read
+    from tasks.finetune import StoredPairs, imitate_role, replay_examples, stored_examples, stored_pair_ids
     from tasks.logic.held_out_evaluation import EvalConfig, evaluate_geneval
     from tasks.logic.stage_configs import FinetuneConfig
 
-    own = stored_examples(connect(Settings.from_env()), args.round_idx, "generator")
+    db = connect(Settings.from_env())
+    own = stored_examples(db, args.round_idx, "generator")
     if not own:
         raise SystemExit(f"round {args.round_idx} in {args.home} has no generator examples")
     ft = FinetuneConfig()
     replay = replay_examples(ft.seed_scenes, ft.seed_set_seed, "generator")
-    pair_rows: list = []
-
-    def pairs() -> list:
-        """The round's preference pairs, images decoded (read once, on the first preference variant)."""
-        if not pair_rows:
-            db = connect(Settings.from_env())
-            verdicts = read(db, "tile_verdicts", where=f"round_idx = {args.round_idx}",
-                            columns=["generation_id", "spec_id", "verdict"])
-            ids = preference_pairs(list(verdicts.itertuples(index=False, name=None)), seed=args.round_idx)
-            prompts = dict(read(db, "generations", where=f"round_idx = {args.round_idx}",
-                                columns=["generation_id", "prompt"]).itertuples(index=False, name=None))
-            keys = sorted({g for pair in ids for g in pair})
-            images = dict(zip(keys, images_by_id(db, "generations", "generation_id", keys)))
-            pair_rows.extend((TrainingExample("t2i", prompt=prompts[w], target_image=images[w]),
-                              TrainingExample("t2i", prompt=prompts[l], target_image=images[l])) for w, l in ids)
-            print(f"{len(pair_rows)} preference pairs over {len({prompts[w] for w, _ in ids})} prompts", flush=True)
-        return pair_rows
+    # The round's preference pairs as the fine-tune stage reads them: ids here, images a window of steps at a time.
+    pairs = StoredPairs(db, stored_pair_ids(db, args.round_idx, seed=args.round_idx))
     rows = []
     for variant in args.variants:
         backbone = load_backbone(args.checkpoint)
@@ -103,7 +85,7 @@ def main() -> None:
         clock = time.perf_counter()
         if steps > 0 and run.get("update") == "preference":
             config = dataclasses.replace(PreferenceConfig(), steps=steps, lr=tune.lr, seed=1234, **pref)
-            stats = preference_update(backbone, "generator", pairs(), run.get("pair_batch", 16), config)
+            stats = preference_update(backbone, "generator", pairs, run.get("pair_batch", 16), config)
             tail = stats[-20:]
             losses = {"generator_loss_first": stats[0].loss,
                       "generator_loss_last": sum(s.loss for s in tail) / len(tail),
