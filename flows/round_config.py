@@ -54,7 +54,8 @@ FLAT_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
     **{name: (("filter", name),) for name in FilterConfig.model_fields},
     "finetune_steps": (("finetune", "steps"),), "finetune_processes": (("finetune", "processes"),),
     **{name: (("finetune", name),) for name in ("lr", "policy_lr", "batch_size", "replay_fraction", "seed_scenes",
-                                                "seed_set_seed", "generator_update", "preference_beta")},
+                                                "seed_set_seed", "generator_update", "preference_beta",
+                                                "preference_reference")},
     "evaluation": (("evaluate", "kind"),), "eval_seed": (("evaluate", "seed"),), "eval_split": (("evaluate", "split"),),
     "diagnose": (("evaluate", "diagnose"),),
 }

@@ -2,7 +2,8 @@
 
 A pair is two examples of the same prompt: the `chosen` one the model's own verification accepted, the
 `rejected` one it did not. With nll(x) the role's `Backbone.example_nll` (mean target-token NLL for text, the
-denoising loss for a t2i example) and nll_ref the same with adapters off, the loss of a pair is
+denoising loss for a t2i example) and nll_ref the same under the reference (`reference="base"`: adapters off;
+`"start"`: the role's adapter as the update found it, in eval mode), the loss of a pair is
 
     L = -log sigmoid(-beta * [(nll(w) - nll_ref(w)) - (nll(l) - nll_ref(l))]) + sft_weight * nll(w)
 
@@ -23,6 +24,7 @@ and trains on its slice.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -43,6 +45,16 @@ class PreferenceConfig:
     grad_clip: float = 1.0
     warmup_steps: int = 10
     seed: int = 0
+    # "base": the reference is the role with its adapter off (the frozen base); "start": the role's adapter as this
+    # update found it (in a round, the previous round's), so each update is a step away from where it began
+    reference: str = "base"
+
+    def __post_init__(self) -> None:
+        if self.reference not in REFERENCES:
+            raise ValueError(f"unknown preference reference {self.reference!r}; choose from {', '.join(REFERENCES)}")
+
+
+REFERENCES = ("base", "start")
 
 
 @dataclass
@@ -57,6 +69,19 @@ def pair_loss(chosen: torch.Tensor, rejected: torch.Tensor, chosen_ref: torch.Te
               beta: float) -> torch.Tensor:
     """Per-pair DPO loss from NLLs under the policy and the reference."""
     return -F.logsigmoid(-beta * ((chosen - chosen_ref) - (rejected - rejected_ref)))
+
+
+@contextlib.contextmanager
+def weights_swapped(params: Sequence[torch.nn.Parameter], values: Sequence[torch.Tensor]):
+    """`params` hold `values` inside the block (no autograd history: use under no_grad) and their own after."""
+    own = [p.data for p in params]
+    for p, v in zip(params, values):
+        p.data = v
+    try:
+        yield
+    finally:
+        for p, v in zip(params, own):
+            p.data = v
 
 
 def preference_update(backbone: Backbone, role: str, pairs: Sequence[tuple[TrainingExample, TrainingExample]],
@@ -76,16 +101,30 @@ def preference_update(backbone: Backbone, role: str, pairs: Sequence[tuple[Train
     network = backbone.network
     rank, size = world()
 
+    start: list[torch.Tensor] = []
+
+    def reference_nll(examples):
+        if config.reference == "base":
+            return backbone.example_nll(None, examples)
+        network.eval()  # the adapter as it was, without its dropout
+        try:
+            with weights_swapped(params, start):
+                return backbone.example_nll(role, examples)
+        finally:
+            network.train()
+
     def local_loss(chosen, rejected, scale):
         n = len(chosen)
         with torch.no_grad():
-            ref = backbone.example_nll(None, chosen + rejected)
+            ref = reference_nll(chosen + rejected)
         nll = backbone.example_nll(role, chosen + rejected)
         gap = (nll[:n] - ref[:n]) - (nll[n:] - ref[n:])
         loss = pair_loss(nll[:n], nll[n:], ref[:n], ref[n:], config.beta) + config.sft_weight * nll[:n]
         return loss.sum() * scale, (-gap).detach().sum(), (gap < 0).float().sum()
 
     step_loss = role_loss_module(network, params, local_loss)
+    # After the module's set-up, which gives every rank rank 0's adapter: the reference is the same on all ranks.
+    start.extend(p.detach().clone() for p in params)
     stats: list[PreferenceStats] = []
     plan = [torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=generator).tolist()
             for _ in range(config.steps)]

@@ -159,12 +159,13 @@ class StoredPairs(Sequence):
         return found  # type: ignore[return-value]
 
 
-def _prefer(backbone, pairs: StoredPairs, n_steps, lr, batch_size, beta, seed) -> dict[str, float]:
+def _prefer(backbone, pairs: StoredPairs, n_steps, lr, batch_size, beta, seed, reference="start"
+            ) -> dict[str, float]:
     """The Generator's preference update: `batch_size // 4` pairs a step (each pair is scored by the policy and the
     reference, so a step costs about what `batch_size` imitation examples do)."""
     bar = tqdm(total=n_steps, desc="prefer generator", unit="step")
     stats = preference_update(backbone, "generator", pairs, max(1, batch_size // 4),
-                              PreferenceConfig(steps=n_steps, lr=lr, beta=beta, seed=seed),
+                              PreferenceConfig(steps=n_steps, lr=lr, beta=beta, seed=seed, reference=reference),
                               on_step=lambda *_: bar.update(1))
     bar.close()
     tail = stats[-20:]
@@ -226,7 +227,7 @@ def _reinforce(backbone, role, own, n_steps, lr, batch_size, beta, seed) -> tupl
 def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dict[str, int], lr: float,
                 batch_size: int, replay_fraction: float, seed_scenes: int, preset: str = "paper", seed: int = 0,
                 seed_set_seed: int = 0, namespace: str = "", tables: dict[str, int] | None = None,
-                generator_choice: str = "auto", preference_beta: float = 200.0
+                generator_choice: str = "auto", preference_beta: float = 200.0, preference_reference: str = "start"
                 ) -> tuple[dict[str, float], dict[str, float]]:
     """Update every role's adapter and save the new checkpoint: (metrics, final betas).
 
@@ -240,14 +241,14 @@ def train_roles(round_idx: int, checkpoint_uri: str, output_uri: str, steps: dic
     try:
         return _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction,
                             seed_scenes, preset, seed, seed_set_seed, namespace, tables, clock, generator_choice,
-                            preference_beta)
+                            preference_beta, preference_reference)
     finally:
         gc.unfreeze()
 
 
 def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, replay_fraction, seed_scenes, preset,
                  seed, seed_set_seed, namespace, tables, started: float, generator_choice: str = "auto",
-                 preference_beta: float = 200.0):
+                 preference_beta: float = 200.0, preference_reference: str = "start"):
     """The work of `train_roles`; its metrics include where the stage's time went (`*_seconds`: setup up to the
     first role, each role's example reads and update, the checkpoint's save)."""
     from models.data_parallel import world
@@ -258,7 +259,8 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
     key = inputs_key({}, dict(round_idx=round_idx, checkpoint_uri=checkpoint_uri, output_uri=output_uri, steps=steps,
                               lr=lr, batch_size=batch_size, replay_fraction=replay_fraction, seed_scenes=seed_scenes,
                               preset=preset, seed=seed, seed_set_seed=seed_set_seed, tables=tables,
-                              generator_choice=generator_choice, preference_beta=preference_beta))
+                              generator_choice=generator_choice, preference_beta=preference_beta,
+                              preference_reference=preference_reference))
     # A private copy, not the per-process cache: the input checkpoint must stay as it was.
     backbone = private_backbone(checkpoint_uri, settings)
     states = previous_states(db, round_idx)
@@ -274,7 +276,8 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
             pairs = StoredPairs(db, stored_pair_ids(db, round_idx, role_seed))
             metrics["generator_pairs"] = len(pairs)  # 0 says so: no update on nothing
             if n_steps > 0 and len(pairs):
-                metrics.update(_prefer(backbone, pairs, n_steps, lr, batch_size, preference_beta, role_seed))
+                metrics.update(_prefer(backbone, pairs, n_steps, lr, batch_size, preference_beta, role_seed,
+                                               preference_reference))
                 metrics["generator_read_seconds"] = pairs.read_seconds
                 metrics["generator_seconds"] = time.perf_counter() - clock
             continue
@@ -349,7 +352,8 @@ def finetune_roles(round_idx: int, checkpoint_uri: str, output_uri: str, preset:
                 lr=config.policy_lr if recipe_of(preset).update == "policy" else config.lr,
                 batch_size=config.batch_size, replay_fraction=config.replay_fraction, seed_scenes=config.seed_scenes,
                 preset=preset, seed=seed, seed_set_seed=config.seed_set_seed, namespace=namespace, tables=tables,
-                generator_choice=config.generator_update, preference_beta=config.preference_beta)
+                generator_choice=config.generator_update, preference_beta=config.preference_beta,
+                preference_reference=config.preference_reference)
     if processes > 1:
         from tasks.finetune_ranks import launch
 

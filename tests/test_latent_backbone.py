@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 
@@ -217,3 +218,28 @@ def test_preference_update_ranks_the_chosen_sample_above_the_rejected_one_and_mo
     changed = {n for n, p in b.network.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(n.startswith("denoiser.") and ".generator." in n for n in changed)
     assert torch.allclose(b.example_nll(None, list(pair)), reference)
+
+
+def test_preference_update_from_the_start_reference_begins_at_zero_margin_where_the_base_reference_does_not():
+    """A second update on the same pair: against the base (adapters off) the first update's ranking is already
+    there (margin > 0 at its first step); against the adapter as the update found it (`reference="start"`) the
+    margin starts at about 0 (dropout aside) and the update moves on from there, leaving the reference untouched."""
+    from models.preference_training import PreferenceConfig, preference_update
+
+    b = create_backbone("shapes-flow", seed=0, size="tiny")
+    b.attach_roles()
+    chosen_image, rejected_image = _images(2)
+    pair = (TrainingExample("t2i", prompt="a red circle", target_image=chosen_image),
+            TrainingExample("t2i", prompt="a red circle", target_image=rejected_image))
+    config = PreferenceConfig(steps=12, lr=3e-2, beta=50.0, warmup_steps=0)
+    preference_update(b, "generator", [pair], 1, config)
+    found = {n: p.detach().clone() for n, p in b.network.named_parameters()}
+    again_base = preference_update(copy.deepcopy(b), "generator", [pair], 1, dataclasses.replace(config, steps=1))
+    again_start = preference_update(b, "generator", [pair], 1, dataclasses.replace(config, reference="start"))
+    assert again_base[0].margin > 0.01
+    assert abs(again_start[0].margin) < 0.2 * again_base[0].margin
+    assert np.mean([s.margin for s in again_start[-4:]]) > 0.01
+    changed = {n for n, p in b.network.named_parameters() if not torch.equal(p, found[n])}
+    assert changed and all(n.startswith("denoiser.") and ".generator." in n for n in changed)
+    with pytest.raises(ValueError, match="unknown preference reference 'round'"):
+        PreferenceConfig(reference="round")
