@@ -16,9 +16,11 @@ Side by side in one process, on the same unlabeled scenes, the shipped base and 
 
 Prefect's temporary server is started by a warm-up flow before timing (a served deployment finds it
 running), and a throwaway model load and call warm imports and kernels for both. Flow and loop alternate
-(`--repeats`, default 2) and the best of each is reported; the loop trains each role on as many examples
-as the flow's filter kept. Prints both wall times, the overhead share and the flow's time by stage; writes
-benchmarks/results/round_overhead.json.
+(`--repeats`, default 2) and the best of each is reported; the loop's updates train on the flow's own
+examples, read from its tables before the loop's clock starts (`--loop-examples own`: on as many of its own
+rollouts as the flow's filter kept, whose lengths, and so the updates' compute, differ). Prints both wall times,
+the overhead share, the flow's time by stage and the CPU seconds of this process and its children (Prefect's
+temporary server) during each side; writes benchmarks/results/round_overhead.json.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "models" / "checkpoints" / "shapes-base"
 
 
-def bare_round(config, images, ids, example_counts: dict[str, int]) -> dict[str, float]:
-    """The round's model calls in a loop; returns seconds per phase. Each role trains on as many examples as
-    the flow's filter kept (`example_counts`), cycled from this loop's own rollouts."""
+def bare_round(config, images, ids, example_counts: dict[str, int], flow_examples: dict[str, list] | None = None
+               ) -> dict[str, float]:
+    """The round's model calls in a loop; returns seconds per phase. Each role trains on `flow_examples` (the
+    flow's own, so both sides' updates do the same work) or, without them, on as many examples as the flow's
+    filter kept (`example_counts`), cycled from this loop's own rollouts."""
     from models.policy_training import PolicyConfig, policy_update
     from models.protocol import SolveRequest, TrainingExample
     from models.registry import load_backbone
@@ -124,7 +128,8 @@ def bare_round(config, images, ids, example_counts: dict[str, int]) -> dict[str,
     for role, steps in config.role_steps().items():
         role_clock = time.perf_counter()
         pool = examples[role]
-        matched = [pool[i % len(pool)] for i in range(example_counts.get(role, len(pool)))]
+        matched = (flow_examples[role] if flow_examples is not None
+                   else [pool[i % len(pool)] for i in range(example_counts.get(role, len(pool)))])
         policy_update(backbone, role, matched, config.finetune.batch_size,
                       PolicyConfig(steps=steps, lr=config.finetune.policy_lr, **PAPER_OBJECTIVES[role]))
         seconds[f"finetune_{role}"] = time.perf_counter() - role_clock
@@ -155,6 +160,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="few fine-tune steps (a smoke run of this script)")
     parser.add_argument("--repeats", type=int, default=2, help="flow/loop pairs; the best of each is reported")
+    parser.add_argument("--loop-examples", choices=["flow", "own"], default="flow",
+                        help="what the loop's updates train on: the flow's own examples (default: both sides' "
+                             "updates do the same work, so the difference is orchestration, storage and tracking) "
+                             "or its own rollouts cycled to the flow's counts (example lengths differ, and with "
+                             "them the updates' compute)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="asg-bench-overhead-"))
     os.environ.update({"ASG_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
@@ -162,6 +172,9 @@ def main() -> None:
     from prefect import flow
 
     from flows.round import RoundConfig, round_flow
+    from storage.settings import Settings
+    from storage.tables import connect
+    from tasks.finetune import stored_examples
     from storage.image_files import decode_png, encode_png
     from world import splits
     from world.render import render
@@ -197,8 +210,13 @@ def main() -> None:
         out = round_flow(0, str(BASE), config, experiment="asg-bench")
         flow_runs.append((time.perf_counter() - clock, out, cpu_seconds(before)))
         counts = {role: int(out[f"finetune.{role}_examples"]) for role in config.role_steps()}
+        flow_examples = None
+        if args.loop_examples == "flow":  # read before the clock starts: the flow's own reads are in its time
+            db = connect(Settings.from_env())
+            flow_examples = {role: stored_examples(db, 0, role) for role in config.role_steps()}
         before, clock = cpu_seconds(), time.perf_counter()
-        bare_phases = bare_round(config, images, ids, counts)
+        bare_phases = bare_round(config, images, ids, counts, flow_examples)
+        del flow_examples
         bare_runs.append((time.perf_counter() - clock, bare_phases, cpu_seconds(before)))
     flow_s, out, flow_cpu = min(flow_runs, key=lambda r: r[0])
     bare_s, bare, bare_cpu = min(bare_runs, key=lambda r: r[0])
@@ -212,7 +230,7 @@ def main() -> None:
               "flow_finetune_seconds": finetune_parts,
               "training_examples": counts, "all_flow_seconds": [r[0] for r in flow_runs],
               "all_bare_seconds": [r[0] for r in bare_runs],
-              "cpu_seconds_flow": flow_cpu, "cpu_seconds_bare": bare_cpu,
+              "cpu_seconds_flow": flow_cpu, "cpu_seconds_bare": bare_cpu, "loop_examples": args.loop_examples,
               "quick": args.quick}
     print(f"bare model calls: {bare_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in bare.items()
                                                           if not k.startswith("finetune_")))
