@@ -277,7 +277,7 @@ def _train_roles(round_idx, checkpoint_uri, output_uri, steps, lr, batch_size, r
             metrics["generator_pairs"] = len(pairs)  # 0 says so: no update on nothing
             if n_steps > 0 and len(pairs):
                 metrics.update(_prefer(backbone, pairs, n_steps, lr, batch_size, preference_beta, role_seed,
-                                               preference_reference))
+                                       preference_reference))
                 metrics["generator_read_seconds"] = pairs.read_seconds
                 metrics["generator_seconds"] = time.perf_counter() - clock
             continue

@@ -223,7 +223,8 @@ def test_preference_update_ranks_the_chosen_sample_above_the_rejected_one_and_mo
 def test_preference_update_from_the_start_reference_begins_at_zero_margin_where_the_base_reference_does_not():
     """A second update on the same pair: against the base (adapters off) the first update's ranking is already
     there (margin > 0 at its first step); against the adapter as the update found it (`reference="start"`) the
-    margin starts at about 0 (dropout aside) and the update moves on from there, leaving the reference untouched."""
+    margin starts at about 0 (dropout aside) and the update moves on from there; only the denoiser's Generator
+    adapter moves."""
     from models.preference_training import PreferenceConfig, preference_update
 
     b = create_backbone("shapes-flow", seed=0, size="tiny")

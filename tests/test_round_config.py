@@ -37,7 +37,7 @@ def test_each_flat_name_lands_in_its_section_and_equals_the_nested_spelling():
               "finetune_steps": {"solver": 1}, "finetune_processes": 2, "lr": 0.01, "policy_lr": 0.02,
               "batch_size": 4, "replay_fraction": 0.25, "seed_scenes": 30, "seed_set_seed": 3, "evaluation": "tiny",
               "eval_seed": 5, "eval_split": "validation", "diagnose": False, "generator_update": "imitation",
-              "preference_beta": 50.0, "preference_reference": "start"}
+              "preference_beta": 50.0, "preference_reference": "base"}
     assert set(values) == set(FLAT_NAMES)
     config = RoundConfig(**values)
     for name, value in values.items():
