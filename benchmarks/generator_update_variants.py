@@ -72,20 +72,20 @@ def main() -> None:
     replay = replay_examples(ft.seed_scenes, ft.seed_set_seed, "generator")
     # The round's preference pairs as the fine-tune stage reads them: ids here, images a window of steps at a time.
     pairs = StoredPairs(db, stored_pair_ids(db, args.round_idx, seed=args.round_idx))
+    preference = PreferenceConfig(reference=ft.preference_reference)  # as the fine-tune stage sets it
     rows = []
     for variant in args.variants:
         backbone = load_backbone(args.checkpoint)
         # `steps` first: FinetuneConfig has a `steps` field too (per role), which this script's `steps=N` is not
         run, model, tune, pref = overrides(variant, argparse.Namespace(steps=args.steps, update="imitation",
                                                                         pair_batch=16),
-                                           backbone.config, ft, PreferenceConfig(reference=ft.preference_reference))
+                                           backbone.config, ft, preference)
         backbone.config = dataclasses.replace(backbone.config, **model)
         tune, steps = ft.model_copy(update=tune), run.get("steps", args.steps)
         backbone.attach_roles()
         clock = time.perf_counter()
         if steps > 0 and run.get("update") == "preference":
-            config = dataclasses.replace(PreferenceConfig(reference=ft.preference_reference), steps=steps,
-                                         lr=tune.lr, seed=1234, **pref)
+            config = dataclasses.replace(preference, steps=steps, lr=tune.lr, seed=1234, **pref)
             stats = preference_update(backbone, "generator", pairs, run.get("pair_batch", 16), config)
             tail = stats[-20:]
             losses = {"generator_loss_first": stats[0].loss,

@@ -172,10 +172,10 @@ def main() -> None:
     from prefect import flow
 
     from flows.round import RoundConfig, round_flow
+    from storage.image_files import decode_png, encode_png
     from storage.settings import Settings
     from storage.tables import connect
     from tasks.finetune import stored_examples
-    from storage.image_files import decode_png, encode_png
     from world import splits
     from world.render import render
 

@@ -35,6 +35,9 @@ from models.data_parallel import global_sum, guarded_step, local_slice, role_los
 from models.protocol import Backbone, TrainingExample
 
 
+REFERENCES = ("base", "start")  # PreferenceConfig.reference
+
+
 @dataclass(frozen=True)
 class PreferenceConfig:
     steps: int = 240
@@ -52,9 +55,6 @@ class PreferenceConfig:
     def __post_init__(self) -> None:
         if self.reference not in REFERENCES:
             raise ValueError(f"unknown preference reference {self.reference!r}; choose from {', '.join(REFERENCES)}")
-
-
-REFERENCES = ("base", "start")
 
 
 @dataclass

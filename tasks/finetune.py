@@ -159,8 +159,7 @@ class StoredPairs(Sequence):
         return found  # type: ignore[return-value]
 
 
-def _prefer(backbone, pairs: StoredPairs, n_steps, lr, batch_size, beta, seed, reference="start"
-            ) -> dict[str, float]:
+def _prefer(backbone, pairs: StoredPairs, n_steps, lr, batch_size, beta, seed, reference) -> dict[str, float]:
     """The Generator's preference update: `batch_size // 4` pairs a step (each pair is scored by the policy and the
     reference, so a step costs about what `batch_size` imitation examples do)."""
     bar = tqdm(total=n_steps, desc="prefer generator", unit="step")
