@@ -1,26 +1,30 @@
 """Benchmark: what orchestration, storage and tracking add to a round, over its bare model calls.
 
-    .venv/bin/python benchmarks/round_overhead.py [--images 1000] [--quick]
+    .venv/bin/python benchmarks/round_overhead.py [--images 1000] [--repeats 2] [--quick]
 
-Side by side in one process, on the same unlabeled scenes, the shipped base and the same sizes
+Side by side in one process, on the same unlabeled images, the shipped base and the same sizes
 (K candidates, N Solver samples, L images per spec, fine-tune steps and batch size):
 
-1. **bare**: a plain Python loop making the round's model calls — propose + greedy STE spot check,
-   N-sample solving of the selected questions, the audit's cross-check views (mirrored image, image drawn from
-   the caption), specs with their source-image checks and retries,
-   L images per accepted spec, scoring (checks, captions, embeddings) and the three roles' policy
-   updates — with nothing stored, tracked or orchestrated;
-2. **flow**: `round_flow` with the `paper` preset, whose calls the loop makes (Prefect tasks with persisted results, every row upserted into LanceDB,
-   MLflow run with params, metrics, report and checkpoint artifacts), evaluation and diagnose off (both are
-   evaluation-only work against the hidden scenes, which the loop does not do).
+1. **flow**: `round_flow` with the `paper` preset (Prefect tasks with persisted results, every row upserted into
+   LanceDB, MLflow run with params, metrics, report and checkpoint artifacts), evaluation and diagnose off (both
+   are evaluation-only work against the hidden scenes);
+2. **bare**: a plain Python loop making the flow's model calls on the flow's round images (read, with the flow's
+   training examples, before the loop's clock starts) through the stages' own in-memory chunk functions: the same
+   order, batches and per-item seeds, the same STE selection, propose + greedy STE pass, N-sample solving, the
+   audit's cross-check views, specs with their source-image checks and retries, L images per accepted spec,
+   scoring, and the three roles' policy updates on the flow's examples; nothing stored, tracked or orchestrated.
+
+So both sides do the same model work, and the script checks it: it prints the share of the loop's outputs
+(selected questions, answers, cross-check answers, captions of the score stage) equal to the flow's stored rows.
+(Until 2026-12-07 the loop drew its own rollouts with other seeds and selected the first well-formed candidate, not
+the highest-STE one, so its questions, answers and captions, and with them the calls' cost, differed from the
+flow's.)
 
 Prefect's temporary server is started by a warm-up flow before timing (a served deployment finds it
 running), and a throwaway model load and call warm imports and kernels for both. Flow and loop alternate
-(`--repeats`, default 2) and the best of each is reported; the loop's updates train on the flow's own
-examples, read from its tables before the loop's clock starts (`--loop-examples own`: on as many of its own
-rollouts as the flow's filter kept, whose lengths, and so the updates' compute, differ). Prints both wall times,
-the overhead share, the flow's time by stage and the CPU seconds of this process and its children (Prefect's
-temporary server) during each side; writes benchmarks/results/round_overhead.json.
+(`--repeats`) and the best of each is reported. Prints both wall times, the overhead share, the flow's time by
+stage and the CPU seconds of this process and its children (Prefect's temporary server) during each side;
+writes benchmarks/results/round_overhead.json.
 """
 
 from __future__ import annotations
@@ -36,105 +40,117 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "models" / "checkpoints" / "shapes-base"
 
 
-def bare_round(config, images, ids, example_counts: dict[str, int], flow_examples: dict[str, list] | None = None
-               ) -> dict[str, float]:
-    """The round's model calls in a loop; returns seconds per phase. Each role trains on `flow_examples` (the
-    flow's own, so both sides' updates do the same work) or, without them, on as many examples as the flow's
-    filter kept (`example_counts`), cycled from this loop's own rollouts."""
+def _chunk_size(shard_function, name: str) -> int:
+    """The chunk size a stage's shard function uses by default (the flow passes none), so the loop batches alike."""
+    import inspect
+
+    return inspect.signature(shard_function).parameters[name].default
+
+
+def bare_round(config, ids: list[str], images: list, flow_examples: dict[str, list], seed: int
+               ) -> tuple[dict[str, float], dict[str, dict[str, str]]]:
+    """The flow's model calls in a loop, on the same images in the same order, batches and per-item seeds (the
+    stages' in-memory chunk functions), nothing stored, tracked or orchestrated: the model work is the flow's own,
+    and the outputs say so. Each role trains on `flow_examples` (the flow filter's, which these rollouts match).
+    Returns seconds per phase and the outputs to compare with the flow's rows."""
+    import pandas as pd
+
     from models.policy_training import PolicyConfig, policy_update
-    from models.protocol import SolveRequest, TrainingExample
     from models.registry import load_backbone
-    from tasks.finetune import PAPER_OBJECTIVES
-    from tasks.generate import _generate_chunk
-    from tasks.logic.answers import map_to_validators
-    from tasks.logic.generation_scores import leave_one_out_diversity
-    from tasks.logic.label_sources import mirror_question
-    from tasks.logic.proposals import parse_question_proposal
-    from tasks.logic.sampling_plan import framing_for, sampler_ladder
-    from tasks.logic.shards import item_seed
-    from tasks.logic.voting import vote
     from storage.image_files import decode_png
+    from tasks.cross_check import cross_check_chunk, cross_check_rows
+    from tasks.finetune import PAPER_OBJECTIVES
+    from tasks.generate import _generate_chunk, generate_rows
+    from tasks.logic.selection import selected_candidates
+    from tasks.logic.shards import chunks
+    from tasks.logic.ste import ste_difficulties
+    from tasks.propose import propose_chunk, propose_rows
+    from tasks.score import score_chunk, score_rows
+    from tasks.solve import solve_chunk, solve_rows
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     backbone = load_backbone(BASE)
     backbone.attach_roles()
     seconds["load"] = time.perf_counter() - clock
+    image_of = dict(zip(ids, images))
 
-    clock = time.perf_counter()
-    raw = backbone.propose_questions(images, config.propose.n_candidates, config.propose.temperature,
-                                     seed=[item_seed(0, i) for i in ids])
-    parsed = [[parse_question_proposal(t) for t in texts] for texts in raw]
-    backbone.solve([SolveRequest(im, p.question, "canonical", 0.0) for im, ps in zip(images, parsed) for p in ps], 0)
-    chosen = [(im, next((p for p in ps if p.well_formed), None)) for im, ps in zip(images, parsed)]
-    chosen = [(im, p) for im, p in chosen if p is not None]
-    proposals = [(im, text) for im, ps, texts in zip(images, parsed, raw) for p, text in zip(ps, texts) if p.well_formed]
+    clock = time.perf_counter()  # candidates, the greedy STE pass, d_STE (no earlier rounds) and selection
+    order = {image_id: k for k, image_id in enumerate(ids)}
+    candidates = []
+    for chunk in chunks(ids, _chunk_size(propose_rows, "chunk_images")):
+        candidates += propose_chunk(backbone, list(chunk), [image_of[i] for i in chunk], order, 0, config.propose, seed)
+    us = [c["ste_raw"] for c in candidates]
+    difficulties = ste_difficulties(us, []) if config.propose.use_ste else [0.5] * len(us)
+    picked = selected_candidates(us, [c["well_formed"] for c in candidates], difficulties,
+                                 config.propose.n_candidates, config.propose.use_ste)
+    selected = pd.DataFrame([{**c, "ste_difficulty": d} for c, d, keep in zip(candidates, difficulties, picked)
+                             if keep]).sort_values("question_id").reset_index(drop=True)
     seconds["propose"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    ladder = sampler_ladder(config.solve.n_samples)
-    requests = [SolveRequest(im, p.question, framing_for(i), t, q) for im, p in chosen
-                for i, (t, q) in enumerate(ladder)]
-    results = backbone.solve(requests, seed=[item_seed(1, str(i)) for i in range(len(requests))])
-    # Shaped as the paper filter's examples: every answer, in the framing it was sampled under, with its own text
-    # as the target (the update's cost grows with prompt and target length, so canonical-only examples ran faster).
-    solver_examples = []
-    n = config.solve.n_samples
-    for j, (im, p) in enumerate(chosen):
-        mapped = [map_to_validators(r.text, p.validators) for r in results[j * n:(j + 1) * n]]
-        majority = vote(mapped).majority
-        solver_examples.extend(TrainingExample("vqa", image=im, prompt=p.question, target=answer, framing=framing_for(i),
-                                               weight=0.5 if answer == majority else -0.5)
-                               for i, answer in enumerate(mapped))
+    answers = []
+    for chunk in chunks(selected, _chunk_size(solve_rows, "chunk_questions")):
+        answers += solve_chunk(backbone, chunk, [image_of[i] for i in chunk["image_id"]], 0, config.solve, seed)[0]
     seconds["solve"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()  # the label-source audit's views of each question (tasks/cross_check.py)
-    captions = backbone.caption([im for im, _ in chosen])
-    pictures = backbone.generate_images(captions, 1, 1.0, [item_seed(3, str(i)) for i in range(len(chosen))])
-    views = [SolveRequest(view, question, "canonical", 0.0, 1.0) for (im, p), picture in zip(chosen, pictures)
-             for view, question in ((im[:, ::-1].copy(), mirror_question(p.question)), (picture[0], p.question))]
-    backbone.solve(views, seed=[item_seed(4, str(i)) for i in range(len(views))])
+    clock = time.perf_counter()  # the label-source audit's views of each question
+    by_image: dict[str, list[dict]] = {}
+    for q in selected.to_dict("records"):
+        by_image.setdefault(q["image_id"], []).append(q)
+    checked = []
+    for chunk in chunks(sorted(by_image), _chunk_size(cross_check_rows, "chunk_images")):
+        checked += cross_check_chunk(backbone, list(chunk), [image_of[i] for i in chunk], by_image, 0,
+                                     config.generate.temperature, seed)
     seconds["cross_check"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    specs, generations = _generate_chunk(backbone, 0, ids, images, config.generate.n_per_prompt, config.generate.temperature, 0, 2)
+    clock = time.perf_counter()  # the paper preset writes no targeted specs
+    specs, generations = [], []
+    for chunk in chunks(ids, _chunk_size(generate_rows, "chunk_images")):
+        s, g = _generate_chunk(backbone, 0, list(chunk), [image_of[i] for i in chunk], config.generate.n_per_prompt,
+                               config.generate.temperature, seed, _chunk_size(generate_rows, "max_retries"))
+        specs += s
+        generations += g
     seconds["generate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    by_spec = {s["spec_id"]: s for s in specs}
-    drawn = [decode_png(g["png"]) for g in generations]
-    answers = sampler_ladder(config.score.n_answers)
-    checks = [SolveRequest(im, q, framing_for(i), t, p) for im, g in zip(drawn, generations)
-              for q, _ in json.loads(by_spec[g["spec_id"]]["checks_json"]) for i, (t, p) in enumerate(answers)]
-    backbone.solve(checks, seed=[item_seed(2, str(i)) for i in range(len(checks))])
-    captions = backbone.caption(drawn)
-    backbone.embed_texts([g["prompt"] for g in generations])
-    backbone.embed_texts(captions)
-    backbone.embed_images(drawn)
-    per_spec: dict[str, list] = {}
-    for im, g in zip(drawn, generations):
-        per_spec.setdefault(g["spec_id"], []).append(im)
-    for group in per_spec.values():  # S_div within each spec's images, as the score stage computes it
-        leave_one_out_diversity(group)
+    gens = pd.DataFrame(generations)
+    valid = pd.DataFrame([s for s in specs if s["valid"]]).set_index("spec_id")
+    scores = []
+    for chunk in chunks(sorted(set(gens["spec_id"])), _chunk_size(score_rows, "chunk_specs")):
+        part = gens[gens["spec_id"].isin(set(chunk))].sort_values("generation_id").reset_index(drop=True)
+        scores += score_chunk(backbone, [decode_png(png) for png in part["png"]], 0, part, valid, config.score, seed)
     seconds["score"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    examples = {
-        "solver": solver_examples,
-        "proposer": [TrainingExample("ask", image=im, target=text, weight=0.5) for im, text in proposals],
-        "generator": [TrainingExample("t2i", prompt=g["prompt"], target_image=im, weight=0.5)
-                      for im, g in zip(drawn, generations)],
-    }
     for role, steps in config.role_steps().items():
         role_clock = time.perf_counter()
-        pool = examples[role]
-        matched = (flow_examples[role] if flow_examples is not None
-                   else [pool[i % len(pool)] for i in range(example_counts.get(role, len(pool)))])
-        policy_update(backbone, role, matched, config.finetune.batch_size,
+        policy_update(backbone, role, flow_examples[role], config.finetune.batch_size,
                       PolicyConfig(steps=steps, lr=config.finetune.policy_lr, **PAPER_OBJECTIVES[role]))
         seconds[f"finetune_{role}"] = time.perf_counter() - role_clock
     seconds["finetune"] = time.perf_counter() - clock
-    return seconds
+    outputs = {"questions": {q: t for q, t in zip(selected["question_id"], selected["question"])},
+               "answers": {a["answer_id"]: a["text"] for a in answers},
+               "cross_checks": {c["question_id"]: c["flip_text"] + "|" + c["caption_view_text"] for c in checked},
+               "scores": {r["generation_id"]: r["caption"] for r in scores}}
+    return seconds, outputs
+
+
+def same_outputs(db, outputs: dict[str, dict[str, str]]) -> dict[str, float]:
+    """Share of the loop's outputs equal to the flow's stored rows, per table (1.0: the same model work)."""
+    from storage.tables import read
+
+    stored = {"questions": ("question_id", lambda f: f["question"], "selected = true"),
+              "answers": ("answer_id", lambda f: f["text"], None),
+              "cross_checks": ("question_id", lambda f: f["flip_text"] + "|" + f["caption_view_text"], None),
+              "scores": ("generation_id", lambda f: f["caption"], None)}
+    shares = {}
+    for table, (key, value, where) in stored.items():
+        frame = read(db, table, where=where)
+        flow = dict(zip(frame[key], value(frame)))
+        mine = outputs[table]
+        shares[table] = sum(flow.get(k) == v for k, v in mine.items()) / max(1, len(mine), len(flow))
+    return shares
 
 
 def cpu_seconds(since: dict[str, float] | None = None) -> dict[str, float]:
@@ -160,11 +176,6 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="few fine-tune steps (a smoke run of this script)")
     parser.add_argument("--repeats", type=int, default=2, help="flow/loop pairs; the best of each is reported")
-    parser.add_argument("--loop-examples", choices=["flow", "own"], default="flow",
-                        help="what the loop's updates train on: the flow's own examples (default: both sides' "
-                             "updates do the same work, so the difference is orchestration, storage and tracking) "
-                             "or its own rollouts cycled to the flow's counts (example lengths differ, and with "
-                             "them the updates' compute)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="asg-bench-overhead-"))
     os.environ.update({"ASG_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
@@ -172,10 +183,10 @@ def main() -> None:
     from prefect import flow
 
     from flows.round import RoundConfig, round_flow
-    from storage.image_files import decode_png, encode_png
     from storage.settings import Settings
     from storage.tables import connect
     from tasks.finetune import stored_examples
+    from tasks.round_inputs import images_by_id, round_image_ids
     from world import splits
     from world.render import render
 
@@ -187,9 +198,6 @@ def main() -> None:
     config = RoundConfig(source=f"world://unlabeled?n={args.images}&seed=0", n_images=args.images,
                          evaluation="none", diagnose=False, preset="paper",
                          **({"finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}} if args.quick else {}))
-    scenes = [render(splits.scene_at("unlabeled", i, 0)) for i in range(args.images)]
-    images = [decode_png(encode_png(im)) for im in scenes]
-    ids = [f"img{i}" for i in range(args.images)]
 
     @flow(name="asg-bench-warmup")
     def warmup() -> int:
@@ -200,24 +208,27 @@ def main() -> None:
 
     warm = load_backbone(BASE)  # imports and first kernels warm, for both sides (the flow's cache stays empty)
     warm.attach_roles()
-    warm.propose_questions(images[:8], 1, 1.0, seed=0)
+    warm.propose_questions([render(splits.scene_at("unlabeled", i, 0)) for i in range(8)], 1, 1.0, seed=0)
     del warm
 
-    flow_runs, bare_runs = [], []
+    flow_runs, bare_runs, same = [], [], []
     for repeat in range(args.repeats):  # alternate, keep the best of each (least disturbed by the machine)
         os.environ["ASG_HOME"] = str(home / f"repeat-{repeat}")
         before, clock = cpu_seconds(), time.perf_counter()
         out = round_flow(0, str(BASE), config, experiment="asg-bench")
         flow_runs.append((time.perf_counter() - clock, out, cpu_seconds(before)))
         counts = {role: int(out[f"finetune.{role}_examples"]) for role in config.role_steps()}
-        flow_examples = None
-        if args.loop_examples == "flow":  # read before the clock starts: the flow's own reads are in its time
-            db = connect(Settings.from_env())
-            flow_examples = {role: stored_examples(db, 0, role) for role in config.role_steps()}
+        db = connect(Settings.from_env())  # the loop's inputs, read before its clock: the flow's reads are in its time
+        ids = round_image_ids(db, config.source, config.n_images, 0, config.seed)
+        images = images_by_id(db, "images", "image_id", ids)
+        flow_examples = {role: stored_examples(db, 0, role) for role in config.role_steps()}
         before, clock = cpu_seconds(), time.perf_counter()
-        bare_phases = bare_round(config, images, ids, counts, flow_examples)
-        del flow_examples
+        bare_phases, outputs = bare_round(config, ids, images, flow_examples, config.seed)
         bare_runs.append((time.perf_counter() - clock, bare_phases, cpu_seconds(before)))
+        del flow_examples, images
+        same.append(same_outputs(db, outputs))
+        print(f"repeat {repeat}: flow {flow_runs[-1][0]:.1f} s, loop {bare_runs[-1][0]:.1f} s; loop outputs equal "
+              "to the flow's rows: " + "  ".join(f"{k} {v:.3f}" for k, v in same[-1].items()))
     flow_s, out, flow_cpu = min(flow_runs, key=lambda r: r[0])
     bare_s, bare, bare_cpu = min(bare_runs, key=lambda r: r[0])
     stages = {k.removesuffix(".seconds"): v for k, v in out.items() if k.endswith(".seconds")}
@@ -230,8 +241,8 @@ def main() -> None:
               "flow_finetune_seconds": finetune_parts,
               "training_examples": counts, "all_flow_seconds": [r[0] for r in flow_runs],
               "all_bare_seconds": [r[0] for r in bare_runs],
-              "cpu_seconds_flow": flow_cpu, "cpu_seconds_bare": bare_cpu, "loop_examples": args.loop_examples,
-              "quick": args.quick}
+              "cpu_seconds_flow": flow_cpu, "cpu_seconds_bare": bare_cpu,
+              "loop_outputs_equal_to_flow": same, "quick": args.quick}
     print(f"bare model calls: {bare_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in bare.items()
                                                           if not k.startswith("finetune_")))
     print(f"full round flow:  {flow_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in stages.items()))

@@ -42,38 +42,45 @@ def cross_check_rows(settings: Settings, shard_idx: int, n_shards: int, round_id
     for q in records:
         by_image.setdefault(q["image_id"], []).append(q)
     image_ids = sorted(by_image)
-    call_seed = stage_seed("cross-check", seed, round_idx)
     backbone = backbone_for(checkpoint_uri, settings) if image_ids else None
     rows = ArrowRows()
     bar = tqdm(total=len(image_ids), desc=f"cross-check shard {shard_idx}/{n_shards}", unit="image")
     for ids in chunks(image_ids, chunk_images):
         images = images_by_id(db, "images", "image_id", list(ids))
-        captions = backbone.caption(images)
-        drawn = backbone.generate_images(captions, 1, temperature, [item_seed(call_seed, i) for i in ids])
-        requests, keys = [], []
-        for image_id, image, picture in zip(ids, images, drawn):
-            mirrored = image[:, ::-1].copy()
-            for q in by_image[image_id]:
-                q = {**q, "flip_question": mirror_question(q["question"])}
-                requests += [SolveRequest(mirrored, q["flip_question"], "canonical", 0.0, 1.0),
-                             SolveRequest(picture[0], q["question"], "canonical", 0.0, 1.0)]
-                keys.append(q)
-        results = backbone.solve(requests, seed=[item_seed(call_seed, f"{q['question_id']}:{v}")
-                                                 for q in keys for v in ("flip", "caption")])
-        caption_of = dict(zip(ids, captions))
-        part = []
-        for j, q in enumerate(keys):
-            validators = (q["validator_a"], q["validator_b"])
-            flip, drawn_answer = results[2 * j].text, results[2 * j + 1].text
-            part.append({"question_id": q["question_id"], "round_idx": round_idx, "image_id": q["image_id"],
-                         "flip_question": q["flip_question"], "flip_text": flip,
-                         "flip_answer": map_to_validators(flip, validators), "caption": caption_of[q["image_id"]],
-                         "caption_view_text": drawn_answer,
-                         "caption_view_answer": map_to_validators(drawn_answer, validators)})
-        rows.extend(part)
+        rows.extend(cross_check_chunk(backbone, list(ids), images, by_image, round_idx, temperature, seed))
         bar.update(len(ids))
     bar.close()
     return {"cross_checks": rows.table()}
+
+
+def cross_check_chunk(backbone, image_ids: list[str], images: list, by_image: dict[str, list[dict]], round_idx: int,
+                      temperature: float, seed: int) -> list[dict]:
+    """The model calls of a chunk of images, in memory: each image's caption and the picture drawn from it, then
+    the greedy answer to each of its selected questions (`by_image`) on the mirrored image and on the picture."""
+    call_seed = stage_seed("cross-check", seed, round_idx)
+    captions = backbone.caption(images)
+    drawn = backbone.generate_images(captions, 1, temperature, [item_seed(call_seed, i) for i in image_ids])
+    requests, keys = [], []
+    for image_id, image, picture in zip(image_ids, images, drawn):
+        mirrored = image[:, ::-1].copy()
+        for q in by_image[image_id]:
+            q = {**q, "flip_question": mirror_question(q["question"])}
+            requests += [SolveRequest(mirrored, q["flip_question"], "canonical", 0.0, 1.0),
+                         SolveRequest(picture[0], q["question"], "canonical", 0.0, 1.0)]
+            keys.append(q)
+    results = backbone.solve(requests, seed=[item_seed(call_seed, f"{q['question_id']}:{v}")
+                                             for q in keys for v in ("flip", "caption")])
+    caption_of = dict(zip(image_ids, captions))
+    part = []
+    for j, q in enumerate(keys):
+        validators = (q["validator_a"], q["validator_b"])
+        flip, drawn_answer = results[2 * j].text, results[2 * j + 1].text
+        part.append({"question_id": q["question_id"], "round_idx": round_idx, "image_id": q["image_id"],
+                     "flip_question": q["flip_question"], "flip_text": flip,
+                     "flip_answer": map_to_validators(flip, validators), "caption": caption_of[q["image_id"]],
+                     "caption_view_text": drawn_answer,
+                     "caption_view_answer": map_to_validators(drawn_answer, validators)})
+    return part
 
 
 def merge_cross_checks(settings: Settings, staged: StagedRows, round_idx: int,

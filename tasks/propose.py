@@ -19,7 +19,7 @@ from storage.arrow_rows import ArrowRows
 from storage.settings import Settings
 from storage.tables import connect, read, upsert
 from tasks.logic.proposals import parse_question_proposal
-from tasks.logic.selection import pick_candidate
+from tasks.logic.selection import selected_candidates
 from tasks.logic.shards import chunks, in_shard, item_seed
 from tasks.logic.stage_configs import ProposeConfig
 from tasks.logic.ste import STE_WINDOW, raw_ste, ste_difficulties
@@ -43,28 +43,33 @@ def propose_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: i
     db = connect(settings, at=tables)
     order = {image_id: i for i, image_id in enumerate(round_image_ids(db, source, n_images, round_idx, seed))}
     mine = in_shard(list(order), shard_idx, n_shards)
-    call_seed = stage_seed("propose", seed, round_idx)
     rows = ArrowRows()
     backbone = backbone_for(checkpoint_uri, settings) if mine else None
     for chunk in chunks(mine, chunk_images):
-        images = images_by_id(db, "images", "image_id", list(chunk))
-        raw = backbone.propose_questions(images, config.n_candidates, config.temperature,
-                                         seed=[item_seed(call_seed, image_id) for image_id in chunk])
-        requests, part = [], []
-        for image_id, image, texts in zip(chunk, images, raw):
-            for k, text in enumerate(texts):
-                parsed = parse_question_proposal(text)
-                part.append({"question_id": f"r{round_idx}:{image_id}:k{k}", "round_idx": round_idx,
-                             "image_id": image_id, "candidate_idx": k, "raw_text": text, "question": parsed.question,
-                             "validator_a": (parsed.validators + ("", ""))[0],
-                             "validator_b": (parsed.validators + ("", ""))[1], "well_formed": parsed.well_formed,
-                             "reject_reason": parsed.reject_reason, "image_order": order[image_id]})
-                requests.append(SolveRequest(image, parsed.question, "canonical", temperature=0.0))
-        for row, result in zip(part, backbone.solve(requests, seed=seed)):
-            row.update(greedy_answer=result.text,
-                       ste_raw=raw_ste(result.token_entropies, aggregate=config.ste_aggregate))
-        rows.extend(part)
+        rows.extend(propose_chunk(backbone, list(chunk), images_by_id(db, "images", "image_id", list(chunk)), order,
+                                  round_idx, config, seed))
     return {"questions": rows.table()}
+
+
+def propose_chunk(backbone, image_ids: list[str], images: list, order: dict[str, int], round_idx: int,
+                  config: ProposeConfig, seed: int) -> list[dict]:
+    """The model calls of a chunk of images, in memory: K candidates each and the greedy Solver pass whose first
+    tokens' entropy is raw STE (the stage's rows, before d_STE and selection)."""
+    raw = backbone.propose_questions(images, config.n_candidates, config.temperature,
+                                     seed=[item_seed(stage_seed("propose", seed, round_idx), i) for i in image_ids])
+    requests, part = [], []
+    for image_id, image, texts in zip(image_ids, images, raw):
+        for k, text in enumerate(texts):
+            parsed = parse_question_proposal(text)
+            part.append({"question_id": f"r{round_idx}:{image_id}:k{k}", "round_idx": round_idx,
+                         "image_id": image_id, "candidate_idx": k, "raw_text": text, "question": parsed.question,
+                         "validator_a": (parsed.validators + ("", ""))[0],
+                         "validator_b": (parsed.validators + ("", ""))[1], "well_formed": parsed.well_formed,
+                         "reject_reason": parsed.reject_reason, "image_order": order[image_id]})
+            requests.append(SolveRequest(image, parsed.question, "canonical", temperature=0.0))
+    for row, result in zip(part, backbone.solve(requests, seed=seed)):
+        row.update(greedy_answer=result.text, ste_raw=raw_ste(result.token_entropies, aggregate=config.ste_aggregate))
+    return part
 
 
 def select_questions(settings: Settings, staged: StagedRows, round_idx: int,
@@ -80,13 +85,7 @@ def select_questions(settings: Settings, staged: StagedRows, round_idx: int,
     us = data["ste_raw"].to_pylist() if n else []
     well_formed = data["well_formed"].to_pylist() if n else []
     difficulties = ste_difficulties(us, ste_history(db, round_idx)) if config.use_ste else [0.5] * n
-    selected = [False] * n
-    for start in range(0, n, config.n_candidates):
-        group = range(start, min(n, start + config.n_candidates))
-        scored = [(us[i] if config.use_ste else -k, well_formed[i], difficulties[i]) for k, i in enumerate(group)]
-        best = pick_candidate(scored)
-        if best is not None:
-            selected[start + best] = True
+    selected = selected_candidates(us, well_formed, difficulties, config.n_candidates, config.use_ste)
     if n:
         data = data.drop_columns(["image_order"])
         data = data.append_column("ste_difficulty", pa.array(difficulties, pa.float64()))

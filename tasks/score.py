@@ -51,14 +51,15 @@ def score_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int
     rows = ArrowRows()
     for chunk in chunks(mine, chunk_specs):
         part = gens[gens["spec_id"].isin(set(chunk))].sort_values("generation_id").reset_index(drop=True)
-        rows.extend(_score_chunk(backbone, db, round_idx, part, specs, config.n_answers, seed, config.use_fidelity,
-                                 config.use_cycle))
+        images = images_by_id(db, "generations", "generation_id", part["generation_id"].tolist())
+        rows.extend(score_chunk(backbone, images, round_idx, part, specs, config, seed))
     return {"scores": rows.table()}
 
 
-def _score_chunk(backbone, db, round_idx, gens, specs, n_answers, seed, use_fidelity, use_cycle) -> list[dict]:
-    images = images_by_id(db, "generations", "generation_id", gens["generation_id"].tolist())
-    ladder = sampler_ladder(n_answers)
+def score_chunk(backbone, images: list, round_idx: int, gens, specs, config: ScoreConfig, seed: int) -> list[dict]:
+    """The model calls of a chunk of generations (a frame with generation_id, spec_id and prompt, whole specs;
+    `images` in its order; `specs` indexed by spec_id with checks_json and q_spec), in memory, and their scores."""
+    ladder = sampler_ladder(config.n_answers)
     call_seed = stage_seed("score", seed, round_idx)
     requests, owners, seeds = [], [], []
     for g, (row, image) in enumerate(zip(gens.itertuples(), images)):
@@ -92,7 +93,7 @@ def _score_chunk(backbone, db, round_idx, gens, specs, n_answers, seed, use_fide
                      "fidelity": fidelity, "cycle": cycle, "diversity": diversity[g], "contradiction": contradiction,
                      "q_spec": q_spec,
                      "reward": generation_reward(q_spec, fidelity, cycle, diversity[g], contradiction,
-                                                 use_fidelity, use_cycle),
+                                                 config.use_fidelity, config.use_cycle),
                      "caption": captions[g], "check_answers_json": json.dumps(per_check)})
     return rows
 

@@ -53,50 +53,58 @@ def solve_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int
 
     use_framings False is the "prompt framings off" ablation: every sample uses the canonical
     framing (the temperature/top-p ladder stays)."""
-    n_samples, use_framings = config.n_samples, config.use_framings
     db = connect(settings, at=tables)
     questions = read(db, "questions", where=f"round_idx = {round_idx} AND selected = true",
                      columns=["question_id", "image_id", "question", "validator_a", "validator_b", "ste_difficulty"])
     questions = questions.sort_values("question_id").reset_index(drop=True)
     questions = questions[[shard_of(q, n_shards) == shard_idx for q in questions["question_id"]]]
-    ladder = sampler_ladder(n_samples)
-    call_seed = stage_seed("solve", seed, round_idx)
     answer_rows, vote_rows = ArrowRows(), ArrowRows()
     backbone = backbone_for(checkpoint_uri, settings) if len(questions) else None
     bar = tqdm(total=len(questions), desc=f"solve shard {shard_idx}/{n_shards}", unit="q")
     for chunk in chunks(questions, chunk_questions):
         images = images_by_id(db, "images", "image_id", chunk["image_id"].tolist())
-        requests = [SolveRequest(img, q, framing_for(i) if use_framings else "canonical", t, p)
-                    for img, q in zip(images, chunk["question"]) for i, (t, p) in enumerate(ladder)]
-        seeds = [item_seed(call_seed, f"{qid}:s{i}") for qid in chunk["question_id"] for i in range(n_samples)]
-        results = backbone.solve(requests, seed=seeds)
-        answers, votes = [], []
-        for j, row in enumerate(chunk.itertuples()):
-            samples = results[j * n_samples:(j + 1) * n_samples]
-            validators = (row.validator_a, row.validator_b)
-            mapped = [map_to_validators(r.text, validators) for r in samples]
-            v = vote(mapped)
-            s = informativeness(v.entropy, v.margin)
-            for i, (r, answer) in enumerate(zip(samples, mapped)):
-                t, p = ladder[i]
-                reward = solver_reward(answer == v.majority, s)
-                words_before = max(0, len(r.text.split()) - len(answer.split()))
-                answers.append({
-                    "answer_id": f"{row.question_id}:s{i}", "question_id": row.question_id, "round_idx": round_idx,
-                    "sample_idx": i, "framing": requests[j * n_samples + i].framing, "temperature": t, "top_p": p,
-                    "text": r.text, "normalized": normalize_answer(r.text), "mapped": answer,
-                    "token_entropies": list(r.token_entropies), "is_majority": answer == v.majority,
-                    "answer_share": v.distribution[answer], "reward": reward,
-                    "shaped_reward": shaped_solver_reward(reward, v.distribution[answer], words_before)})
-            votes.append({"question_id": row.question_id, "round_idx": round_idx, "n_samples": n_samples,
-                              "majority": v.majority, "majority_fraction": v.fraction, "answer_entropy": v.entropy,
-                              "margin": v.margin, "informativeness": s, "ste_difficulty": row.ste_difficulty,
-                              "sample_ste_mean": sum(raw_ste(r.token_entropies) for r in samples) / n_samples})
+        answers, votes = solve_chunk(backbone, chunk, images, round_idx, config, seed)
         answer_rows.extend(answers)
         vote_rows.extend(votes)
         bar.update(len(chunk))
     bar.close()
     return {"answers": answer_rows.table(), "votes": vote_rows.table()}
+
+
+def solve_chunk(backbone, questions, images: list, round_idx: int, config: SolveConfig, seed: int
+                ) -> tuple[list[dict], list[dict]]:
+    """The model calls of a chunk of selected questions (a frame with question_id, question, validators and
+    ste_difficulty; `images` in its order), in memory: N answers each and the vote. Returns (answers, votes)."""
+    n_samples, use_framings = config.n_samples, config.use_framings
+    ladder = sampler_ladder(n_samples)
+    call_seed = stage_seed("solve", seed, round_idx)
+    requests = [SolveRequest(img, q, framing_for(i) if use_framings else "canonical", t, p)
+                for img, q in zip(images, questions["question"]) for i, (t, p) in enumerate(ladder)]
+    seeds = [item_seed(call_seed, f"{qid}:s{i}") for qid in questions["question_id"] for i in range(n_samples)]
+    results = backbone.solve(requests, seed=seeds)
+    answers, votes = [], []
+    for j, row in enumerate(questions.itertuples()):
+        samples = results[j * n_samples:(j + 1) * n_samples]
+        validators = (row.validator_a, row.validator_b)
+        mapped = [map_to_validators(r.text, validators) for r in samples]
+        v = vote(mapped)
+        s = informativeness(v.entropy, v.margin)
+        for i, (r, answer) in enumerate(zip(samples, mapped)):
+            t, p = ladder[i]
+            reward = solver_reward(answer == v.majority, s)
+            words_before = max(0, len(r.text.split()) - len(answer.split()))
+            answers.append({
+                "answer_id": f"{row.question_id}:s{i}", "question_id": row.question_id, "round_idx": round_idx,
+                "sample_idx": i, "framing": requests[j * n_samples + i].framing, "temperature": t, "top_p": p,
+                "text": r.text, "normalized": normalize_answer(r.text), "mapped": answer,
+                "token_entropies": list(r.token_entropies), "is_majority": answer == v.majority,
+                "answer_share": v.distribution[answer], "reward": reward,
+                "shaped_reward": shaped_solver_reward(reward, v.distribution[answer], words_before)})
+        votes.append({"question_id": row.question_id, "round_idx": round_idx, "n_samples": n_samples,
+                      "majority": v.majority, "majority_fraction": v.fraction, "answer_entropy": v.entropy,
+                      "margin": v.margin, "informativeness": s, "ste_difficulty": row.ste_difficulty,
+                      "sample_ste_mean": sum(raw_ste(r.token_entropies) for r in samples) / n_samples})
+    return answers, votes
 
 
 def merge_votes(settings: Settings, staged: StagedRows, round_idx: int,

@@ -2,6 +2,8 @@
 
     >>> pick_candidate([(0.9, True, 0.5), (1.2, False, 0.9), (0.4, True, 0.2)])
     0
+    >>> selected_candidates([0.9, 1.2, 0.4, 0.1], [True, False, True, False], [0.5, 0.9, 0.2, 0.1], 2, True)
+    [True, False, True, False]
 """
 
 from __future__ import annotations
@@ -28,3 +30,18 @@ def pick_candidate(candidates: Sequence[tuple[float, bool, float]], easy_cutoff:
     hard_enough = [i for i in formed if candidates[i][2] > easy_cutoff]
     pool = hard_enough or formed
     return max(pool, key=lambda i: (candidates[i][0], -i))
+
+
+def selected_candidates(us: Sequence[float], well_formed: Sequence[bool], difficulties: Sequence[float],
+                        n_candidates: int, use_ste: bool = True) -> list[bool]:
+    """Which candidates are solved: one per image, the candidates listed image by image in groups of
+    `n_candidates`. `use_ste` False (the "STE off" ablation) picks each image's first well-formed candidate."""
+    n = len(us)
+    selected = [False] * n
+    for start in range(0, n, n_candidates):
+        group = range(start, min(n, start + n_candidates))
+        scored = [(us[i] if use_ste else -k, well_formed[i], difficulties[i]) for k, i in enumerate(group)]
+        best = pick_candidate(scored)
+        if best is not None:
+            selected[start + best] = True
+    return selected
