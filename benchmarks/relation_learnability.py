@@ -12,15 +12,18 @@ relation questions only (`rel`) or on every family (`all`), then evaluates VQA o
     .venv/bin/python benchmarks/relation_learnability.py full 12000 1000 1e-3 rel --variant deeper
     .venv/bin/python benchmarks/relation_learnability.py full 12000 3000 1e-3 all --variant ordinal+deeper+question-first
     .venv/bin/python benchmarks/relation_learnability.py full 12000 2000 1e-3 all --probe locate
+    .venv/bin/python benchmarks/relation_learnability.py full 12000 2000 1e-3 all --probe locate --variant position-gain
     .venv/bin/python benchmarks/relation_learnability.py full 12000 1500 1e-3 all --locate-first 1500
     .venv/bin/python benchmarks/relation_learnability.py full 12000 3000 1e-3 all --probe locate --from-scratch
 
-Two variants of the model test whether the plateau is the position code or the token order (both start from the
-base's weights): `ordinal` replaces the learned 4-entry row/column embeddings by fixed ordered features of the
-cell (scaled index, thermometer code, centred offset) through a new linear projection, so "left of" is a
-linear comparison; `question-first` puts the question before the image in VQA sequences, so image tokens can
-attend to the referents the question names; `deeper` inserts two decoder layers in the middle of the base's four,
-initialised as the identity (zero output projections), to test whether depth is what relations lack. Variants
+Variants of the model test whether the plateau is the position code or the token order (both start from the
+base's weights): `ordinal` replaces the learned 4-entry row/column embeddings by fixed ordered features of the cell
+(scaled index, thermometer code, centred offset) through a new linear projection, so "left of" is a linear
+comparison; `question-first` puts the question before the image in VQA sequences, so image tokens can attend to the
+referents the question names; `position-gain` multiplies the base's row/column embeddings by 16 (in the base they
+are about 1/16 of an object patch's encoding in norm, so position is a few percent of an image token); `deeper`
+inserts two decoder layers in the middle of the base's four, initialised as the identity (zero output projections),
+to test whether depth is what relations lack. Variants
 combine with "+". `all` mixes relations with every other family (relation-only training with every weight free
 also erases the colour/shape reading that relations need). `--probe locate` adds a one-referent task, "the red
 circle left of" -> its column as a number word ("above" -> its row), to the training mix and reports its held-out
@@ -113,6 +116,20 @@ class ProjectorNetwork(ShapesNetwork):
         return super().embed(ids, cells) + is_image * bound
 
 
+class PositionGainNetwork(ShapesNetwork):
+    """The shapes network with its learned row/column embeddings multiplied by a fixed gain: in the shipped base an
+    object token's patch encoding has norm about 27 and each position embedding about 1.6, so after the first
+    RMSNorm where a cell is is a few percent of its token. The gain (16) brings position to the patch's scale."""
+
+    GAIN = 16.0
+
+    def embed(self, ids, cells):
+        is_image = (cells >= 0).unsqueeze(-1)
+        c = cells.clamp(min=0)
+        extra = (self.GAIN - 1.0) * (self.rows(c // GRID) + self.cols(c % GRID))
+        return super().embed(ids, cells) + is_image * extra
+
+
 class QuestionFirstBackbone(ShapesBackbone):
     """VQA sequences as `<bos> <vqa> question <img> codes </img> <framing> <ans>`; other kinds unchanged."""
 
@@ -157,7 +174,7 @@ def deepened(base: ShapesBackbone, extra: int = 2) -> ShapesBackbone:
     return base
 
 
-VARIANTS = ("base", "ordinal", "projector", "question-first", "deeper", "flat-image-positions")
+VARIANTS = ("base", "ordinal", "projector", "position-gain", "question-first", "deeper", "flat-image-positions")
 
 
 def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
@@ -174,6 +191,10 @@ def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
         base = ShapesBackbone(base.config, base.vocab, network)
     if "projector" in parts:
         network = ProjectorNetwork(base.config, len(base.vocab))
+        network.load_state_dict(base.network.state_dict(), strict=False)
+        base = ShapesBackbone(base.config, base.vocab, network)
+    if "position-gain" in parts:
+        network = PositionGainNetwork(base.config, len(base.vocab))
         network.load_state_dict(base.network.state_dict(), strict=False)
         base = ShapesBackbone(base.config, base.vocab, network)
     if "deeper" in parts:
