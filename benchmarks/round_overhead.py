@@ -235,10 +235,15 @@ def main() -> None:
     shard_compute = {k.removesuffix(".shard_seconds_sum"): v for k, v in out.items() if k.endswith(".shard_seconds_sum")}
     finetune_parts = {k.removeprefix("finetune."): v for k, v in out.items()
                       if k.startswith("finetune.") and k.endswith("_seconds")}
+    outside = {"before the first stage": out["round.setup_seconds"], "after the last": out["round.wrapup_seconds"],
+               "Prefect task runs between stages": out["round.total_seconds"] - out["round.setup_seconds"]
+               - out["round.wrapup_seconds"] - sum(stages.values()),
+               "flow run, lease and MLflow run": flow_s - out["round.total_seconds"]}
     result = {"images": args.images, "bare_seconds": bare_s, "flow_seconds": flow_s,
               "overhead_seconds": flow_s - bare_s, "overhead_share_of_flow": (flow_s - bare_s) / flow_s,
               "bare_by_phase": bare, "flow_stage_seconds": stages, "flow_shard_seconds": shard_compute,
               "flow_finetune_seconds": finetune_parts,
+              "flow_outside_stages_seconds": outside,
               "training_examples": counts, "all_flow_seconds": [r[0] for r in flow_runs],
               "all_bare_seconds": [r[0] for r in bare_runs],
               "cpu_seconds_flow": flow_cpu, "cpu_seconds_bare": bare_cpu,
@@ -246,6 +251,7 @@ def main() -> None:
     print(f"bare model calls: {bare_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in bare.items()
                                                           if not k.startswith("finetune_")))
     print(f"full round flow:  {flow_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    print("flow outside its stages: " + "  ".join(f"{k} {v:.1f}" for k, v in outside.items()))
     print("fine-tune stage:  " + "  ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in finetune_parts.items())
           + "  (loop: " + "  ".join(f"{k.removeprefix('finetune_')} {v:.1f}" for k, v in bare.items()
                                     if k.startswith("finetune_")) + f", all {bare['finetune']:.1f})")

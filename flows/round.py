@@ -7,6 +7,8 @@ MLflow run; its parameters are `RoundConfig` (flows/round_config.py), each stage
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 from prefect import flow
 from prefect.runtime import flow_run as prefect_flow_run
@@ -81,12 +83,14 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
                   namespace: str = "") -> dict:
     """The stage sequence of one round, inside an open MLflow run of `tracker` (shared by the
     round and nightly flows; not a subflow, so a retried flow run resumes its own cached stages)."""
+    started = time.perf_counter()
     settings = Settings.from_env().within(namespace)
     ns = {"namespace": namespace}
     output = checkpoint_uri(settings, f"round-{round_idx}")
     tracker.log_params({"round_idx": round_idx, "input_checkpoint": checkpoint, "output_checkpoint": output,
                         **dotted_params(config)})
     check_backbone(checkpoint)  # fails before anything is written when a capability is missing
+    timing = {"setup_seconds": time.perf_counter() - started}
     stages = rollout_stages(round_idx, checkpoint, config, namespace)
     stages.append(filter_examples(round_idx, config.preset, config.mode, config.filter, tables=handed(stages), **ns))
     stages.append(finetune_roles(round_idx, checkpoint, output, config.preset, config.finetune, config.seed,
@@ -95,6 +99,7 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
         stages.append(evaluate_checkpoint(output, round_idx, config.eval_config(), **ns))
     if config.evaluate.diagnose:
         stages.append(diagnose_round(round_idx, config.filter.accept_reward, tables=handed(stages), **ns))
+    wrapup = time.perf_counter()
     for stage in stages:
         tracker.log_metrics(stage.metrics, step=round_idx, prefix=f"{stage.stage}.")
         tracker.set_tags({f"table_version.{t}": str(v) for t, v in stage.tables.items()})
@@ -105,7 +110,12 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
     tracker.log_artifacts(str(report_dir), "report")
     tracker.log_table(pd.DataFrame(qa_sample), "qa_sample.json")
     tracker.log_artifacts(str(local_checkpoint(output, settings)), "checkpoint")
-    return {"checkpoint": output, **{f"{s.stage}.{k}": v for s in stages for k, v in s.metrics.items()}}
+    # Where the round's time goes outside its stages' own work: before the first stage, after the last, and (the
+    # rest of the total) Prefect's task runs between them.
+    timing.update(wrapup_seconds=time.perf_counter() - wrapup, total_seconds=time.perf_counter() - started)
+    tracker.log_metrics(timing, step=round_idx, prefix="round.")
+    return {"checkpoint": output, **{f"{s.stage}.{k}": v for s in stages for k, v in s.metrics.items()},
+            **{f"round.{k}": v for k, v in timing.items()}}
 
 
 @flow(name="asg-round", log_prints=True, task_runner=task_runner())
