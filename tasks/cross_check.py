@@ -10,6 +10,7 @@ the views its question kind needs agree with it; the diagnose stage audits every
 
 Sharded by image (tasks/sharded_stage.py runs `CROSS_CHECK`): `cross_check_rows` makes one shard's rows
 (per-item seeds keyed by image and question ids), `merge_cross_checks` upserts every shard's rows.
+The model calls of a chunk are `cross_check_chunk`, in memory (benchmarks/round_overhead.py's bare loop calls it too).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ entropy of the first answer tokens of one greedy Solver pass, taken from the dec
 logits), its difficulty d_STE (percentile over a rolling window continued from earlier
 rounds' stored values) and whether it was selected for solving.
 
-Sharded (tasks/sharded_stage.py runs `PROPOSE`): `propose_rows` makes the model calls for the images of one
-shard (any number of them in parallel, on any task runner); `select_questions` scores d_STE over every shard's
+Sharded (tasks/sharded_stage.py runs `PROPOSE`): `propose_rows` reads one shard's images (any number of shards in
+parallel, on any task runner) and makes their model calls a chunk at a time in `propose_chunk`, which works in
+memory (benchmarks/round_overhead.py's bare loop calls it too); `select_questions` scores d_STE over every shard's
 candidates in the round's image order, selects one candidate per image and upserts `questions`.
 """
 

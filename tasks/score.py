@@ -7,6 +7,7 @@ R_g combines them. Writes `scores`.
 
 Sharded by spec (a spec's L images stay together for the diversity term; tasks/sharded_stage.py runs
 `SCORE`): `score_rows` scores one shard's images; `merge_scores` upserts every shard's rows.
+The model calls of a chunk are `score_chunk`, in memory (benchmarks/round_overhead.py's bare loop calls it too).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ bucket and the Proposer's reward R_P).
 Sharded by question (tasks/sharded_stage.py runs `SOLVE`): `solve_rows` answers and votes on one shard's
 questions (per-sample seeds keyed by answer id, so the split does not change a draw); `merge_votes` assigns
 buckets with the round-wide adaptive threshold over every shard's votes and upserts both tables.
+The model calls of a chunk are `solve_chunk`, in memory (benchmarks/round_overhead.py's bare loop calls it too).
 """
 
 from __future__ import annotations
