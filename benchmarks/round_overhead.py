@@ -114,9 +114,10 @@ def bare_round(config, ids: list[str], images: list, flow_examples: dict[str, li
     seconds["generate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    gens = pd.DataFrame(generations)
-    valid = pd.DataFrame([s for s in specs if s["valid"]]).set_index("spec_id")
     scores = []
+    gens = pd.DataFrame(generations, columns=["generation_id", "spec_id", "round_idx", "sample_idx", "prompt", "png"])
+    valid = pd.DataFrame([s for s in specs if s["valid"]], columns=list(specs[0]) if specs else ["spec_id"])
+    valid = valid.set_index("spec_id")
     for chunk in chunks(sorted(set(gens["spec_id"])), _chunk_size(score_rows, "chunk_specs")):
         part = gens[gens["spec_id"].isin(set(chunk))].sort_values("generation_id").reset_index(drop=True)
         scores += score_chunk(backbone, [decode_png(png) for png in part["png"]], 0, part, valid, config.score, seed)
