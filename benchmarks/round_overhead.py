@@ -62,7 +62,7 @@ def bare_round(config, ids: list[str], images: list, flow_examples: dict[str, li
     from tasks.finetune import PAPER_OBJECTIVES
     from tasks.generate import _generate_chunk, generate_rows
     from tasks.logic.selection import selected_candidates
-    from tasks.logic.shards import chunks
+    from tasks.logic.shards import chunks, spec_chunks
     from tasks.logic.ste import ste_difficulties
     from tasks.propose import propose_chunk, propose_rows
     from tasks.score import score_chunk, score_rows
@@ -118,8 +118,8 @@ def bare_round(config, ids: list[str], images: list, flow_examples: dict[str, li
     gens = pd.DataFrame(generations, columns=["generation_id", "spec_id", "round_idx", "sample_idx", "prompt", "png"])
     valid = pd.DataFrame([s for s in specs if s["valid"]], columns=list(specs[0]) if specs else ["spec_id"])
     valid = valid.set_index("spec_id")
-    for chunk in chunks(sorted(set(gens["spec_id"])), _chunk_size(score_rows, "chunk_specs")):
-        part = gens[gens["spec_id"].isin(set(chunk))].sort_values("generation_id").reset_index(drop=True)
+    for part in spec_chunks(gens, _chunk_size(score_rows, "chunk_specs")):
+        part = part.sort_values("generation_id").reset_index(drop=True)
         scores += score_chunk(backbone, [decode_png(png) for png in part["png"]], 0, part, valid, config.score, seed)
     seconds["score"] = time.perf_counter() - clock
 

@@ -112,7 +112,8 @@ def execute_round(round_idx: int, checkpoint: str, config: RoundConfig, tracker:
     tracker.log_artifacts(str(local_checkpoint(output, settings)), "checkpoint")
     # Where the round's time goes outside its stages' own work: before the first stage, after the last, and (the
     # rest of the total) Prefect's task runs between them.
-    timing.update(wrapup_seconds=time.perf_counter() - wrapup, total_seconds=time.perf_counter() - started)
+    ended = time.perf_counter()
+    timing.update(wrapup_seconds=ended - wrapup, total_seconds=ended - started)
     tracker.log_metrics(timing, step=round_idx, prefix="round.")
     return {"checkpoint": output, **{f"{s.stage}.{k}": v for s in stages for k, v in s.metrics.items()},
             **{f"round.{k}": v for k, v in timing.items()}}

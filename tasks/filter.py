@@ -35,6 +35,7 @@ from tasks.logic.filtering import (
 from tasks.logic.generation_scores import group_zscores
 from tasks.logic.label_sources import agreement_decision, question_kind
 from tasks.logic.presets import recipe_of
+from tasks.logic.shards import spec_chunks
 from tasks.stage import stage_task
 from tasks.stage_result import StageResult
 from world.questions import question_family
@@ -47,13 +48,6 @@ def records(frame: pd.DataFrame, chunk: int = CHUNK_ROWS):
     """The frame's rows as dicts, `chunk` at a time (all of them never exist as dicts at once)."""
     for start in range(0, len(frame), chunk):
         yield from frame.iloc[start:start + chunk].to_dict("records")
-
-
-def spec_chunks(scores: pd.DataFrame, chunk: int = CHUNK_ROWS):
-    """The score rows of `chunk` specs at a time (a spec's images stay together), each in the frame's order."""
-    spec_ids = sorted(set(scores["spec_id"]))
-    for start in range(0, len(spec_ids), chunk):
-        yield scores[scores["spec_id"].isin(set(spec_ids[start:start + chunk]))]
 
 
 def _example(round_idx, role, kind, source_id, image_table, image_key, prompt, target, weight, reward=0.0,
@@ -203,7 +197,7 @@ def _tile_verified_generation(round_idx, scores, specs, verdicts, policy, decisi
     the Proposer's) fall back to the Solver's checks of the kinds it can judge."""
     undecided: set[str] = set()
     matched: set[str] = set()
-    for part in spec_chunks(scores):  # decisions are per spec, so a chunk of whole specs decides alone
+    for part in spec_chunks(scores, CHUNK_ROWS):  # decisions are per spec, so a chunk of whole specs decides alone
         rows = [{**r, "verdict": verdicts.get(r["generation_id"], "not-in-grammar")} for r in part.to_dict("records")]
         decided = tile_generation_decisions(rows, policy)
         for row in rows:

@@ -29,7 +29,7 @@ from tasks.logic.generation_scores import (
     leave_one_out_diversity,
 )
 from tasks.logic.sampling_plan import framing_for, sampler_ladder
-from tasks.logic.shards import chunks, in_shard, item_seed
+from tasks.logic.shards import in_shard, item_seed, spec_chunks
 from tasks.logic.stage_configs import ScoreConfig
 from tasks.round_inputs import backbone_for, images_by_id
 from tasks.sharded_stage import StagedRows, sharded_stage
@@ -47,11 +47,11 @@ def score_rows(settings: Settings, shard_idx: int, n_shards: int, round_idx: int
                 columns=["generation_id", "spec_id", "sample_idx", "prompt"])
     specs = read(db, "specs", where=f"round_idx = {round_idx} AND valid = true",
                  columns=["spec_id", "checks_json", "q_spec"]).set_index("spec_id")
-    mine = in_shard(sorted(set(gens["spec_id"])), shard_idx, n_shards)
-    backbone = backbone_for(checkpoint_uri, settings) if mine else None
+    gens = gens[gens["spec_id"].isin(set(in_shard(sorted(set(gens["spec_id"])), shard_idx, n_shards)))]
+    backbone = backbone_for(checkpoint_uri, settings) if len(gens) else None
     rows = ArrowRows()
-    for chunk in chunks(mine, chunk_specs):
-        part = gens[gens["spec_id"].isin(set(chunk))].sort_values("generation_id").reset_index(drop=True)
+    for part in spec_chunks(gens, chunk_specs):
+        part = part.sort_values("generation_id").reset_index(drop=True)
         images = images_by_id(db, "generations", "generation_id", part["generation_id"].tolist())
         rows.extend(score_chunk(backbone, images, round_idx, part, specs, config, seed))
     return {"scores": rows.table()}

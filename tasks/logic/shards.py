@@ -49,3 +49,16 @@ def chunks(items: Sequence, size: int) -> list[Sequence]:
     if size < 1:
         raise ValueError(f"chunk size must be at least 1, got {size}")
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def spec_chunks(frame, size: int):
+    """The rows of a frame (anything with a `spec_id` column and `isin`, e.g. pandas) `size` specs at a time, in
+    sorted spec order, so a spec's rows (its L images) stay together; each chunk keeps the frame's row order.
+
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({"spec_id": ["b", "a", "c", "a"], "g": [1, 2, 3, 4]})
+    >>> [part["g"].tolist() for part in spec_chunks(rows, 2)]
+    [[1, 2, 4], [3]]
+    """
+    for part in chunks(sorted(set(frame["spec_id"])), size):
+        yield frame[frame["spec_id"].isin(set(part))]
