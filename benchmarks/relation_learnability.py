@@ -15,6 +15,8 @@ relation questions only (`rel`) or on every family (`all`), then evaluates VQA o
     .venv/bin/python benchmarks/relation_learnability.py full 12000 2000 1e-3 all --probe locate --variant position-gain
     .venv/bin/python benchmarks/relation_learnability.py full 12000 1500 1e-3 all --locate-first 1500
     .venv/bin/python benchmarks/relation_learnability.py full 12000 3000 1e-3 all --probe locate --from-scratch
+    .venv/bin/python benchmarks/relation_learnability.py full 4000 1500 3e-3 locate --variant position-channels \
+        --attend-referents 0.5 --attend-at answer --attend-layer 3
 
 Variants of the model test whether the plateau is the position code or the token order (both start from the
 base's weights): `ordinal` replaces the learned 4-entry row/column embeddings by fixed ordered features of the cell
@@ -23,11 +25,18 @@ comparison; `question-first` puts the question before the image in VQA sequences
 referents the question names; `position-gain` multiplies the base's row/column embeddings by 16 (in the base they
 are about 1/16 of an object patch's encoding in norm, so position is a few percent of an image token); `deeper`
 inserts two decoder layers in the middle of the base's four, initialised as the identity (zero output projections),
-to test whether depth is what relations lack. Variants
+to test whether depth is what relations lack; `position-channels` gives the cell hidden dimensions of its own (a
+one-hot row and column in the patch encoding's last 8 dimensions), so it is readable from a token whatever the
+token shows. Variants
 combine with "+". `all` mixes relations with every other family (relation-only training with every weight free
 also erases the colour/shape reading that relations need). `--probe locate` adds a one-referent task, "the red
 circle left of" -> its column as a number word ("above" -> its row), to the training mix and reports its held-out
 accuracy: whether the model can read one object's cell at all.
+
+`--attend-referents W` adds an auxiliary loss that teaches one head per named object to attend to that object's
+image token (W times -log of its attention weight; `--attend-at word`: at the word naming it, `answer`: at `<ans>`,
+one head per object; `--attend-layer`), and reports the held-out weight the head puts there
+(`referent_attention`): `benchmarks/attention_selectivity.py` found the base's heads attend to all objects alike.
 
 Each run prints one JSON line (and appends it to benchmarks/results/relation_learnability.jsonl): the training
 loss at the start and over the last 20 steps, and VQA by family before and after. The loss is the mean over the
@@ -60,6 +69,7 @@ from world import questions, splits  # noqa: E402
 from tasks.logic.held_out_evaluation import EvalConfig, evaluate_vqa  # noqa: E402
 from world.render import render  # noqa: E402
 from world.scenes import Scene  # noqa: E402
+from world.scenes import SHAPES  # noqa: E402
 from world.vocabulary import NUMBER_WORDS  # noqa: E402
 
 BASE = ROOT / "models" / "checkpoints" / "shapes-base"
@@ -130,6 +140,27 @@ class PositionGainNetwork(ShapesNetwork):
         return super().embed(ids, cells) + is_image * extra
 
 
+class PositionChannelsNetwork(ShapesNetwork):
+    """The shapes network with where a cell is kept apart from what it shows: the patch encoding's last 2 * GRID
+    hidden dimensions are zeroed and hold a one-hot row and a one-hot column instead, times `GAIN` (the learned
+    row/column embeddings stay). In the base an object token's patch encoding (norm about 27) varies across codes in
+    every direction, so its cell, added on top at norm about 1.6, is not linearly readable from the token alone."""
+
+    GAIN = 8.0
+
+    def embed(self, ids, cells):
+        x = self.lm.get_input_embeddings()(ids)
+        is_image = (cells >= 0).unsqueeze(-1)
+        c = cells.clamp(min=0)
+        codes = (ids - self.image_offset).clamp(min=0, max=self.code_pixels.shape[0] - 1)
+        patch = self.patch(self.code_pixels[codes])
+        width = 2 * GRID
+        where = torch.cat([torch.nn.functional.one_hot(c // GRID, GRID), torch.nn.functional.one_hot(c % GRID, GRID)],
+                          -1).to(patch.dtype) * self.GAIN
+        visual = torch.cat([patch[..., :-width], where], -1) + self.rows(c // GRID) + self.cols(c % GRID)
+        return x + is_image * visual
+
+
 class QuestionFirstBackbone(ShapesBackbone):
     """VQA sequences as `<bos> <vqa> question <img> codes </img> <framing> <ans>`; other kinds unchanged."""
 
@@ -156,6 +187,127 @@ class FlatImagePositionsBackbone(ShapesBackbone):
         return dataclasses.replace(batch, positions=positions)
 
 
+REFERENT_CELLS: dict[tuple[str, bytes], list[tuple[int, int]]] = {}
+
+
+def note_referents(scene: Scene, image: np.ndarray, prompt: str) -> None:
+    """Record, for `--attend-referents`, which prompt words name which object's cell: in a relation question the
+    first shape word names the first referent and the last shape word the second; in a colour question ("what color
+    is the circle") and a locate item ("the red circle left of") the shape word names the one referent. Other
+    families name no single object. Keys are the prompt and the image's bytes (evaluation-only labels: a diagnostic)."""
+    words = prompt.split()
+    shape_at = [i for i, w in enumerate(words) if w in SHAPES]
+    parsed = questions.parse_question(prompt)
+    if parsed is not None and parsed.family == "relation":
+        pairs = [(shape_at[0], parsed.a), (shape_at[-1], parsed.b)]
+    elif parsed is not None and parsed.family == "color":
+        pairs = [(shape_at[0], questions.Referent(parsed.shape))]
+    elif prompt.endswith(("left of", "above")) and shape_at:
+        colour = words[shape_at[0] - 1] if shape_at[0] > 1 else None
+        pairs = [(shape_at[0], questions.Referent(words[shape_at[0]], colour))]
+    else:
+        return
+    found = [(i, questions._unique(scene, ref)) for i, ref in pairs]
+    if all(obj is not None for _, obj in found):
+        REFERENT_CELLS[(prompt, image.tobytes())] = [(i, obj.row * GRID + obj.col) for i, obj in found]
+
+
+@contextlib.contextmanager
+def log_attention_weights(config):
+    """Within: the Llama layers run eager attention and return the *log* of their attention weights (from
+    log_softmax, so a weight of ~0 still has a gradient); outside, sdpa as before."""
+    from transformers.models.llama import modeling_llama
+
+    original = modeling_llama.eager_attention_forward
+
+    def eager_with_log_weights(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        key_states = modeling_llama.repeat_kv(key, module.num_key_value_groups)
+        value_states = modeling_llama.repeat_kv(value, module.num_key_value_groups)
+        scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        log_weights = torch.log_softmax(scores.float(), dim=-1)
+        output = torch.matmul(log_weights.exp().to(query.dtype), value_states).transpose(1, 2).contiguous()
+        return output, log_weights
+
+    modeling_llama.eager_attention_forward = eager_with_log_weights
+    config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        modeling_llama.eager_attention_forward = original
+        config._attn_implementation = "sdpa"
+
+
+class AttendReferentsBackbone(ShapesBackbone):
+    """The base trained with an auxiliary loss on one attention head: at each word that names an object (see
+    `note_referents`), head `HEAD` of layer `LAYER` should attend to that object's image token, -log of its weight,
+    times `WEIGHT`, added to the example's loss. It teaches the content-selective attention the base lacks
+    (`benchmarks/attention_selectivity.py`: its heads attend to all objects alike), to test whether relations
+    become learnable once a referent's token is picked out. Uses the evaluation-only scenes: a diagnostic."""
+
+    LAYER, HEAD, WEIGHT, AT = 1, 0, 0.5, "word"
+
+    def supervised(self, marks: list[tuple[int, int]], prefix_length: int) -> list[tuple[int, int, int]]:
+        """(head, query position, key cell) of each supervised weight. At "word": head `HEAD` at each naming word
+        (<bos> <img> 16 codes </img> <vqa> come before the prompt's words, one token each). At "answer": the
+        prefix's last token (<ans>, which predicts the answer) with head `HEAD` + k on the k-th named object."""
+        if self.AT == "word":
+            return [(self.HEAD, 1 + GRID * GRID + 2 + 1 + word, cell) for word, cell in marks]
+        return [(self.HEAD + k, prefix_length - 1, cell) for k, (_, cell) in enumerate(marks)]
+
+    def example_nll(self, role, examples):
+        rows, spans, prefixes = [], [], []
+        for ex in examples:
+            p_ids, p_cells = self._prefix(ex.kind, ex.image, ex.prompt, ex.framing)
+            t_ids, t_cells = self._target(ex)
+            rows.append((p_ids + t_ids, p_cells + t_cells, [False] * len(p_ids) + [True] * len(t_ids)))
+            spans.append(len(p_ids) + len(t_ids))
+            prefixes.append(len(p_ids))
+        batch = self._pad(rows)
+        with log_attention_weights(self.network.lm.config):
+            network = self.network
+            out = network.lm(inputs_embeds=network.embed(batch.ids, batch.cells), attention_mask=batch.mask,
+                             position_ids=batch.positions, output_attentions=True)
+        logp = torch.log_softmax(out.logits[:, :-1].float(), -1)
+        tok_nll = -logp.gather(-1, batch.ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        flags = batch.loss_mask[:, 1:].float()
+        nll = (tok_nll * flags).sum(1) / flags.sum(1)
+        if not self.network.training:
+            return nll
+        log_weights = out.attentions[self.LAYER]  # batch x heads x seq x seq
+        width = batch.ids.shape[1]
+        aux = torch.zeros_like(nll)
+        for i, (ex, length) in enumerate(zip(examples, spans)):
+            marks = REFERENT_CELLS.get((ex.prompt, ex.image.tobytes())) if ex.image is not None else None
+            if not marks:
+                continue
+            start = width - length
+            terms = [log_weights[i, head, start + query, start + 2 + cell]
+                     for head, query, cell in self.supervised(marks, prefixes[i])]
+            aux[i] = -torch.stack(terms).mean()  # log-weights: no vanishing gradient where the weight is ~0
+        return nll + self.WEIGHT * aux
+
+    def referent_attention(self, items: list[TrainingExample]) -> float:
+        """Mean weight the supervised head puts on the named object's token, over the marked words of `items`."""
+        weights = []
+        with torch.no_grad():
+            for ex in items:
+                marks = REFERENT_CELLS.get((ex.prompt, ex.image.tobytes()))
+                if not marks:
+                    continue
+                ids, cells = self._prefix(ex.kind, ex.image, ex.prompt, ex.framing)
+                batch = self._pad([(ids, cells, [False] * len(ids))])
+                with log_attention_weights(self.network.lm.config):
+                    out = self.network.lm(inputs_embeds=self.network.embed(batch.ids, batch.cells),
+                                          attention_mask=batch.mask, position_ids=batch.positions,
+                                          output_attentions=True)
+                log_weights = out.attentions[self.LAYER][0]
+                weights += [float(log_weights[head, query, 2 + cell].exp())
+                            for head, query, cell in self.supervised(marks, len(ids))]
+        return float(np.mean(weights))
+
+
 def deepened(base: ShapesBackbone, extra: int = 2) -> ShapesBackbone:
     """The base with `extra` identity-initialised decoder layers inserted after its first half."""
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
@@ -174,7 +326,8 @@ def deepened(base: ShapesBackbone, extra: int = 2) -> ShapesBackbone:
     return base
 
 
-VARIANTS = ("base", "ordinal", "projector", "position-gain", "question-first", "deeper", "flat-image-positions")
+VARIANTS = ("base", "ordinal", "projector", "position-gain", "position-channels", "question-first", "deeper",
+            "flat-image-positions")
 
 
 def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
@@ -197,6 +350,10 @@ def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
         network = PositionGainNetwork(base.config, len(base.vocab))
         network.load_state_dict(base.network.state_dict(), strict=False)
         base = ShapesBackbone(base.config, base.vocab, network)
+    if "position-channels" in parts:
+        network = PositionChannelsNetwork(base.config, len(base.vocab))
+        network.load_state_dict(base.network.state_dict(), strict=False)
+        base = ShapesBackbone(base.config, base.vocab, network)
     if "deeper" in parts:
         base = deepened(base)
     if "question-first" in parts and "flat-image-positions" in parts:
@@ -217,6 +374,7 @@ def true_label_examples(n_scenes: int, relation_only: bool) -> list[TrainingExam
         for item in questions.questions_for_scene(scene, rng, n=8):
             if not relation_only or item.family == "relation":
                 out.append(TrainingExample("vqa", image=image, prompt=item.question, target=item.answer))
+                note_referents(scene, image, item.question)
     return out
 
 
@@ -239,6 +397,8 @@ def locate_examples(split: str, n_scenes: int, seed: int = 0, one_object: bool =
             ref = rng.choice(refs).text
             out.append(TrainingExample("vqa", image=image, prompt=f"the {ref} left of", target=NUMBER_WORDS[obj.col]))
             out.append(TrainingExample("vqa", image=image, prompt=f"the {ref} above", target=NUMBER_WORDS[obj.row]))
+            note_referents(scene, image, f"the {ref} left of")
+            note_referents(scene, image, f"the {ref} above")
     return out
 
 
@@ -275,6 +435,13 @@ def main() -> None:
                              "whether the memorising seed-set pretraining is what blocks relations")
     parser.add_argument("--locate-objects", choices=["all", "one"], default="all",
                         help="one: the locate items show each scene's first object alone (no referent to pick out)")
+    parser.add_argument("--attend-referents", type=float, default=0.0, metavar="WEIGHT",
+                        help="train one head (layer 1, head 0) to attend from each word naming an object to that "
+                             "object's image token, with this weight on -log(attention) (mode full; see "
+                             "AttendReferentsBackbone)")
+    parser.add_argument("--attend-at", choices=["word", "answer"], default="word",
+                        help="word: at each word naming an object; answer: at <ans>, one head per named object")
+    parser.add_argument("--attend-layer", type=int, default=1, help="the supervised heads' decoder layer")
     args = parser.parse_args()
     torch.set_num_threads(2)
     backbone = load_backbone(args.checkpoint)
@@ -283,6 +450,14 @@ def main() -> None:
     if args.from_scratch:
         backbone = ShapesBackbone.create(backbone.config, seed=0)
     backbone = variant_of(backbone, args.variant)
+    if args.attend_referents:
+        if args.mode != "full" or {"question-first", "flat-image-positions"} & set(args.variant.split("+")):
+            parser.error("--attend-referents needs mode full and the base's token order (not question-first or "
+                         "flat-image-positions)")
+        AttendReferentsBackbone.WEIGHT = args.attend_referents
+        AttendReferentsBackbone.AT = args.attend_at
+        AttendReferentsBackbone.LAYER = args.attend_layer
+        backbone = AttendReferentsBackbone(backbone.config, backbone.vocab, backbone.network)
     examples = [] if args.families == "locate" else true_label_examples(args.scenes, args.families == "rel")
     if args.families == "locate":
         args.probe = "locate"
@@ -301,6 +476,8 @@ def main() -> None:
     if probe_items:
         backbone.network.eval()
         before.update(locate_accuracy(backbone, probe_items))
+        if isinstance(backbone, AttendReferentsBackbone):
+            before["referent_attention"] = backbone.referent_attention(probe_items[:200])
     role = None
     if args.mode == "lora":
         backbone.attach_roles()
@@ -329,7 +506,10 @@ def main() -> None:
         if probe_items:
             backbone.network.eval()
             after.update(locate_accuracy(backbone, probe_items))
-    row = dict(mode=args.mode, variant=args.variant, from_scratch=args.from_scratch, probe=args.probe,
+            if isinstance(backbone, AttendReferentsBackbone):
+                after["referent_attention"] = backbone.referent_attention(probe_items[:200])
+    row = dict(mode=args.mode, variant=args.variant, attend_referents=args.attend_referents,
+               attend_at=args.attend_at, attend_layer=args.attend_layer, from_scratch=args.from_scratch, probe=args.probe,
                locate_first=args.locate_first, locate_objects=args.locate_objects,
                locate_first_loss_by_100_steps=[round(float(np.mean(first[i:i + 100])), 3)
                                                for i in range(0, len(first), 100)],

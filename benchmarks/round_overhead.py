@@ -1,8 +1,8 @@
 """Benchmark: what orchestration, storage and tracking add to a round, over its bare model calls.
 
-    .venv/bin/python benchmarks/round_overhead.py [--images 1000] [--repeats 2] [--quick]
+    .venv/bin/python benchmarks/round_overhead.py [--images 1000] [--repeats 6] [--processes fresh|one] [--quick]
 
-Side by side in one process, on the same unlabeled images, the shipped base and the same sizes
+Side by side, on the same unlabeled images, the shipped base and the same sizes
 (K candidates, N Solver samples, L images per spec, fine-tune steps and batch size):
 
 1. **flow**: `round_flow` with the `paper` preset (Prefect tasks with persisted results, every row upserted into
@@ -29,7 +29,13 @@ shows), so a slow drift of the machine falls on both sides alike.
 The verdict (fixed on 2026-12-07 before any run of it, because the best-of-N wall times of the two sides moved by
 more than the overhead between runs, -2.5% and +4.6%): the overhead is the **median over pairs of
 (flow - loop) / flow**, printed with every pair's share; the best-of-N shares stay beside it for comparison with
-earlier runs. Prints both wall times, the flow's time by stage and the CPU seconds of this process and its
+earlier runs.
+
+Each side runs in a **fresh process** (`--processes fresh`, the default since 2026-12-07's second run of the
+paired design): a child process warms up (Prefect's temporary server, the model's imports and kernels), then
+times its one side and writes it as JSON. In one process (`--processes one`, the first paired run), a loop that
+followed another loop took 124-135 s and one that followed a flow 112-114 s, the same work: what the side before left in
+the process (its heap, caches) changed the next side's speed, which alternating the order does not cancel. Prints both wall times, the flow's time by stage and the CPU seconds of this process and its
 children (Prefect's temporary server) during each side; writes benchmarks/results/round_overhead.json.
 """
 
@@ -39,6 +45,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -188,78 +196,136 @@ def cpu_seconds(since: dict[str, float] | None = None) -> dict[str, float]:
     return {k: v - (since or {}).get(k, 0.0) for k, v in now.items()}
 
 
+def round_config(images: int, quick: bool):
+    """The round both sides run. The bare loop makes the paper round's calls (policy updates, the audit's
+    cross-check; no compose or tile reading), so the flow runs the paper preset: since the default became compose,
+    an unpinned flow made more model calls than the loop and counted them as overhead. Evaluation and diagnose (the
+    round's labels judged with the hidden scenes, parsing every generated image) are evaluation-only work the loop
+    does not do, so both are off."""
+    from flows.round import RoundConfig
+
+    return RoundConfig(source=f"world://unlabeled?n={images}&seed=0", n_images=images,
+                       evaluation="none", diagnose=False, preset="paper",
+                       **({"finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}} if quick else {}))
+
+
+def warm_up() -> None:
+    """Prefect's temporary server started (a warm-up flow) and the model's imports and first kernels warm, outside
+    the timings, for both sides alike (the flow's cache stays empty)."""
+    import flows  # noqa: F401 - offline defaults
+    from prefect import flow
+
+    from models.registry import load_backbone
+    from world import splits
+    from world.render import render
+
+    @flow(name="asg-bench-warmup")
+    def warmup() -> int:
+        return 1
+
+    warmup()
+    warm = load_backbone(BASE)
+    warm.attach_roles()
+    warm.propose_questions([render(splits.scene_at("unlabeled", i, 0)) for i in range(8)], 1, 1.0, seed=0)
+    del warm
+
+
+def time_flow(config, home: Path) -> tuple[float, dict, dict]:
+    """The round flow on a fresh ASG_HOME: (wall seconds, its metrics, CPU seconds)."""
+    from flows.round import round_flow
+
+    os.environ["ASG_HOME"] = str(home)
+    before, clock = cpu_seconds(), time.perf_counter()
+    out = round_flow(0, str(BASE), config, experiment="asg-bench")
+    return time.perf_counter() - clock, out, cpu_seconds(before)
+
+
+def time_loop(config, home: Path) -> tuple[float, dict, dict, dict]:
+    """The bare loop on the round a flow stored under `home` (its images and examples read before the clock: the
+    flow's reads are in its time): (wall seconds, seconds by phase, CPU seconds, outputs equal to the flow's)."""
+    from storage.settings import Settings
+    from storage.tables import connect
+    from tasks.finetune import stored_examples
+    from tasks.round_inputs import images_by_id, round_image_ids
+
+    os.environ["ASG_HOME"] = str(home)
+    db = connect(Settings.from_env())
+    ids = round_image_ids(db, config.source, config.n_images, 0, config.seed)
+    images = images_by_id(db, "images", "image_id", ids)
+    flow_examples = {role: stored_examples(db, 0, role) for role in config.role_steps()}
+    before, clock = cpu_seconds(), time.perf_counter()
+    phases, outputs = bare_round(config, ids, images, flow_examples, config.seed)
+    seconds, cpu = time.perf_counter() - clock, cpu_seconds(before)
+    del flow_examples, images
+    return seconds, phases, cpu, same_outputs(db, outputs)
+
+
+def child(side: str, home: str, out: str, images: int, quick: bool) -> None:
+    """One side in a process of its own (`--processes fresh`): warm up, time it, write the result as JSON."""
+    os.environ["PREFECT_HOME"] = str(Path(home).parent / f"prefect-{Path(out).stem}")
+    config = round_config(images, quick)
+    warm_up()
+    if side == "flow":
+        seconds, metrics, cpu = time_flow(config, Path(home))
+        result = {"seconds": seconds, "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                  "cpu": cpu}
+    else:
+        seconds, phases, cpu, same = time_loop(config, Path(home))
+        result = {"seconds": seconds, "phases": phases, "cpu": cpu, "same": same}
+    Path(out).write_text(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="few fine-tune steps (a smoke run of this script)")
     parser.add_argument("--repeats", type=int, default=6,
                         help="flow/loop pairs, alternating which runs first; the median paired share is the verdict")
+    parser.add_argument("--processes", choices=["fresh", "one"], default="fresh",
+                        help="fresh: every side in a new process (no heap or cache left by the side before); "
+                             "one: all in this process, as before 2026-12-07's second run")
+    parser.add_argument("--child", nargs=3, metavar=("SIDE", "HOME", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(*args.child, images=args.images, quick=args.quick)
+        return
     home = Path(tempfile.mkdtemp(prefix="asg-bench-overhead-"))
     os.environ.update({"ASG_HOME": str(home), "PREFECT_HOME": str(home / "prefect")})
-    import flows  # noqa: F401 - offline defaults
-    from prefect import flow
-
-    from flows.round import RoundConfig, round_flow
-    from storage.settings import Settings
-    from storage.tables import connect
-    from tasks.finetune import stored_examples
-    from tasks.round_inputs import images_by_id, round_image_ids
-    from world import splits
-    from world.render import render
-
-    # The bare loop makes the paper round's calls (policy updates, the audit's cross-check; no compose or tile
-    # reading), so the flow runs the paper preset: since the default became compose, an unpinned flow made more
-    # model calls than the loop and counted them as overhead. Evaluation and diagnose (the round's labels judged
-    # with the hidden scenes, parsing every generated image) are evaluation-only work the loop does not do, so
-    # both are off.
-    config = RoundConfig(source=f"world://unlabeled?n={args.images}&seed=0", n_images=args.images,
-                         evaluation="none", diagnose=False, preset="paper",
-                         **({"finetune_steps": {"solver": 6, "proposer": 3, "generator": 6}} if args.quick else {}))
-
-    @flow(name="asg-bench-warmup")
-    def warmup() -> int:
-        return 1
-
-    warmup()  # starts Prefect's temporary server outside the timings
-    from models.registry import load_backbone
-
-    warm = load_backbone(BASE)  # imports and first kernels warm, for both sides (the flow's cache stays empty)
-    warm.attach_roles()
-    warm.propose_questions([render(splits.scene_at("unlabeled", i, 0)) for i in range(8)], 1, 1.0, seed=0)
-    del warm
-
+    config = round_config(args.images, args.quick)
+    if args.processes == "one":
+        warm_up()
     flow_runs, bare_runs, same = [], [], []
 
-    def run_flow(repeat: int) -> None:
-        os.environ["ASG_HOME"] = str(home / f"repeat-{repeat}")
-        before, clock = cpu_seconds(), time.perf_counter()
-        out = round_flow(0, str(BASE), config, experiment="asg-bench")
-        flow_runs.append((time.perf_counter() - clock, out, cpu_seconds(before)))
-
-    def run_loop(repeat: int) -> None:
-        """The loop on the newest flow's round (read before the loop's clock: the flow's reads are in its time)."""
-        os.environ["ASG_HOME"] = str(home / f"repeat-{repeat}")
-        db = connect(Settings.from_env())
-        ids = round_image_ids(db, config.source, config.n_images, 0, config.seed)
-        images = images_by_id(db, "images", "image_id", ids)
-        flow_examples = {role: stored_examples(db, 0, role) for role in config.role_steps()}
-        before, clock = cpu_seconds(), time.perf_counter()
-        bare_phases, outputs = bare_round(config, ids, images, flow_examples, config.seed)
-        bare_runs.append((time.perf_counter() - clock, bare_phases, cpu_seconds(before)))
-        del flow_examples, images
-        same.append(same_outputs(db, outputs))
+    def run(side: str, repeat: int) -> None:
+        if args.processes == "fresh":
+            out = home / f"{side}-{len(flow_runs if side == 'flow' else bare_runs)}.json"
+            command = [sys.executable, __file__, "--child", side, str(home / f"repeat-{repeat}"), str(out),
+                       "--images", str(args.images)] + (["--quick"] if args.quick else [])
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            result = json.loads(out.read_text())
+            if side == "flow":
+                flow_runs.append((result["seconds"], result["metrics"], result["cpu"]))
+            else:
+                bare_runs.append((result["seconds"], result["phases"], result["cpu"]))
+                same.append(result["same"])
+        elif side == "flow":
+            flow_runs.append(time_flow(config, home / f"repeat-{repeat}"))
+        else:
+            seconds, phases, cpu, equal = time_loop(config, home / f"repeat-{repeat}")
+            bare_runs.append((seconds, phases, cpu))
+            same.append(equal)
 
     for repeat in range(args.repeats):
         if repeat % 2 == 0:  # flow first; the loop runs on this pair's flow rows
-            run_flow(repeat)
-            run_loop(repeat)
+            run("flow", repeat)
+            run("loop", repeat)
         else:  # loop first, on the previous pair's flow rows (the same seeded round)
-            run_loop(repeat - 1)
-            run_flow(repeat)
+            run("loop", repeat - 1)
+            run("flow", repeat)
         print(f"pair {repeat} ({'flow first' if repeat % 2 == 0 else 'loop first'}): flow {flow_runs[-1][0]:.1f} s, "
               f"loop {bare_runs[-1][0]:.1f} s, overhead {paired_share(flow_runs[-1][0], bare_runs[-1][0]):+.1%}; "
-              "loop outputs equal to the flow's rows: " + "  ".join(f"{k} {v:.3f}" for k, v in same[-1].items()))
+              "loop outputs equal to the flow's rows: " + "  ".join(f"{k} {v:.3f}" for k, v in same[-1].items()),
+              flush=True)
     counts = {role: int(flow_runs[-1][1][f"finetune.{role}_examples"]) for role in config.role_steps()}
     pair_shares = [paired_share(f[0], b[0]) for f, b in zip(flow_runs, bare_runs)]
     median_share = statistics.median(pair_shares)
@@ -283,7 +349,7 @@ def main() -> None:
               "cpu_seconds_flow": flow_cpu, "cpu_seconds_bare": bare_cpu,
               "loop_outputs_equal_to_flow": same, "quick": args.quick,
               "pair_overhead_shares": pair_shares, "median_pair_overhead_share": median_share,
-              "pair_order": ["flow first" if r % 2 == 0 else "loop first" for r in range(args.repeats)]}
+              "processes": args.processes, "pair_order": ["flow first" if r % 2 == 0 else "loop first" for r in range(args.repeats)]}
     print(f"bare model calls: {bare_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in bare.items()
                                                           if not k.startswith("finetune_")))
     print(f"full round flow:  {flow_s:7.1f} s   " + "  ".join(f"{k} {v:.1f}" for k, v in stages.items()))
