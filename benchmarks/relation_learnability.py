@@ -17,6 +17,8 @@ relation questions only (`rel`) or on every family (`all`), then evaluates VQA o
     .venv/bin/python benchmarks/relation_learnability.py full 12000 3000 1e-3 all --probe locate --from-scratch
     .venv/bin/python benchmarks/relation_learnability.py full 4000 1500 3e-3 locate --variant position-channels \
         --attend-referents 0.5 --attend-at answer --attend-layer 3
+    .venv/bin/python benchmarks/relation_learnability.py full 12000 1500 3e-3 rel --locate-first 1500 \
+        --variant position-channels --attend-referents 0.5 --attend-at answer --attend-layer 3 --relation-steps
 
 Variants of the model test whether the plateau is the position code or the token order (both start from the
 base's weights): `ordinal` replaces the learned 4-entry row/column embeddings by fixed ordered features of the cell
@@ -37,6 +39,8 @@ accuracy: whether the model can read one object's cell at all.
 image token (W times -log of its attention weight; `--attend-at word`: at the word naming it, `answer`: at `<ans>`,
 one head per object; `--attend-layer`), and reports the held-out weight the head puts there
 (`referent_attention`): `benchmarks/attention_selectivity.py` found the base's heads attend to all objects alike.
+`--relation-steps` trains relation answers as the comparison's steps (both cells, then yes/no) and reports
+`relation_steps_accuracy` on validation scenes.
 
 Each run prints one JSON line (and appends it to benchmarks/results/relation_learnability.jsonl): the training
 loss at the start and over the last 20 steps, and VQA by family before and after. The loss is the mean over the
@@ -365,17 +369,47 @@ def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
     return base
 
 
-def true_label_examples(n_scenes: int, relation_only: bool) -> list[TrainingExample]:
+def relation_steps(scene: Scene, question: str, answer: str) -> str:
+    """A relation answer given as the comparison's steps (`--relation-steps`): the two referents' cells on the
+    relation's axis as number words, then yes/no ("is the red circle left of the blue square ?" -> "one three yes")."""
+    parsed = questions.parse_question(question)
+    a, b = questions._unique(scene, parsed.a), questions._unique(scene, parsed.b)
+    axis = (lambda o: o.col) if parsed.relation in ("left of", "right of") else (lambda o: o.row)
+    return f"{NUMBER_WORDS[axis(a)]} {NUMBER_WORDS[axis(b)]} {answer}"
+
+
+RELATION_STEPS = False
+
+
+def true_label_examples(n_scenes: int, relation_only: bool, split: str = "unlabeled") -> list[TrainingExample]:
     rng = random.Random(0)
     out = []
     for i in range(n_scenes):
-        scene = splits.scene_at("unlabeled", i, 0)
+        scene = splits.scene_at(split, i, 0)
         image = render(scene)
         for item in questions.questions_for_scene(scene, rng, n=8):
             if not relation_only or item.family == "relation":
-                out.append(TrainingExample("vqa", image=image, prompt=item.question, target=item.answer))
+                target = item.answer
+                if RELATION_STEPS and item.family == "relation":
+                    target = relation_steps(scene, item.question, item.answer)
+                out.append(TrainingExample("vqa", image=image, prompt=item.question, target=target))
                 note_referents(scene, image, item.question)
     return out
+
+
+def relation_steps_accuracy(backbone: ShapesBackbone, items: list[TrainingExample]) -> float:
+    """Held-out relation accuracy when answers are the comparison's steps: the least-loss target among every
+    "<cell> <cell> yes|no" is decoded, and its last word is compared with the true yes/no."""
+    candidates = [f"{x} {y} {yn}" for x in NUMBER_WORDS[:GRID] for y in NUMBER_WORDS[:GRID] for yn in ("yes", "no")]
+    right = []
+    with torch.no_grad():
+        for start in range(0, len(items), 64):
+            part = items[start:start + 64]
+            nll = torch.stack([backbone.example_nll(None, [dataclasses.replace(ex, target=c) for ex in part])
+                               for c in candidates], dim=1)
+            right += [candidates[best].split()[-1] == ex.target.split()[-1]
+                      for ex, best in zip(part, nll.argmin(1).tolist())]
+    return float(np.mean(right))
 
 
 def locate_examples(split: str, n_scenes: int, seed: int = 0, one_object: bool = False) -> list[TrainingExample]:
@@ -442,6 +476,9 @@ def main() -> None:
     parser.add_argument("--attend-at", choices=["word", "answer"], default="word",
                         help="word: at each word naming an object; answer: at <ans>, one head per named object")
     parser.add_argument("--attend-layer", type=int, default=1, help="the supervised heads' decoder layer")
+    parser.add_argument("--relation-steps", action="store_true",
+                        help="relation answers as the comparison's steps: both cells, then yes/no (see "
+                             "relation_steps); reports relation_steps_accuracy on validation scenes")
     args = parser.parse_args()
     torch.set_num_threads(2)
     backbone = load_backbone(args.checkpoint)
@@ -458,7 +495,10 @@ def main() -> None:
         AttendReferentsBackbone.AT = args.attend_at
         AttendReferentsBackbone.LAYER = args.attend_layer
         backbone = AttendReferentsBackbone(backbone.config, backbone.vocab, backbone.network)
+    global RELATION_STEPS
+    RELATION_STEPS = args.relation_steps
     examples = [] if args.families == "locate" else true_label_examples(args.scenes, args.families == "rel")
+    steps_items = true_label_examples(150, True, split="validation") if args.relation_steps else []
     if args.families == "locate":
         args.probe = "locate"
     probe_items: list[TrainingExample] = []
@@ -508,8 +548,11 @@ def main() -> None:
             after.update(locate_accuracy(backbone, probe_items))
             if isinstance(backbone, AttendReferentsBackbone):
                 after["referent_attention"] = backbone.referent_attention(probe_items[:200])
+        if steps_items:
+            backbone.network.eval()
+            after["relation_steps_accuracy"] = relation_steps_accuracy(backbone, steps_items)
     row = dict(mode=args.mode, variant=args.variant, attend_referents=args.attend_referents,
-               attend_at=args.attend_at, attend_layer=args.attend_layer, from_scratch=args.from_scratch, probe=args.probe,
+               attend_at=args.attend_at, attend_layer=args.attend_layer, relation_steps=args.relation_steps, from_scratch=args.from_scratch, probe=args.probe,
                locate_first=args.locate_first, locate_objects=args.locate_objects,
                locate_first_loss_by_100_steps=[round(float(np.mean(first[i:i + 100])), 3)
                                                for i in range(0, len(first), 100)],

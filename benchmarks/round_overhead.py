@@ -34,9 +34,13 @@ earlier runs.
 Each side runs in a **fresh process** (`--processes fresh`, the default since 2026-12-07's second run of the
 paired design): a child process warms up (Prefect's temporary server, the model's imports and kernels), then
 times its one side and writes it as JSON. In one process (`--processes one`, the first paired run), a loop that
-followed another loop took 124-135 s and one that followed a flow 112-114 s, the same work: what the side before left in
-the process (its heap, caches) changed the next side's speed, which alternating the order does not cancel. Prints both wall times, the flow's time by stage and the CPU seconds of this process and its
-children (Prefect's temporary server) during each side; writes benchmarks/results/round_overhead.json.
+followed another loop took 124-135 s and one that followed a flow 112-114 s, the same work: what the side before
+left in the process (its heap, caches) changed the next side's speed, which alternating the order does not cancel.
+A fresh process, though, pays the flow's first use of MLflow and LanceDB inside its clock (about 2.5 s more outside
+the stages than in a warm process), which the warm-up does not touch.
+
+Prints both wall times, the flow's time by stage and the CPU seconds of this process and its children (Prefect's
+temporary server) during each side; writes benchmarks/results/round_overhead.json.
 """
 
 from __future__ import annotations
