@@ -244,9 +244,9 @@ def log_attention_weights(config):
 
 
 class AttendReferentsBackbone(ShapesBackbone):
-    """The base trained with an auxiliary loss on one attention head: at each word that names an object (see
-    `note_referents`), head `HEAD` of layer `LAYER` should attend to that object's image token, -log of its weight,
-    times `WEIGHT`, added to the example's loss. It teaches the content-selective attention the base lacks
+    """The base trained with an auxiliary loss on attention heads of layer `LAYER`: for each object a prompt names
+    (see `note_referents`), a head should attend to that object's image token (where and which head: `supervised`),
+    -log of its weight, times `WEIGHT`, added to the example's loss. It teaches the content-selective attention the base lacks
     (`benchmarks/attention_selectivity.py`: its heads attend to all objects alike), to test whether relations
     become learnable once a referent's token is picked out. Uses the evaluation-only scenes: a diagnostic."""
 
