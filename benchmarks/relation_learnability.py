@@ -260,35 +260,35 @@ class AttendReferentsBackbone(ShapesBackbone):
             return [(self.HEAD, 1 + GRID * GRID + 2 + 1 + word, cell) for word, cell in marks]
         return [(self.HEAD + k, prefix_length - 1, cell) for k, (_, cell) in enumerate(marks)]
 
+    @contextlib.contextmanager
+    def layer_log_weights(self):
+        """Within: a list that each forward pass appends layer `LAYER`'s log attention weights to (batch x heads x
+        seq x seq; `log_attention_weights` makes the layers return them, a forward hook keeps that layer's)."""
+        captured: list[torch.Tensor] = []
+        hook = self.network.lm.model.layers[self.LAYER].self_attn.register_forward_hook(
+            lambda module, inputs, output: captured.append(output[1]))
+        try:
+            with log_attention_weights(self.network.lm.config):
+                yield captured
+        finally:
+            hook.remove()
+
     def example_nll(self, role, examples):
-        rows, spans, prefixes = [], [], []
-        for ex in examples:
-            p_ids, p_cells = self._prefix(ex.kind, ex.image, ex.prompt, ex.framing)
-            t_ids, t_cells = self._target(ex)
-            rows.append((p_ids + t_ids, p_cells + t_cells, [False] * len(p_ids) + [True] * len(t_ids)))
-            spans.append(len(p_ids) + len(t_ids))
-            prefixes.append(len(p_ids))
-        batch = self._pad(rows)
-        with log_attention_weights(self.network.lm.config):
-            network = self.network
-            out = network.lm(inputs_embeds=network.embed(batch.ids, batch.cells), attention_mask=batch.mask,
-                             position_ids=batch.positions, output_attentions=True)
-        logp = torch.log_softmax(out.logits[:, :-1].float(), -1)
-        tok_nll = -logp.gather(-1, batch.ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        flags = batch.loss_mask[:, 1:].float()
-        nll = (tok_nll * flags).sum(1) / flags.sum(1)
         if not self.network.training:
-            return nll
-        log_weights = out.attentions[self.LAYER]  # batch x heads x seq x seq
-        width = batch.ids.shape[1]
+            return super().example_nll(role, examples)
+        with self.layer_log_weights() as captured:
+            nll = super().example_nll(role, examples)
+        log_weights = captured[0]
+        width = log_weights.shape[-1]  # the batch is left-padded to its longest row
         aux = torch.zeros_like(nll)
-        for i, (ex, length) in enumerate(zip(examples, spans)):
+        for i, ex in enumerate(examples):
             marks = REFERENT_CELLS.get((ex.prompt, ex.image.tobytes())) if ex.image is not None else None
             if not marks:
                 continue
-            start = width - length
+            prefix = len(self._prefix(ex.kind, ex.image, ex.prompt, ex.framing)[0])
+            start = width - prefix - len(self._target(ex)[0])
             terms = [log_weights[i, head, start + query, start + 2 + cell]
-                     for head, query, cell in self.supervised(marks, prefixes[i])]
+                     for head, query, cell in self.supervised(marks, prefix)]
             aux[i] = -torch.stack(terms).mean()  # log-weights: no vanishing gradient where the weight is ~0
         return nll + self.WEIGHT * aux
 
@@ -302,12 +302,9 @@ class AttendReferentsBackbone(ShapesBackbone):
                     continue
                 ids, cells = self._prefix(ex.kind, ex.image, ex.prompt, ex.framing)
                 batch = self._pad([(ids, cells, [False] * len(ids))])
-                with log_attention_weights(self.network.lm.config):
-                    out = self.network.lm(inputs_embeds=self.network.embed(batch.ids, batch.cells),
-                                          attention_mask=batch.mask, position_ids=batch.positions,
-                                          output_attentions=True)
-                log_weights = out.attentions[self.LAYER][0]
-                weights += [float(log_weights[head, query, 2 + cell].exp())
+                with self.layer_log_weights() as captured:
+                    self.network(batch.ids, batch.cells, batch.mask, batch.positions)
+                weights += [float(captured[0][0, head, query, 2 + cell].exp())
                             for head, query, cell in self.supervised(marks, len(ids))]
         return float(np.mean(weights))
 
