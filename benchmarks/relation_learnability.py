@@ -65,6 +65,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.protocol import TrainingExample  # noqa: E402
+from models.referent_attention import attention_log_weights  # noqa: E402
 from models.registry import load_backbone  # noqa: E402
 from models.shapes_backbone import ShapesBackbone, ShapesNetwork  # noqa: E402
 from world.scenes import GRID  # noqa: E402
@@ -144,27 +145,6 @@ class PositionGainNetwork(ShapesNetwork):
         return super().embed(ids, cells) + is_image * extra
 
 
-class PositionChannelsNetwork(ShapesNetwork):
-    """The shapes network with where a cell is kept apart from what it shows: the patch encoding's last 2 * GRID
-    hidden dimensions are zeroed and hold a one-hot row and a one-hot column instead, times `GAIN` (the learned
-    row/column embeddings stay). In the base an object token's patch encoding (norm about 27) varies across codes in
-    every direction, so its cell, added on top at norm about 1.6, is not linearly readable from the token alone."""
-
-    GAIN = 8.0
-
-    def embed(self, ids, cells):
-        x = self.lm.get_input_embeddings()(ids)
-        is_image = (cells >= 0).unsqueeze(-1)
-        c = cells.clamp(min=0)
-        codes = (ids - self.image_offset).clamp(min=0, max=self.code_pixels.shape[0] - 1)
-        patch = self.patch(self.code_pixels[codes])
-        width = 2 * GRID
-        where = torch.cat([torch.nn.functional.one_hot(c // GRID, GRID), torch.nn.functional.one_hot(c % GRID, GRID)],
-                          -1).to(patch.dtype) * self.GAIN
-        visual = torch.cat([patch[..., :-width], where], -1) + self.rows(c // GRID) + self.cols(c % GRID)
-        return x + is_image * visual
-
-
 class QuestionFirstBackbone(ShapesBackbone):
     """VQA sequences as `<bos> <vqa> question <img> codes </img> <framing> <ans>`; other kinds unchanged."""
 
@@ -216,33 +196,6 @@ def note_referents(scene: Scene, image: np.ndarray, prompt: str) -> None:
         REFERENT_CELLS[(prompt, image.tobytes())] = [(i, obj.row * GRID + obj.col) for i, obj in found]
 
 
-@contextlib.contextmanager
-def log_attention_weights(config):
-    """Within: the Llama layers run eager attention and return the *log* of their attention weights (from
-    log_softmax, so a weight of ~0 still has a gradient); outside, sdpa as before."""
-    from transformers.models.llama import modeling_llama
-
-    original = modeling_llama.eager_attention_forward
-
-    def eager_with_log_weights(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-        key_states = modeling_llama.repeat_kv(key, module.num_key_value_groups)
-        value_states = modeling_llama.repeat_kv(value, module.num_key_value_groups)
-        scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling
-        if attention_mask is not None:
-            scores = scores + attention_mask
-        log_weights = torch.log_softmax(scores.float(), dim=-1)
-        output = torch.matmul(log_weights.exp().to(query.dtype), value_states).transpose(1, 2).contiguous()
-        return output, log_weights
-
-    modeling_llama.eager_attention_forward = eager_with_log_weights
-    config._attn_implementation = "eager"
-    try:
-        yield
-    finally:
-        modeling_llama.eager_attention_forward = original
-        config._attn_implementation = "sdpa"
-
-
 class AttendReferentsBackbone(ShapesBackbone):
     """The base trained with an auxiliary loss on attention heads of layer `LAYER`: for each object a prompt names
     (see `note_referents`), a head should attend to that object's image token (where and which head: `supervised`),
@@ -260,18 +213,10 @@ class AttendReferentsBackbone(ShapesBackbone):
             return [(self.HEAD, 1 + GRID * GRID + 2 + 1 + word, cell) for word, cell in marks]
         return [(self.HEAD + k, prefix_length - 1, cell) for k, (_, cell) in enumerate(marks)]
 
-    @contextlib.contextmanager
     def layer_log_weights(self):
         """Within: a list that each forward pass appends layer `LAYER`'s log attention weights to (batch x heads x
-        seq x seq; `log_attention_weights` makes the layers return them, a forward hook keeps that layer's)."""
-        captured: list[torch.Tensor] = []
-        hook = self.network.lm.model.layers[self.LAYER].self_attn.register_forward_hook(
-            lambda module, inputs, output: captured.append(output[1]))
-        try:
-            with log_attention_weights(self.network.lm.config):
-                yield captured
-        finally:
-            hook.remove()
+        seq x seq; models/referent_attention.py, as the package's `relation_reading` pretraining uses)."""
+        return attention_log_weights(self.network.lm, self.LAYER)
 
     def example_nll(self, role, examples):
         if not self.network.training:
@@ -351,10 +296,8 @@ def variant_of(base: ShapesBackbone, variant: str) -> ShapesBackbone:
         network = PositionGainNetwork(base.config, len(base.vocab))
         network.load_state_dict(base.network.state_dict(), strict=False)
         base = ShapesBackbone(base.config, base.vocab, network)
-    if "position-channels" in parts:
-        network = PositionChannelsNetwork(base.config, len(base.vocab))
-        network.load_state_dict(base.network.state_dict(), strict=False)
-        base = ShapesBackbone(base.config, base.vocab, network)
+    if "position-channels" in parts:  # the package's relation_reading cell channels, on the base's weights
+        base.network.position_channels = True
     if "deeper" in parts:
         base = deepened(base)
     if "question-first" in parts and "flat-image-positions" in parts:
@@ -422,7 +365,7 @@ def locate_examples(split: str, n_scenes: int, seed: int = 0, one_object: bool =
             scene = Scene(scene.objects[:1])
         image = render(scene)
         for obj in scene.objects:
-            refs = questions._referents_for(scene, obj)
+            refs = questions.referents_for(scene, obj)
             if not refs:
                 continue
             ref = rng.choice(refs).text

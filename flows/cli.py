@@ -148,6 +148,9 @@ def cmd_demo(args) -> None:
 def cmd_pretrain(args) -> None:
     if args.init_from:
         _checkpoint(args.init_from)
+    if args.relation_reading and (args.backbone != "shapes" or args.init_from):
+        raise ValueError(f"--relation-reading builds a whole shapes base; backbone {args.backbone!r}"
+                         + (" takes it from its --init-from trunk" if args.init_from else " has no such option"))
     from flows.pretrain import pretrain_flow
 
     if args.backbone != "shapes":
@@ -156,7 +159,7 @@ def cmd_pretrain(args) -> None:
         backbone_class(args.backbone)  # raises a one-line error for unknown names
     pretrain_flow(args.out, backbone=args.backbone, size=args.size, seed_scenes=args.seed_scenes, steps=args.steps,
                   lr=args.lr, seed=args.seed, control_steps=args.control_steps, init_from=args.init_from,
-                  t2i_per_scene=args.t2i_per_scene)
+                  t2i_per_scene=args.t2i_per_scene, relation_reading=args.relation_reading)
 
 
 def cmd_round(args) -> None:
@@ -269,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GenEval-grammar text-to-image pairs per seed scene, besides its caption (default 1)")
     p.add_argument("--init-from", help="shapes-diffusion/shapes-flow: take this checkpoint's understanding trunk "
                                        "and train only the denoiser")
+    p.add_argument("--relation-reading", action="store_true",
+                   help="shapes: a base that reads relations (cell channels, answers as steps, heads taught to attend "
+                        "to the objects a question names, locate items; models/relation_reading.py)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_pretrain)
 

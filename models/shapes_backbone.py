@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -35,6 +35,8 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from models.protocol import ADAPTER_INIT_SEED, ROLES, SolveRequest, SolveResult, TrainingExample
+from models.referent_attention import attention_log_weights
+from models.relation_reading import ATTEND_WEIGHT, final_answer, step_candidates, with_position_channels
 from models.sampling import Seeds, full_entropy, row_seeds, sample_next
 from models.vocabulary import Vocabulary
 from models.weight_checks import check_shapes
@@ -59,6 +61,10 @@ class ShapesConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     chunk_size: int = 512  # rows per forward pass in batched inference
+    # Relation reading (see `relation_reading.py`): each image token's cell in hidden dimensions of its own,
+    # relation answers trained and decoded as the comparison's steps ("one three yes"), and heads of the last
+    # layer taught to attend, at <ans>, to each object a labeled example names. Off in checkpoints made before it.
+    relation_reading: bool = False
 
     @classmethod
     def tiny(cls) -> "ShapesConfig":
@@ -89,13 +95,17 @@ class ShapesNetwork(nn.Module):
         self.register_buffer("code_pixels", pixels, persistent=False)
         self.patch = nn.Linear(pixels.shape[1], config.hidden_size)
         self.image_offset = vocab_size - codebook.N_CODES
+        self.position_channels = config.relation_reading
 
     def embed(self, ids: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         x = self.lm.get_input_embeddings()(ids)
         is_image = (cells >= 0).unsqueeze(-1)
         c = cells.clamp(min=0)
         codes = (ids - self.image_offset).clamp(min=0, max=codebook.N_CODES - 1)
-        visual = self.rows(c // GRID) + self.cols(c % GRID) + self.patch(self.code_pixels[codes])
+        patch = self.patch(self.code_pixels[codes])
+        if self.position_channels:
+            patch = with_position_channels(patch, c)
+        visual = self.rows(c // GRID) + self.cols(c % GRID) + patch
         return x + is_image * visual
 
     def forward(self, ids, cells, attention_mask, position_ids, cache=None, hidden=False):
@@ -134,6 +144,7 @@ class ShapesBackbone:
         self._text_allowed[vocab.id("<eos>")] = True
         self._image_allowed = torch.zeros(v, dtype=torch.bool)
         self._image_allowed[vocab.image_offset:] = True
+        self._found_steps: dict[tuple[bytes, str, str], str] = {}  # relation_reading: see _with_steps
 
     # ----- construction and persistence -------------------------------------------------
     @classmethod
@@ -284,7 +295,10 @@ class ShapesBackbone:
         if example.kind == "t2i":
             codes = codebook.encode(example.target_image)
             return self.vocab.image_ids(codes) + [self.vocab.id("</img>")], list(range(len(codes))) + [-1]
-        ids = self.vocab.encode_text(example.target) + [self.vocab.id("<eos>")]
+        text = example.target
+        if example.steps and example.kind == "vqa" and self.config.relation_reading:
+            text = f"{example.steps} {text}"
+        ids = self.vocab.encode_text(text) + [self.vocab.id("<eos>")]
         return ids, [-1] * len(ids)
 
     def _pad(self, rows: list[tuple[list[int], list[int], list[int]]]) -> _Batch:
@@ -417,7 +431,10 @@ class ShapesBackbone:
             toks, ents = self._decode(prefixes, MAX_NEW["answer"], False, [r.temperature for r in requests],
                                       [r.top_p for r in requests], _seeds(seed, len(requests)), desc="solve",
                                       branches=branches)
-        return [SolveResult(self.vocab.decode_text(t), tuple(h[:STE_TOKENS])) for t, h in zip(toks, ents)]
+        texts = [self.vocab.decode_text(t) for t in toks]
+        if self.config.relation_reading:
+            texts = [final_answer(t) for t in texts]
+        return [SolveResult(t, tuple(h[:STE_TOKENS])) for t, h in zip(texts, ents)]
 
     def caption(self, images):
         with self.role("solver"):
@@ -457,12 +474,25 @@ class ShapesBackbone:
         return [self.vocab.unknown_words(t) for t in texts]
 
     def example_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
+        if not self.config.relation_reading:
+            return self._token_nll(role, examples)
+        examples = self._with_steps(role, examples)
+        if not (self.network.training and any(ex.attend for ex in examples)):
+            return self._token_nll(role, examples)
+        with attention_log_weights(self.network.lm, self.config.n_layers - 1) as captured:
+            nll = self._token_nll(role, examples)
+        return nll + ATTEND_WEIGHT * self._attention_loss(captured[0], examples)
+
+    def _rows(self, examples: list[TrainingExample]) -> list[tuple[list[int], list[int], list[bool]]]:
         rows = []
         for ex in examples:
             p_ids, p_cells = self._prefix(ex.kind, ex.image, ex.prompt, ex.framing)
             t_ids, t_cells = self._target(ex)
             rows.append((p_ids + t_ids, p_cells + t_cells, [False] * len(p_ids) + [True] * len(t_ids)))
-        batch = self._pad(rows)
+        return rows
+
+    def _token_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
+        batch = self._pad(self._rows(examples))
         with self.role(role):
             logits = self.network(batch.ids, batch.cells, batch.mask, batch.positions).logits
         logp = torch.log_softmax(logits[:, :-1].float(), -1)
@@ -470,6 +500,50 @@ class ShapesBackbone:
         tok_nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         flags = batch.loss_mask[:, 1:].float()
         return (tok_nll * flags).sum(1) / flags.sum(1)
+
+    def _attention_loss(self, log_weights: torch.Tensor, examples: list[TrainingExample]) -> torch.Tensor:
+        """Per example, the mean of -log(attention weight) that head k of the supervised layer puts, at <ans>, on
+        the image token of the k-th cell in `attend` (0 for an example without cells). Rows are left-padded to
+        the batch's width; an image's cells start 2 tokens into its row (<bos> <img>)."""
+        width = log_weights.shape[-1]
+        loss = torch.zeros(len(examples), dtype=log_weights.dtype)
+        for i, ex in enumerate(examples):
+            if not ex.attend:
+                continue
+            prefix = len(self._prefix(ex.kind, ex.image, ex.prompt, ex.framing)[0])
+            start = width - prefix - len(self._target(ex)[0])
+            terms = [log_weights[i, head, start + prefix - 1, start + 2 + cell]
+                     for head, cell in enumerate(ex.attend[:self.config.n_heads])]
+            loss[i] = -torch.stack(terms).mean()
+        return loss
+
+    def _with_steps(self, role: str | None, examples: list[TrainingExample]) -> list[TrainingExample]:
+        """Relation examples labeled only yes/no get steps: among the cell pairs consistent with the label, the
+        one the model finds most likely (under `role`, without gradient). Each (image, question, label) keeps the
+        steps found on its first visit, so a policy and its reference score one target."""
+        pending: dict[tuple[bytes, str, str], list[str]] = {}
+        keys = []
+        for ex in examples:
+            key = None
+            if ex.kind == "vqa" and not ex.steps and ex.image is not None:
+                candidates = step_candidates(ex.prompt, ex.target)
+                if candidates is not None:
+                    key = (hashlib.sha1(ex.image.tobytes()).digest(), ex.prompt, ex.target)
+                    if key not in self._found_steps:
+                        pending[key] = candidates
+            keys.append(key)
+        if pending:
+            found = {key: ex for key, ex in zip(keys, examples) if key in pending}
+            scored = [(key, c, replace(found[key], steps=c)) for key, cands in pending.items() for c in cands]
+            with torch.no_grad():
+                nll = torch.cat([self._token_nll(role, [s for _, _, s in scored[i:i + 256]])
+                                 for i in range(0, len(scored), 256)]).tolist()
+            best: dict[tuple[bytes, str, str], tuple[float, str]] = {}
+            for (key, steps, _), value in zip(scored, nll):
+                if key not in best or value < best[key][0]:
+                    best[key] = (value, steps)
+            self._found_steps.update({key: steps for key, (_, steps) in best.items()})
+        return [ex if key is None else replace(ex, steps=self._found_steps[key]) for ex, key in zip(examples, keys)]
 
 
 def _seeds(seed: Seeds, n_items: int, per_item: int = 1) -> int | list[int]:

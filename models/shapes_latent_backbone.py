@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -143,7 +143,12 @@ class ShapesLatentBackbone(ShapesBackbone):
             clip_sample=False, timestep_spacing="trailing")
 
     def init_understanding_from(self, checkpoint: str | Path) -> None:
-        """Copy a shapes checkpoint's understanding trunk (its base weights) into this model."""
+        """Copy a shapes checkpoint's understanding trunk (its base weights) into this model; the trunk brings its
+        `relation_reading` (how image tokens are encoded and relation answers written) along."""
+        source = json.loads((Path(checkpoint) / "config.json").read_text()).get("config", {})
+        reading = bool(source.get("relation_reading", False))
+        self.config = replace(self.config, relation_reading=reading)
+        self.network.position_channels = reading
         state = load_file(Path(checkpoint) / "base.safetensors")
         own = self.network.state_dict()
         bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]

@@ -142,14 +142,18 @@ def train(backbone: Backbone, role: str | None, batches: Iterator[list[TrainingE
 
 
 def mixture_batches(examples: list[TrainingExample], mix: dict[str, float], batch_size: int,
-                    seed: int) -> Iterator[list[TrainingExample]]:
-    """Endless batches drawing each example's kind from `mix`, then an example of that kind."""
+                    seed: int, groups: dict[str, list[TrainingExample]] | None = None
+                    ) -> Iterator[list[TrainingExample]]:
+    """Endless batches drawing each example's kind from `mix`, then an example of that kind. `groups` adds
+    named groups of examples that `mix` weighs apart from their kinds (e.g. {"relate": [...]})."""
     import random
 
     rng = random.Random(seed)
     by_kind: dict[str, list[TrainingExample]] = {}
     for ex in examples:
         by_kind.setdefault(ex.kind, []).append(ex)
+    for name, members in (groups or {}).items():
+        by_kind.setdefault(name, []).extend(members)
     kinds = [k for k in mix if by_kind.get(k)]
     if not kinds:
         raise ValueError(f"no examples of any kind in the mix {sorted(mix)}")

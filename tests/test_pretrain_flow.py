@@ -46,3 +46,23 @@ def test_evaluate_flow_logs_to_mlflow_and_lancedb(asg_home):
     rows = read(connect(Settings.from_env()), "evaluations")
     scores = {k: v for k, v in metrics.items() if k != "seconds"}  # the stage's wall time is not a score
     assert len(rows) == 1 and json.loads(rows["metrics_json"][0]) == scores and metrics["seconds"] > 0
+
+
+def test_pretraining_a_relation_reading_base_adds_locate_items_and_saves_the_option(asg_home, tmp_path,
+                                                                                    monkeypatch):
+    import tasks.pretrain
+    from models.training import TrainConfig
+    from tasks.logic.held_out_evaluation import EvalConfig
+    from tasks.pretrain import pretrain_base
+
+    made = []
+    real = tasks.pretrain.relation_reading_examples
+    monkeypatch.setattr(tasks.pretrain, "relation_reading_examples",
+                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    out = tmp_path / "reading-base"
+    result = pretrain_base.fn("shapes", "tiny", 4, TrainConfig(steps=6, lr=3e-3, warmup_steps=1), 16, str(out),
+                              EvalConfig.tiny(), validate_every=100, relation_reading=True)
+    backbone = load_backbone(out)
+    assert backbone.config.relation_reading and backbone.network.position_channels
+    assert len(result.losses) == 6 and all(loss == loss for loss in result.losses)
+    assert len(made) == 1 and sum(e["prompt"].endswith(" left of") for e in made[0]) > 0  # locate items too

@@ -103,9 +103,26 @@ def _unique(scene: Scene, ref: Referent) -> SceneObject | None:
 def relation_holds(a: SceneObject, b: SceneObject, relation: str) -> bool | None:
     """Cell-based truth of `a <relation> b`; None when they share the relation's axis."""
     first, second = (a.col, b.col) if relation in ("left of", "right of") else (a.row, b.row)
+    return axis_relation_holds(relation, first, second)
+
+
+def axis_relation_holds(relation: str, first: int, second: int) -> bool | None:
+    """Truth of a relation between two objects at indices `first`, `second` on its axis (columns for "left of" and
+    "right of", rows for "above" and "below"); None when they are equal."""
     if first == second:
         return None
     return first < second if relation in ("left of", "above") else first > second
+
+
+def named_objects(scene: Scene, question: str) -> list[SceneObject]:
+    """The objects a question names, in the order it names them: a relation question's two referents, a colour
+    question's one; empty for other families or when a name does not pick out exactly one object."""
+    q = parse_question(question)
+    if q is None or q.family not in ("relation", "color"):
+        return []
+    refs = [q.a, q.b] if q.family == "relation" else [Referent(q.shape)]
+    found = [_unique(scene, ref) for ref in refs]
+    return [] if any(obj is None for obj in found) else found
 
 
 def answer(scene: Scene, q: Question) -> str | None:
@@ -133,7 +150,8 @@ def oracle_answer(scene: Scene, question: str) -> str | None:
     return None if parsed is None else answer(scene, parsed)
 
 
-def _referents_for(scene: Scene, obj: SceneObject) -> list[Referent]:
+def referents_for(scene: Scene, obj: SceneObject) -> list[Referent]:
+    """The descriptions that pick out `obj` alone in `scene` (colour and shape, then shape alone)."""
     refs = [Referent(obj.shape, obj.color), Referent(obj.shape)]
     return [r for r in refs if _unique(scene, r) is obj]
 
@@ -156,7 +174,7 @@ def _candidates(scene: Scene, rng: random.Random) -> dict[str, list[str]]:
             for rel in RELATIONS:
                 if relation_holds(a, b, rel) is None:
                     continue
-                ra, rb = rng.choice(_referents_for(scene, a) or [None]), rng.choice(_referents_for(scene, b) or [None])
+                ra, rb = rng.choice(referents_for(scene, a) or [None]), rng.choice(referents_for(scene, b) or [None])
                 if ra is not None and rb is not None:
                     relation.append(f"is the {ra.text} {rel} the {rb.text} ?")
     return {
