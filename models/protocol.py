@@ -68,10 +68,11 @@ class TrainingExample:
     `keep_prompt` stops an imitation visit from dropping its prompt (a denoiser's classifier-free-guidance
     dropout): a preference update compares two samples of one prompt, and both must be scored on it.
 
-    `steps` and `attend` come only with labeled pretraining examples, and a backbone may ignore them: `steps` is the
-    reasoning the target follows from (a relation question's two cells, "one three"; a backbone that writes steps
-    before its answer trains on "steps target"), `attend` the image cells the answer should attend to, one per
-    object the prompt names (the embedded backbone's `relation_reading`, models/relation_reading.py).
+    `steps` and `attend` come only with the labeled seed set's examples (pretraining, and the seed replay every arm
+    and the matched control train on), and a backbone may ignore them: `steps` is the reasoning the target follows
+    from (a relation question's two cells, "one three"; a backbone that writes steps before its answer trains on
+    "steps target"), `attend` the image cells the answer should attend to, one per object the prompt names (the
+    embedded backbone's `relation_reading`, models/relation_reading.py).
     """
 
     kind: str
