@@ -475,13 +475,14 @@ class ShapesBackbone:
 
     def example_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
         if not self.config.relation_reading:
-            return self._token_nll(role, examples)
+            return self._token_nll(role, self._rows(examples))
         examples = self._with_steps(role, examples)
+        rows = self._rows(examples)
         if not (self.network.training and any(ex.attend for ex in examples)):
-            return self._token_nll(role, examples)
+            return self._token_nll(role, rows)
         with attention_log_weights(self.network.lm, self.config.n_layers - 1) as captured:
-            nll = self._token_nll(role, examples)
-        return nll + ATTEND_WEIGHT * self._attention_loss(captured[0], examples)
+            nll = self._token_nll(role, rows)
+        return nll + ATTEND_WEIGHT * self._attention_loss(captured[0], examples, rows)
 
     def _rows(self, examples: list[TrainingExample]) -> list[tuple[list[int], list[int], list[bool]]]:
         rows = []
@@ -491,8 +492,8 @@ class ShapesBackbone:
             rows.append((p_ids + t_ids, p_cells + t_cells, [False] * len(p_ids) + [True] * len(t_ids)))
         return rows
 
-    def _token_nll(self, role: str | None, examples: list[TrainingExample]) -> torch.Tensor:
-        batch = self._pad(self._rows(examples))
+    def _token_nll(self, role: str | None, rows: list[tuple[list[int], list[int], list[bool]]]) -> torch.Tensor:
+        batch = self._pad(rows)
         with self.role(role):
             logits = self.network(batch.ids, batch.cells, batch.mask, batch.positions).logits
         logp = torch.log_softmax(logits[:, :-1].float(), -1)
@@ -501,17 +502,18 @@ class ShapesBackbone:
         flags = batch.loss_mask[:, 1:].float()
         return (tok_nll * flags).sum(1) / flags.sum(1)
 
-    def _attention_loss(self, log_weights: torch.Tensor, examples: list[TrainingExample]) -> torch.Tensor:
+    def _attention_loss(self, log_weights: torch.Tensor, examples: list[TrainingExample],
+                        rows: list[tuple[list[int], list[int], list[bool]]]) -> torch.Tensor:
         """Per example, the mean of -log(attention weight) that head k of the supervised layer puts, at <ans>, on
         the image token of the k-th cell in `attend` (0 for an example without cells). Rows are left-padded to
         the batch's width; an image's cells start 2 tokens into its row (<bos> <img>)."""
         width = log_weights.shape[-1]
         loss = torch.zeros(len(examples), dtype=log_weights.dtype)
-        for i, ex in enumerate(examples):
+        for i, (ex, (ids, _, flags)) in enumerate(zip(examples, rows)):
             if not ex.attend:
                 continue
-            prefix = len(self._prefix(ex.kind, ex.image, ex.prompt, ex.framing)[0])
-            start = width - prefix - len(self._target(ex)[0])
+            prefix = flags.index(True)  # the row is its prefix, then its target (the loss flags)
+            start = width - len(ids)
             terms = [log_weights[i, head, start + prefix - 1, start + 2 + cell]
                      for head, cell in enumerate(ex.attend[:self.config.n_heads])]
             loss[i] = -torch.stack(terms).mean()
@@ -536,7 +538,7 @@ class ShapesBackbone:
             found = {key: ex for key, ex in zip(keys, examples) if key in pending}
             scored = [(key, c, replace(found[key], steps=c)) for key, cands in pending.items() for c in cands]
             with torch.no_grad():
-                nll = torch.cat([self._token_nll(role, [s for _, _, s in scored[i:i + 256]])
+                nll = torch.cat([self._token_nll(role, self._rows([s for _, _, s in scored[i:i + 256]]))
                                  for i in range(0, len(scored), 256)]).tolist()
             best: dict[tuple[bytes, str, str], tuple[float, str]] = {}
             for (key, steps, _), value in zip(scored, nll):

@@ -112,7 +112,7 @@ def test_attention_loss_is_minus_log_of_the_weight_eager_attention_reports(reade
     try:
         with torch.no_grad():
             total = float(reader.example_nll(None, [example])[0])
-            answer_only = float(reader._token_nll(None, [example])[0])
+            answer_only = float(reader._token_nll(None, reader._rows([example]))[0])
     finally:
         reader.network.eval()
     lm = reader.network.lm
@@ -138,13 +138,13 @@ def test_training_with_attend_moves_attention_to_the_named_objects():
     optimizer = torch.optim.Adam(params, lr=1e-2)
     backbone.network.train()
     with torch.no_grad():
-        before = float(backbone.example_nll(None, [example]) - backbone._token_nll(None, [example]))
+        before = float(backbone.example_nll(None, [example]) - backbone._token_nll(None, backbone._rows([example])))
     for _ in range(30):
         optimizer.zero_grad()
         backbone.example_nll(None, [example]).sum().backward()
         optimizer.step()
     with torch.no_grad():
-        after = float(backbone.example_nll(None, [example]) - backbone._token_nll(None, [example]))
+        after = float(backbone.example_nll(None, [example]) - backbone._token_nll(None, backbone._rows([example])))
     backbone.network.eval()
     assert after < 0.5 * before
 
