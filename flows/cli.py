@@ -151,6 +151,14 @@ def cmd_pretrain(args) -> None:
     if args.relation_reading and (args.backbone != "shapes" or args.init_from):
         raise ValueError(f"--relation-reading builds a whole shapes base; backbone {args.backbone!r}"
                          + (" takes it from its --init-from trunk" if args.init_from else " has no such option"))
+    mix = None
+    if args.mix:
+        from tasks.logic.pretrain_mix import RELATION_READING_GROUPS, SEED_SET_GROUPS, parse_mix
+
+        if args.init_from:
+            raise ValueError("--mix weighs a whole base's seed-set groups; with --init-from only the denoiser "
+                             "trains, on text-to-image pairs")
+        mix = parse_mix(args.mix, RELATION_READING_GROUPS if args.relation_reading else SEED_SET_GROUPS)
     from flows.pretrain import pretrain_flow
 
     if args.backbone != "shapes":
@@ -159,7 +167,7 @@ def cmd_pretrain(args) -> None:
         backbone_class(args.backbone)  # raises a one-line error for unknown names
     pretrain_flow(args.out, backbone=args.backbone, size=args.size, seed_scenes=args.seed_scenes, steps=args.steps,
                   lr=args.lr, seed=args.seed, control_steps=args.control_steps, init_from=args.init_from,
-                  t2i_per_scene=args.t2i_per_scene, relation_reading=args.relation_reading)
+                  t2i_per_scene=args.t2i_per_scene, relation_reading=args.relation_reading, mix=mix)
 
 
 def cmd_round(args) -> None:
@@ -275,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relation-reading", action="store_true",
                    help="shapes: a base that reads relations (cell channels, answers as steps, heads taught to attend "
                         "to the objects a question names, locate items; models/relation_reading.py)")
+    p.add_argument("--mix", help="share of each seed-set group in a batch, e.g. vqa=0.4,caption=0.1,ask=0.1,"
+                                 "spec=0.15,t2i=0.25 (normalised; relate too with --relation-reading; default "
+                                 "tasks/logic/pretrain_mix.py)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_pretrain)
 

@@ -17,13 +17,15 @@ from models.training import TrainConfig
 from storage.settings import Settings
 from tasks.pretrain import check_convergence, pretrain_base, write_checkpoint_card
 from tasks.logic.held_out_evaluation import EvalConfig
+from tasks.logic.pretrain_mix import format_mix
 
 
 @flow(name="asg-pretrain", log_prints=True)
 def pretrain_flow(checkpoint_uri: str, backbone: str = "shapes", size: str = "default", seed_scenes: int = 300,
                   steps: int = 5000, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
                   control_steps: int = 310, control_lr: float = 1e-3, eval_size: str = "default",
-                  init_from: str | None = None, t2i_per_scene: int = 1, relation_reading: bool = False) -> dict:
+                  init_from: str | None = None, t2i_per_scene: int = 1, relation_reading: bool = False,
+                  mix: dict[str, float] | None = None) -> dict:
     settings = Settings.from_env()
     tracker = Tracker(settings.mlflow_uri, "asg-pretrain")
     schedule = TrainConfig(steps=steps, lr=lr, warmup_steps=min(100, steps // 10), seed=seed)
@@ -32,9 +34,10 @@ def pretrain_flow(checkpoint_uri: str, backbone: str = "shapes", size: str = "de
         tracker.log_params({"backbone": backbone, "size": size, "seed_scenes": seed_scenes, "batch_size": batch_size,
                             "control_steps": control_steps, "control_lr": control_lr, "init_from": init_from,
                             "t2i_per_scene": t2i_per_scene, "relation_reading": relation_reading,
-                            **asdict(schedule)})
+                            "mix": format_mix(mix) if mix else "default", **asdict(schedule)})
         result = pretrain_base(backbone, size, seed_scenes, schedule, batch_size, checkpoint_uri, eval_config,
-                               t2i_per_scene=t2i_per_scene, init_from=init_from, relation_reading=relation_reading)
+                               t2i_per_scene=t2i_per_scene, init_from=init_from, relation_reading=relation_reading,
+                               mix=mix)
         tracker.log_series("train_loss", result.losses)
         tracker.log_series("learning_rate", result.lrs)
         for step, acc in result.validation:
@@ -51,9 +54,10 @@ def pretrain_flow(checkpoint_uri: str, backbone: str = "shapes", size: str = "de
                                  *([f"--init-from {init_from}"] if init_from else []),
                                  *([f"--t2i-per-scene {t2i_per_scene}"] if t2i_per_scene != 1 else []),
                                  *(["--relation-reading"] if relation_reading else []),
+                                 *([f"--mix {format_mix(mix)}"] if mix else []),
                                  f"--control-steps {control_steps}"]),
             "seed": seed, "seed_scenes": seed_scenes, "t2i_per_scene": t2i_per_scene,
-            "relation_reading": relation_reading, "steps": steps,
+            "relation_reading": relation_reading, "steps": steps, **({"mix": mix} if mix else {}),
             "batch_size": batch_size, "lr": lr,
             "control_lr": control_lr, "metrics": summary,
             f"validation_{result.validation_metric}": [[s, a] for s, a in result.validation]})

@@ -19,13 +19,9 @@ from models.vocabulary import FRAMINGS
 from storage.checkpoints import local_checkpoint, save_checkpoint
 from storage.settings import Settings
 from tasks.logic.held_out_evaluation import EvalConfig, evaluate, evaluate_geneval, evaluate_vqa
+from tasks.logic.pretrain_mix import PRETRAIN_MIX, RELATION_READING_MIX
 from world.seed_set import relation_reading_examples, seed_examples
 
-PRETRAIN_MIX = {"vqa": 0.45, "caption": 0.10, "ask": 0.10, "spec": 0.15, "t2i": 0.20}
-# A base that reads relations also trains on its seed scenes' locate items and every relation question between
-# their objects ("relate", world.seed_set.relation_reading_examples): the seed questions alone hold ~400 relation
-# questions, too few to learn reading cells and comparing them (a first base on them: relation VQA 0.42).
-RELATION_READING_MIX = {"vqa": 0.40, "relate": 0.20, "caption": 0.08, "ask": 0.08, "spec": 0.09, "t2i": 0.15}
 
 
 @dataclass(frozen=True)
@@ -42,11 +38,12 @@ class PretrainResult:
 def pretrain_base(backbone_name: str, size: str, seed_scenes: int, schedule: TrainConfig, batch_size: int,
                   checkpoint_uri: str, eval_config: EvalConfig, t2i_per_scene: int = 1,
                   validate_every: int = 500, init_from: str | None = None,
-                  relation_reading: bool = False) -> PretrainResult:
+                  relation_reading: bool = False, mix: dict[str, float] | None = None) -> PretrainResult:
     """Pretrain a base on the labeled seed set. With `init_from`, a latent-generator backbone takes
     that checkpoint's understanding trunk and trains only its denoiser (on the seed set's t2i pairs).
     `relation_reading` builds a base that reads relations (models/relation_reading.py) and trains it on the seed
-    scenes' `relation_reading_examples` too; with `init_from` the trunk's checkpoint decides it."""
+    scenes' `relation_reading_examples` too; with `init_from` the trunk's checkpoint decides it. `mix` replaces
+    the default mixture (tasks/logic/pretrain_mix.py) of a whole base."""
     settings = Settings.from_env()
     if init_from:
         backbone = create_backbone(backbone_name, seed=schedule.seed, size=size, freeze_understanding=True)
@@ -61,9 +58,9 @@ def pretrain_base(backbone_name: str, size: str, seed_scenes: int, schedule: Tra
         batches = mixture_batches(examples, {"t2i": 1.0}, batch_size, schedule.seed)
     elif getattr(backbone.config, "relation_reading", False):
         relate = [TrainingExample(**e) for e in relation_reading_examples(seed_scenes, schedule.seed)]
-        batches = mixture_batches(examples, RELATION_READING_MIX, batch_size, schedule.seed, {"relate": relate})
+        batches = mixture_batches(examples, mix or RELATION_READING_MIX, batch_size, schedule.seed, {"relate": relate})
     else:
-        batches = mixture_batches(examples, PRETRAIN_MIX, batch_size, schedule.seed)
+        batches = mixture_batches(examples, mix or PRETRAIN_MIX, batch_size, schedule.seed)
     lrs: list[float] = []
     validation: list[tuple[int, float]] = []
     # Validation follows what trains: VQA for a whole base, GenEval-2D when only the denoiser learns.

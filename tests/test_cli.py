@@ -58,6 +58,8 @@ def bad_inputs(tmp_path) -> Path:
     (("demo", "--checkpoint", "missing-ckpt"), "checkpoint not found: missing-ckpt"),
     (("pretrain", "--backbone", "nope", "--out", "x"), "unknown backbone 'nope'"),
     (("pretrain", "--init-from", "missing-ckpt", "--out", "x"), "checkpoint not found: missing-ckpt"),
+    (("pretrain", "--mix", "vqa=0.5,relate=0.5", "--out", "x"), "--mix group 'relate' is not one of"),
+    (("pretrain", "--relation-reading", "--mix", "vqa=-1", "--out", "x"), "--mix share of 'vqa' must be a positive"),
     (("ingest", "no-such-folder"), "image source not found: no-such-folder"),
     (("round", "--round-idx", "0", "--checkpoint", "{d}/bad-weights", "--source", "no-such-folder"),
      "image source not found: no-such-folder"),

@@ -286,3 +286,17 @@ def test_preference_pairs_use_every_sample_of_the_larger_side_once_and_only_matc
     assert sorted(r for _, r in uneven) == ["e:g2", "e:g3", "e:g4"]
     assert sorted({c for c, _ in uneven}) == ["e:g0", "e:g1"]
     assert preference_pairs(verdicts, seed=3) == pairs  # seeded
+
+
+def test_pretrain_mix_normalises_shares_and_names_the_bad_part():
+    from tasks.logic.pretrain_mix import RELATION_READING_GROUPS, SEED_SET_GROUPS, format_mix, parse_mix
+
+    mix = parse_mix("vqa=0.37, relate=0.18,caption=0.08,ask=0.07,spec=0.10,t2i=0.20", RELATION_READING_GROUPS)
+    assert mix == {"vqa": 0.37, "relate": 0.18, "caption": 0.08, "ask": 0.07, "spec": 0.1, "t2i": 0.2}
+    assert parse_mix("vqa=1,t2i=3", SEED_SET_GROUPS) == {"vqa": 0.25, "t2i": 0.75}
+    assert parse_mix(format_mix(mix), RELATION_READING_GROUPS) == mix
+    for text, words in [("relate=1", "'relate' is not one of"), ("vqa", "is not name=share"),
+                        ("vqa=1,vqa=2", "twice"), ("vqa=x", "'x' of 'vqa' is not a number"),
+                        ("vqa=0", "positive"), ("vqa=nan", "positive"), ("=1", "is not name=share")]:
+        with pytest.raises(ValueError, match=words):
+            parse_mix(text, SEED_SET_GROUPS)
