@@ -200,6 +200,35 @@ def cpu_seconds(since: dict[str, float] | None = None) -> dict[str, float]:
     return {k: v - (since or {}).get(k, 0.0) for k, v in now.items()}
 
 
+def thread_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each live thread of this process by OS thread id, with its Python name where it is a Python
+    thread and its OS name otherwise (torch's OpenMP workers, native pools)."""
+    import threading
+
+    import psutil
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    for thread in psutil.Process().threads():
+        try:
+            comm = Path(f"/proc/self/task/{thread.id}/comm").read_text().strip()
+        except OSError:
+            comm = "?"
+        out[thread.id] = (names.get(thread.id, f"native:{comm}"), thread.user_time + thread.system_time)
+    return out
+
+
+def cpu_by_thread(before: dict[int, tuple[str, float]], process_cpu: float) -> dict[str, float]:
+    """Where a timed side's CPU went: each thread's seconds since `before` (threads of one name summed), and the
+    rest of the process's `process_cpu` as threads that ended during the side."""
+    now = thread_cpu_seconds()
+    spent: dict[str, float] = {}
+    for tid, (name, seconds) in now.items():
+        spent[name] = spent.get(name, 0.0) + seconds - before.get(tid, (name, 0.0))[1]
+    spent["threads that ended"] = process_cpu - sum(spent.values())
+    return {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if abs(v) >= 0.05}
+
+
 def round_config(images: int, quick: bool):
     """The round both sides run. The bare loop makes the paper round's calls (policy updates, the audit's
     cross-check; no compose or tile reading), so the flow runs the paper preset: since the default became compose,
@@ -239,9 +268,10 @@ def time_flow(config, home: Path) -> tuple[float, dict, dict]:
     from flows.round import round_flow
 
     os.environ["ASG_HOME"] = str(home)
-    before, clock = cpu_seconds(), time.perf_counter()
+    threads, before, clock = thread_cpu_seconds(), cpu_seconds(), time.perf_counter()
     out = round_flow(0, str(BASE), config, experiment="asg-bench")
-    return time.perf_counter() - clock, out, cpu_seconds(before)
+    seconds, cpu = time.perf_counter() - clock, cpu_seconds(before)
+    return seconds, out, {**cpu, "by_thread": cpu_by_thread(threads, cpu["this_process"])}
 
 
 def time_loop(config, home: Path) -> tuple[float, dict, dict, dict]:
@@ -257,9 +287,10 @@ def time_loop(config, home: Path) -> tuple[float, dict, dict, dict]:
     ids = round_image_ids(db, config.source, config.n_images, 0, config.seed)
     images = images_by_id(db, "images", "image_id", ids)
     flow_examples = {role: stored_examples(db, 0, role) for role in config.role_steps()}
-    before, clock = cpu_seconds(), time.perf_counter()
+    threads, before, clock = thread_cpu_seconds(), cpu_seconds(), time.perf_counter()
     phases, outputs = bare_round(config, ids, images, flow_examples, config.seed)
     seconds, cpu = time.perf_counter() - clock, cpu_seconds(before)
+    cpu = {**cpu, "by_thread": cpu_by_thread(threads, cpu["this_process"])}
     del flow_examples, images
     return seconds, phases, cpu, same_outputs(db, outputs)
 
@@ -362,7 +393,9 @@ def main() -> None:
           + "  (loop: " + "  ".join(f"{k.removeprefix('finetune_')} {v:.1f}" for k, v in bare.items()
                                     if k.startswith("finetune_")) + f", all {bare['finetune']:.1f})")
     for name, cpu in (("flow", flow_cpu), ("loop", bare_cpu)):
-        print(f"CPU seconds during the {name}: " + "  ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+        print(f"CPU seconds during the {name}: " + "  ".join(f"{k} {v:.1f}" for k, v in cpu.items()
+                                                             if k != "by_thread"))
+        print("  by thread: " + "  ".join(f"{k} {v:.1f}" for k, v in cpu.get("by_thread", {}).items()))
     print(f"best of each: flow {flow_s:.1f} s, loop {bare_s:.1f} s: {100 * (flow_s - bare_s) / flow_s:+.1f}%")
     print("overhead per pair: " + "  ".join(f"{share:+.1%}" for share in pair_shares))
     print(f"overhead (median over {len(pair_shares)} pairs of (flow - loop) / flow): {median_share:+.1%} "

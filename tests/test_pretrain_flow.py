@@ -13,11 +13,14 @@ from storage.settings import Settings
 @pytest.mark.usefixtures("prefect_server")
 def test_pretrain_flow_logs_curves_and_writes_checkpoint_with_card(asg_home, tmp_path):
     out = tmp_path / "tiny-base"
-    summary = pretrain_flow(str(out), size="tiny", seed_scenes=5, steps=30, control_steps=4, eval_size="tiny")
+    mix = {"vqa": 0.5, "caption": 0.1, "ask": 0.1, "spec": 0.1, "t2i": 0.2}
+    summary = pretrain_flow(str(out), size="tiny", seed_scenes=5, steps=30, control_steps=4, eval_size="tiny",
+                            mix=mix)
     backbone = load_backbone(out)
     assert backbone.config.hidden_size == 32 and not backbone.roles_attached
     card = json.loads((out / "card.json").read_text())
     assert card["command"].startswith("asg pretrain") and "--steps 30" in card["command"] and card["seed"] == 0
+    assert "--mix vqa=0.5,caption=0.1,ask=0.1,spec=0.1,t2i=0.2" in card["command"] and card["mix"] == mix
     assert card["metrics"]["vqa_accuracy"] == summary["vqa_accuracy"]
     assert "control_vqa_delta" in summary
 
@@ -29,7 +32,7 @@ def test_pretrain_flow_logs_curves_and_writes_checkpoint_with_card(asg_home, tmp
     assert len(losses) == 30 and len(lrs) == 30
     assert lrs[-1].value < lrs[5].value  # the rate decays
     assert losses[-1].value < losses[0].value
-    assert run.data.params["steps"] == "30"
+    assert run.data.params["steps"] == "30" and run.data.params["mix"] == "vqa=0.5,caption=0.1,ask=0.1,spec=0.1,t2i=0.2"
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -55,13 +58,17 @@ def test_pretraining_a_relation_reading_base_adds_locate_items_and_saves_the_opt
     from tasks.logic.held_out_evaluation import EvalConfig
     from tasks.pretrain import pretrain_base
 
-    made = []
-    real = tasks.pretrain.relation_reading_examples
+    made, mixes = [], []
+    real, real_batches = tasks.pretrain.relation_reading_examples, tasks.pretrain.mixture_batches
     monkeypatch.setattr(tasks.pretrain, "relation_reading_examples",
                         lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    monkeypatch.setattr(tasks.pretrain, "mixture_batches",
+                        lambda examples, mix, *a, **k: mixes.append(mix) or real_batches(examples, mix, *a, **k))
     out = tmp_path / "reading-base"
+    mix = {"vqa": 0.3, "relate": 0.3, "t2i": 0.4}
     result = pretrain_base.fn("shapes", "tiny", 4, TrainConfig(steps=6, lr=3e-3, warmup_steps=1), 16, str(out),
-                              EvalConfig.tiny(), validate_every=100, relation_reading=True)
+                              EvalConfig.tiny(), validate_every=100, relation_reading=True, mix=mix)
+    assert mixes == [mix]
     backbone = load_backbone(out)
     assert backbone.config.relation_reading and backbone.network.position_channels
     assert len(result.losses) == 6 and all(loss == loss for loss in result.losses)
