@@ -13,12 +13,12 @@ A retried flow run (the Prefect UI's Retry) skips finished stages and reopens it
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run as prefect_flow_run
 
+from flows.demo import SHIPPED_BASE
 from flows.round import RoundConfig, execute_round
 from flows.task_runners import task_runner
 from flows.tracking import Tracker
@@ -29,7 +29,7 @@ from tasks.evaluate import evaluate_checkpoint
 from tasks.logic.promotion import promotion_decision
 from tasks.round_plan import next_round_idx
 
-SHIPPED_BASE_URI = str(Path(__file__).resolve().parent.parent / "models" / "checkpoints" / "shapes-base")
+SHIPPED_BASE_URI = str(SHIPPED_BASE)
 
 # Parameter presets of the nightly deployment (see infra/prefect.yaml).
 NIGHTLY_PRESETS: dict[str, dict[str, Any]] = {

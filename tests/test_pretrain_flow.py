@@ -73,3 +73,14 @@ def test_pretraining_a_relation_reading_base_adds_locate_items_and_saves_the_opt
     assert backbone.config.relation_reading and backbone.network.position_channels
     assert len(result.losses) == 6 and all(loss == loss for loss in result.losses)
     assert len(made) == 1 and sum(e["prompt"].endswith(" left of") for e in made[0]) > 0  # locate items too
+
+
+def test_the_demo_rebuilds_the_shipped_base_with_the_recipe_its_card_records():
+    from flows.demo import SHIPPED_BASE, SHIPPED_BASE_RECIPE
+    from tasks.logic.pretrain_mix import format_mix
+
+    card = json.loads((SHIPPED_BASE / "card.json").read_text())
+    recipe = SHIPPED_BASE_RECIPE
+    assert card["steps"] == recipe["steps"] and card["lr"] == recipe["lr"]
+    assert card["relation_reading"] == recipe["relation_reading"] and card["t2i_per_scene"] == recipe["t2i_per_scene"]
+    assert card["mix"] == recipe["mix"] and f"--mix {format_mix(recipe['mix'])}" in card["command"]
